@@ -1,0 +1,40 @@
+# The two set-up commands: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned first: a CPU build of 2.13.0 is what the project is developed on; installing it
+# before the package keeps pip from resolving `torch>=2.3` to a newer multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+# Tests and CI read the shared datasets when they exist; data-bound tests skip otherwise.
+export TRADI_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: install demo test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test,lightning]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/tradi run digits --out runs/digits
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: install
+	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

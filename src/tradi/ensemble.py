@@ -1,0 +1,160 @@
+"""Prediction by averaging one network over sampled weight sets (TRADI.md eq. 6).
+
+P(y | x) = mean_j softmax(f(x; w~_j)). Every sampling method (TRADI, SWAG, Gaussian perturbation)
+predicts through `SampledEnsemble`, which evaluates the weight sets with
+`torch.func.functional_call` on its own copy of the model, so the user's model is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from tradi.posterior import WeightPosterior
+
+Average = Literal["probs", "logits"]
+
+
+def _inputs(batch: Any) -> Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def update_bn_stats(
+    model: nn.Module,
+    loader: Iterable[Any],
+    parameters: dict[str, Tensor] | None = None,
+    device: torch.device | str | None = None,
+) -> None:
+    """Re-estimate BatchNorm running statistics, like `torch.optim.swa_utils.update_bn`.
+
+    With `parameters`, the forward passes use those weights (through functional_call) instead of
+    the model's own: this is how each sampled weight set gets statistics that match it.
+    The statistics are a cumulative average over one pass of `loader`; mode and momenta are restored.
+    """
+    bns = _bn_modules(model)
+    if not bns:
+        return
+    momenta = {bn: bn.momentum for bn in bns}
+    was_training = model.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    try:
+        for batch in loader:
+            x = _inputs(batch)
+            if device is not None:
+                x = x.to(device)
+            if parameters is None:
+                model(x)
+            else:
+                functional_call(model, parameters, (x,))
+    finally:
+        for bn, momentum in momenta.items():
+            bn.momentum = momentum
+        model.train(was_training)
+
+
+class SampledEnsemble:
+    """An ensemble of `n_samples` weight sets drawn from `posterior`, evaluated on a model copy.
+
+    Args:
+        model: the trained network (deep-copied; the original is never modified).
+        posterior: draws weight sets {name: tensor}; names it omits keep the model's values.
+        n_samples: ensemble size (20 in the paper's code).
+        average: "probs" averages softmax probabilities (the paper, eq. 6); "logits" averages
+            logits before one softmax (the public code; offered only for comparison).
+        bn_loader: if given, BatchNorm running statistics are re-estimated for each sample on
+            this loader (training data), as SWAG does and the public code does for TRADI.
+        seed: the weight sets are a deterministic function of `seed`.
+        cache: keep the drawn weight sets in memory (n_samples copies of the sampled tensors)
+            rather than redrawing them for each batch; turn off for very large models.
+
+    Class dimension is 1: outputs are [N, C] or dense [N, C, H, W].
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        posterior: WeightPosterior,
+        n_samples: int = 20,
+        *,
+        average: Average = "probs",
+        bn_loader: Iterable[Any] | None = None,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if average not in ("probs", "logits"):
+            raise ValueError(f"average must be 'probs' or 'logits', got {average!r}")
+        self.model = copy.deepcopy(model).eval()
+        self.posterior = posterior
+        self.n_samples = n_samples
+        self.average: Average = average
+        self.cache = cache
+        self.device = next(self.model.parameters()).device
+        seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
+        self._seeds = [int(s) for s in seeds]
+        self._dtypes = {n: p.dtype for n, p in self.model.named_parameters()}
+        self._cached: list[dict[str, Tensor]] | None = None
+        self._buffers: list[dict[str, Tensor]] | None = None
+        if bn_loader is not None and _bn_modules(self.model):
+            self._buffers = []
+            for weights in self._weight_sets():
+                update_bn_stats(self.model, bn_loader, weights, self.device)
+                self._buffers.append({n: b.clone() for n, b in self.model.named_buffers()})
+        if cache:
+            self._cached = list(self._weight_sets())
+
+    def _draw(self, index: int) -> dict[str, Tensor]:
+        generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
+        sample = self.posterior.sample(generator)
+        unknown = sample.keys() - self._dtypes.keys()
+        if unknown:
+            raise KeyError(
+                f"posterior returned names that are not model parameters: {sorted(unknown)}"
+            )
+        return {n: w.to(self.device, self._dtypes[n]) for n, w in sample.items()}
+
+    def _weight_sets(self) -> Iterator[dict[str, Tensor]]:
+        if self._cached is not None:
+            yield from self._cached
+        else:
+            for index in range(self.n_samples):
+                yield self._draw(index)
+
+    @torch.no_grad()
+    def sample_logits(self, x: Tensor) -> Tensor:
+        """Logits of every weight set: [n_samples, N, C, ...]."""
+        x = x.to(self.device)
+        outs = []
+        for index, weights in enumerate(self._weight_sets()):
+            tensors = weights if self._buffers is None else {**weights, **self._buffers[index]}
+            outs.append(functional_call(self.model, tensors, (x,)))
+        return torch.stack(outs)
+
+    def sample_probs(self, x: Tensor) -> Tensor:
+        """Softmax probabilities of every weight set: [n_samples, N, C, ...]."""
+        return self.sample_logits(x).softmax(dim=2)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """The ensemble's predictive probabilities [N, C, ...]."""
+        logits = self.sample_logits(x)
+        if self.average == "logits":
+            return logits.mean(0).softmax(dim=1)
+        return logits.softmax(dim=2).mean(0)
+
+    def predict(self, loader: Iterable[Any]) -> Tensor:
+        """Per-sample probabilities over a whole loader: [n_samples, N, C, ...] (on the CPU)."""
+        return torch.cat([self.sample_probs(_inputs(b)).cpu() for b in loader], dim=1)

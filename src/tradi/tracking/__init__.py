@@ -1,0 +1,6 @@
+"""TRADI's Kalman tracking of weight means and variances during ordinary training."""
+
+from tradi.tracking.kalman import KalmanConfig, steady_state_gain
+from tradi.tracking.tracker import WeightTracker, default_param_filter
+
+__all__ = ["KalmanConfig", "WeightTracker", "default_param_filter", "steady_state_gain"]
