@@ -131,7 +131,7 @@ class WeightTracker:
             checked = steps  # prev is finite by induction, so d finite <=> w finite
         else:
             steps = self._gradient_steps()
-            checked = steps + weights
+            checked = [*steps, *weights]
         if not bool(torch.isfinite(torch.stack(torch._foreach_norm(checked))).all()):
             self._skip()
             return False
