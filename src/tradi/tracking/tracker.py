@@ -101,21 +101,33 @@ class WeightTracker:
         self.num_skipped = 0
         self._warned = False
 
-        weights = [p.detach().float() for p in self._params]
-        if init_mean == "weights":
-            self._mean = [w.clone() for w in weights]
-        else:
-            self._mean = [torch.zeros_like(w) for w in weights]
-        self._var = [
-            torch.full_like(
-                w,
-                init_variance
-                if init_variance is not None
-                else math.sqrt(2.0 / (w.shape[0] if w.dim() else 1)),
-            )
-            for w in weights
-        ]
-        self._previous = [w.clone() for w in weights] if step == "delta" else []
+        self._shapes = [p.shape for p in self._params]
+        self._sizes = [p.numel() for p in self._params]
+        weights = self._gather_weights()
+        self._mean = weights.clone() if init_mean == "weights" else torch.zeros_like(weights)
+        self._var = torch.cat(
+            [
+                torch.full(
+                    (n,),
+                    init_variance
+                    if init_variance is not None
+                    else math.sqrt(2.0 / (shape[0] if len(shape) else 1)),
+                    device=weights.device,
+                )
+                for n, shape in zip(self._sizes, self._shapes, strict=True)
+            ]
+        )
+        # w(t-1) is only needed for the real step; views give per-parameter access to flat state
+        self._previous: Tensor | None = weights if step == "delta" else None
+        self._mean_views = self._views(self._mean)
+        self._previous_views = [] if self._previous is None else self._views(self._previous)
+
+    def _views(self, flat: Tensor) -> list[Tensor]:
+        return [c.view(s) for c, s in zip(flat.split(self._sizes), self._shapes, strict=True)]
+
+    def _gather_weights(self) -> Tensor:
+        """All tracked weights as one flat float32 vector."""
+        return torch.cat([p.detach().reshape(-1) for p in self._params]).float()
 
     # ------------------------------------------------------------------ the Kalman step
     @torch.no_grad()
@@ -125,42 +137,67 @@ class WeightTracker:
         A non-finite step (NaN/Inf in the weights or in d) is skipped for the whole model and
         leaves the state exactly as it was; skips are counted and reported by one warning.
         """
-        weights = [p.detach().float() for p in self._params]
-        if self.step_form == "delta":
-            steps = torch._foreach_sub(weights, self._previous)
-            checked = steps  # prev is finite by induction, so d finite <=> w finite
-        else:
-            steps = self._gradient_steps()
-            checked = [*steps, *weights]
-        if not bool(torch.isfinite(torch.stack(torch._foreach_norm(checked))).all()):
+        k_mean, p_mean = gain_step(self._p_mean, self.config.q_mean, self.config.r_mean)
+        k_var, p_var = gain_step(self._p_var, self.config.q_var, self.config.r_var)
+        done = (
+            self._update_delta(k_mean, k_var)
+            if self.step_form == "delta"
+            else self._update_gradient(k_mean, k_var)
+        )
+        if not done:
             self._skip()
             return False
-
-        k_mean, self._p_mean = gain_step(self._p_mean, self.config.q_mean, self.config.r_mean)
-        k_var, self._p_var = gain_step(self._p_var, self.config.q_var, self.config.r_var)
-        torch._foreach_add_(self._mean, steps)
-        torch._foreach_lerp_(self._mean, weights, k_mean)
-        residual = torch._foreach_sub(weights, self._mean)
-        torch._foreach_mul_(residual, residual)
-        torch._foreach_mul_(steps, steps)
-        torch._foreach_add_(self._var, steps)
-        torch._foreach_lerp_(self._var, residual, k_var)
-        if self.step_form == "delta":
-            torch._foreach_copy_(self._previous, weights)
+        self._p_mean, self._p_var = p_mean, p_var
         self.num_updates += 1
         return True
 
-    def _gradient_steps(self) -> list[Tensor]:
+    def _update_delta(self, k_mean: float, k_var: float) -> bool:
+        """d = w - w(t-1), without allocating: the hot path, in place on the flat state.
+
+        With d = w - prev the equations simplify exactly to
+            mu_new = w + (1 - K_mu) (mu - prev),   w - mu_new = (1 - K_mu) (prev - mu),
+            sigma2_new = (1 - K_s2) (sigma2 + d^2) + K_s2 (1 - K_mu)^2 (prev - mu)^2.
+        """
+        assert self._previous is not None
+        weights = [
+            p.detach() if p.dtype == torch.float32 else p.detach().float() for p in self._params
+        ]
+        # w(t-1) is finite by induction, so d is finite iff w is; the norms are NaN/Inf iff
+        # some weight is (or if they overflow: such a step is skipped too)
+        if not bool(torch.isfinite(torch.stack(torch._foreach_norm(weights))).all()):
+            return False
+        mean, var, prev = self._mean, self._var, self._previous
+        var.mul_(1.0 - k_var)
+        mean.sub_(prev)  # mu - prev
+        var.addcmul_(mean, mean, value=k_var * (1.0 - k_mean) ** 2)
+        mean.mul_(1.0 - k_mean)
+        torch._foreach_add_(self._mean_views, weights)  # mu_new
+        torch._foreach_sub_(self._previous_views, weights)  # prev - w = -d
+        var.addcmul_(prev, prev, value=1.0 - k_var)
+        torch._foreach_copy_(self._previous_views, weights)  # prev = w
+        return True
+
+    def _update_gradient(self, k_mean: float, k_var: float) -> bool:
+        """d = -lr * grad, the paper's form: the general equations on gathered copies."""
         assert self.optimizer is not None
         lr_of = {
             id(p): group["lr"] for group in self.optimizer.param_groups for p in group["params"]
         }
-        grads = [
-            p.grad.detach().float() if p.grad is not None else torch.zeros_like(m)
-            for p, m in zip(self._params, self._mean, strict=True)
-        ]
-        scales = [-float(lr_of.get(id(p), 0.0)) for p in self._params]
-        return torch._foreach_mul(grads, scales)
+        steps = torch.cat(
+            [
+                (p.grad.detach().reshape(-1).float() * -float(lr_of.get(id(p), 0.0)))
+                if p.grad is not None
+                else torch.zeros(n, device=self._mean.device)
+                for p, n in zip(self._params, self._sizes, strict=True)
+            ]
+        )
+        weights = self._gather_weights()
+        if not bool(torch.isfinite(steps.sum() + weights.sum())):
+            return False
+        self._mean.add_(steps).lerp_(weights, k_mean)
+        residual = weights.sub_(self._mean).square_()
+        self._var.addcmul_(steps, steps).lerp_(residual, k_var)
+        return True
 
     def _skip(self) -> None:
         self.num_skipped += 1
@@ -174,19 +211,24 @@ class WeightTracker:
             self._warned = True
 
     # ------------------------------------------------------------------ results
+    def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        chunks = flat.split(self._sizes)
+        return {
+            n: c.reshape(shape).clone()
+            for n, c, shape in zip(self.names, chunks, self._shapes, strict=True)
+        }
+
     def mean(self) -> dict[str, Tensor]:
         """Tracked means {parameter name: float32 tensor} (copies)."""
-        return {n: t.clone() for n, t in zip(self.names, self._mean, strict=True)}
+        return self._unflatten(self._mean)
 
     def variance(self) -> dict[str, Tensor]:
         """Tracked variances {parameter name: float32 tensor} (copies)."""
-        return {n: t.clone() for n, t in zip(self.names, self._var, strict=True)}
+        return self._unflatten(self._var)
 
     def weights(self) -> dict[str, Tensor]:
         """Current weights of the tracked parameters (float32 copies): w* for the kernel."""
-        return {
-            n: p.detach().float().clone() for n, p in zip(self.names, self._params, strict=True)
-        }
+        return self._unflatten(self._gather_weights())
 
     def posterior(
         self,
@@ -219,29 +261,27 @@ class WeightTracker:
             "p_var": self._p_var,
             "num_updates": self.num_updates,
             "num_skipped": self.num_skipped,
-            "mean": [t.clone() for t in self._mean],
-            "variance": [t.clone() for t in self._var],
-            "previous": [t.clone() for t in self._previous],
+            "mean": self._mean.clone(),
+            "variance": self._var.clone(),
+            "previous": None if self._previous is None else self._previous.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["names"] != self.names or state["step_form"] != self.step_form:
             raise ValueError(
-                "tracker state does not match this tracker: saved names/step form "
+                "tracker state does not match this tracker: saved "
                 f"{len(state['names'])} params/{state['step_form']!r}, "
                 f"here {len(self.names)} params/{self.step_form!r}"
             )
-        for key, mine in (
-            ("mean", self._mean),
-            ("variance", self._var),
-            ("previous", self._previous),
-        ):
-            saved = state[key]
-            if len(saved) != len(mine) or any(
-                s.shape != m.shape for s, m in zip(saved, mine, strict=True)
-            ):
-                raise ValueError(f"tracker state {key!r} has shapes that do not match the model")
-            torch._foreach_copy_(mine, [s.to(m.device) for s, m in zip(saved, mine, strict=True)])
+        if state["mean"].shape != self._mean.shape:
+            raise ValueError(
+                f"tracker state holds {state['mean'].numel()} weights, this model "
+                f"{self._mean.numel()}"
+            )
+        self._mean.copy_(state["mean"])
+        self._var.copy_(state["variance"])
+        if self._previous is not None:
+            self._previous.copy_(state["previous"])
         self._p_mean = float(state["p_mean"])
         self._p_var = float(state["p_var"])
         self.num_updates = int(state["num_updates"])
@@ -250,8 +290,9 @@ class WeightTracker:
     @property
     def state_bytes(self) -> int:
         """Bytes of per-weight state (mean, variance and, for step="delta", w(t-1))."""
-        return sum(t.numel() * t.element_size() for t in (*self._mean, *self._var, *self._previous))
+        kept = [self._mean, self._var] + ([] if self._previous is None else [self._previous])
+        return sum(t.numel() * t.element_size() for t in kept)
 
     @property
     def num_tracked(self) -> int:
-        return sum(t.numel() for t in self._mean)
+        return self._mean.numel()
