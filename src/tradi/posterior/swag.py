@@ -1,0 +1,177 @@
+"""SWAG (Maddox et al., 2019): a Gaussian over weights from the moments of SGD iterates.
+
+From iterates w_1..w_n (one per epoch late in training):
+    mean = (1/n) sum w_i,   diag = max((1/n) sum w_i^2 - mean^2, eps),
+    D    = the last K deviations w_i - mean_i (mean_i: the running mean including w_i),
+and a sample is
+    w~ = mean + sqrt(covariance_scale) * (sqrt(diag) * z1 + D z2 / sqrt(K - 1)),
+    z1 ~ N(0, I_P), z2 ~ N(0, I_K),
+so Cov(w~) = covariance_scale * (diag(diag) + D D^T / (K - 1)) (K - 1 read as 1 when K = 1). SWAG's own code calls
+covariance_scale "scale" and uses 0.5; note that it multiplies the covariance, whereas TRADI's
+scale multiplies the standard deviation. The low-rank term couples every parameter of the model:
+z2 is shared by all tensors of one sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+ParamFilter = Callable[[str, nn.Module, nn.Parameter], bool]
+
+_VARIANCE_FLOOR = 1e-30  # SWAG's var_clamp: keeps sqrt finite when an iterate never moved
+
+
+def all_trainable(name: str, module: nn.Module, param: nn.Parameter) -> bool:
+    """SWAG's default: every trainable parameter, normalisation affine ones included."""
+    return param.requires_grad
+
+
+class SWAGPosterior:
+    """Samples w~ = mean + sqrt(covariance_scale) * (sqrt(diag) z1 + D z2 / sqrt(K - 1)).
+
+    Args:
+        mean: SWA mean {name: tensor}.
+        variance: diagonal variance {name: tensor} (clamped to a tiny floor).
+        deviations: {name: tensor [K, *shape]}, the K deviation columns of D.
+        covariance_scale: multiplies the whole covariance (0.5 in SWAG; 0 gives the SWA mean).
+    """
+
+    def __init__(
+        self,
+        mean: dict[str, Tensor],
+        variance: dict[str, Tensor],
+        deviations: dict[str, Tensor],
+        *,
+        covariance_scale: float = 0.5,
+    ) -> None:
+        if not mean.keys() == variance.keys() == deviations.keys():
+            raise ValueError("mean, variance and deviations must have the same parameter names")
+        if covariance_scale < 0:
+            raise ValueError(f"covariance_scale must be >= 0, got {covariance_scale}")
+        ranks = {d.shape[0] for d in deviations.values()}
+        if len(ranks) != 1:
+            raise ValueError(
+                f"every deviation tensor needs the same number of columns, got {ranks}"
+            )
+        for name, mu in mean.items():
+            if variance[name].shape != mu.shape or deviations[name].shape[1:] != mu.shape:
+                raise ValueError(f"{name}: variance/deviation shapes do not match the mean")
+        self.rank = ranks.pop()
+        self.mean = mean
+        self.covariance_scale = covariance_scale
+        root_scale = math.sqrt(covariance_scale)
+        self.std = {
+            n: root_scale * v.clamp_min(_VARIANCE_FLOOR).sqrt() for n, v in variance.items()
+        }
+        low_rank_scale = root_scale / math.sqrt(max(self.rank - 1, 1))
+        self.factors = {
+            n: (low_rank_scale * d).reshape(self.rank, -1) for n, d in deviations.items()
+        }
+
+    def sample(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One weight set; every tensor shares the same low-rank draw z2."""
+        any_mean = next(iter(self.mean.values()))
+        kw = {"generator": generator, "device": any_mean.device, "dtype": any_mean.dtype}
+        z2 = torch.randn(self.rank, **kw)
+        out = {}
+        for name, mu in self.mean.items():
+            z1 = torch.randn(mu.shape, **kw)
+            low_rank = (z2 @ self.factors[name]).reshape(mu.shape)
+            out[name] = torch.addcmul(mu + low_rank, self.std[name], z1)
+        return out
+
+
+class SWAGCollector:
+    """Accumulates SWAG's moments from iterates of `model`; call `collect()` once per epoch.
+
+    Args:
+        model: the network being trained (read, never modified).
+        max_rank: K, the number of most recent deviation columns kept (20 in SWAG).
+        param_filter: `(name, owning module, parameter) -> bool`; default all trainable ones.
+
+    State is float32 whatever the parameters' dtype.
+    """
+
+    def __init__(
+        self, model: nn.Module, *, max_rank: int = 20, param_filter: ParamFilter | None = None
+    ) -> None:
+        if max_rank < 1:
+            raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+        keep = param_filter or all_trainable
+        named = []
+        for module_name, module in model.named_modules():
+            for param_name, param in module.named_parameters(recurse=False):
+                name = f"{module_name}.{param_name}" if module_name else param_name
+                if keep(name, module, param):
+                    named.append((name, param))
+        if not named:
+            raise ValueError("no parameter of the model is selected for SWAG")
+        self.max_rank = max_rank
+        self.names = [n for n, _ in named]
+        self._params = [p for _, p in named]
+        self.num_collected = 0
+        self._mean = [torch.zeros_like(p, dtype=torch.float32) for p in self._params]
+        self._sq_mean = [torch.zeros_like(p, dtype=torch.float32) for p in self._params]
+        self._deviations = [p.new_zeros((0, *p.shape), dtype=torch.float32) for p in self._params]
+
+    @torch.no_grad()
+    def collect(self) -> None:
+        """Add the model's current weights as one iterate."""
+        weights = [p.detach().float() for p in self._params]
+        weight = 1.0 / (self.num_collected + 1)
+        torch._foreach_lerp_(self._mean, weights, weight)
+        torch._foreach_lerp_(self._sq_mean, torch._foreach_mul(weights, weights), weight)
+        self._deviations = [
+            torch.cat([d, (w - m).unsqueeze(0)])[-self.max_rank :]
+            for d, w, m in zip(self._deviations, weights, self._mean, strict=True)
+        ]
+        self.num_collected += 1
+
+    def mean(self) -> dict[str, Tensor]:
+        """The SWA mean {name: float32 tensor} (copies)."""
+        return {n: t.clone() for n, t in zip(self.names, self._mean, strict=True)}
+
+    def variance(self) -> dict[str, Tensor]:
+        """Diagonal variance E[w^2] - E[w]^2, clamped at 0 against rounding."""
+        return {
+            n: (sq - m * m).clamp_min(0)
+            for n, sq, m in zip(self.names, self._sq_mean, self._mean, strict=True)
+        }
+
+    def deviations(self) -> dict[str, Tensor]:
+        """The deviation columns {name: [K, *shape]}, oldest first (copies)."""
+        return {n: d.clone() for n, d in zip(self.names, self._deviations, strict=True)}
+
+    def posterior(self, covariance_scale: float = 0.5) -> SWAGPosterior:
+        """The SWAG Gaussian of what was collected (needs at least one iterate)."""
+        if self.num_collected == 0:
+            raise ValueError("SWAG collected no iterate: did training reach its start epoch?")
+        return SWAGPosterior(
+            self.mean(), self.variance(), self.deviations(), covariance_scale=covariance_scale
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "max_rank": self.max_rank,
+            "num_collected": self.num_collected,
+            "mean": [t.clone() for t in self._mean],
+            "sq_mean": [t.clone() for t in self._sq_mean],
+            "deviations": [t.clone() for t in self._deviations],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["names"] != self.names or state["max_rank"] != self.max_rank:
+            raise ValueError("SWAG state does not match this collector (parameter names or rank)")
+        if any(s.shape != m.shape for s, m in zip(state["mean"], self._mean, strict=True)):
+            raise ValueError("SWAG state has shapes that do not match the model")
+        device = self._mean[0].device
+        self.num_collected = int(state["num_collected"])
+        self._mean = [t.to(device) for t in state["mean"]]
+        self._sq_mean = [t.to(device) for t in state["sq_mean"]]
+        self._deviations = [t.to(device) for t in state["deviations"]]

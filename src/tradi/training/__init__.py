@@ -1,0 +1,25 @@
+"""The one training loop shared by every method, its callbacks, checkpoints and configuration."""
+
+from tradi.training.callbacks import SWAGCallback, TrackingCallback
+from tradi.training.config import (
+    TrainConfig,
+    check_literal_fields,
+    make_optimizer,
+    make_scheduler,
+    options_from_mapping,
+)
+from tradi.training.loop import Callback, FitResult, evaluate, fit
+
+__all__ = [
+    "Callback",
+    "FitResult",
+    "SWAGCallback",
+    "TrackingCallback",
+    "TrainConfig",
+    "check_literal_fields",
+    "evaluate",
+    "fit",
+    "make_optimizer",
+    "make_scheduler",
+    "options_from_mapping",
+]

@@ -1,0 +1,302 @@
+"""The one training loop every method goes through; methods differ by callbacks, not by copies.
+
+Batches are ``(inputs, targets)`` pairs and ``loss_fn(outputs, targets)`` returns a mean loss, so
+classification and segmentation (a cross-entropy with ``ignore_index``) train unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from tradi.training.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_atomic,
+)
+from tradi.training.config import Selection
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+_SELECTION_METRIC: dict[str, tuple[str, float]] = {
+    # selection -> (history key, sign that turns "best" into "smallest")
+    "best_val_loss": ("val_loss", 1.0),
+    "best_val_accuracy": ("val_accuracy", -1.0),
+}
+
+
+class Callback:
+    """Hooks into ``fit``. Override what you need; state in ``state_dict`` is checkpointed.
+
+    Order per epoch: ``on_epoch_start``, then ``on_after_step`` after every ``optimizer.step()``,
+    then ``on_epoch_end`` with that epoch's metrics (before the scheduler steps). ``epoch`` and
+    ``step`` count from 0 and 1 respectively. On resume, ``on_train_start`` runs first and
+    ``load_state_dict`` then restores the saved state.
+    """
+
+    def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called once before the first epoch (and again, before loading state, on resume)."""
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Called before the first batch of every epoch."""
+
+    def on_after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Called right after every ``optimizer.step()``; ``step`` is the number taken so far."""
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after validation; ``metrics`` holds the epoch's train and validation figures."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What must survive an interruption (and a rewind to the selected epoch)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
+@dataclass
+class FitResult:
+    """What one run of ``fit`` did.
+
+    ``train_seconds`` is the wall-clock time of the epochs (training and validation passes,
+    callbacks included, summed over resumed sessions); ``selected_epoch`` is the 0-based epoch
+    whose weights the model holds now; ``history`` has one dict per epoch.
+    """
+
+    train_seconds: float
+    epochs: int
+    steps: int
+    selected_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, device: torch.device) -> dict:
+    """Mean loss and accuracy of ``model`` in eval mode over ``loader``; the mode is restored.
+
+    The loss is averaged over batches weighted by batch size. Targets outside ``[0, C)`` and
+    equal to ``loss_fn.ignore_index`` (when the loss has one) are left out of the accuracy.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, count, correct, counted = 0.0, 0, 0, 0
+    ignore_index = getattr(loss_fn, "ignore_index", None)
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        outputs = model(inputs)
+        loss_sum += float(loss_fn(outputs, targets)) * inputs.shape[0]
+        count += inputs.shape[0]
+        valid = (targets >= 0) & (targets < outputs.shape[1])
+        if ignore_index is not None:
+            valid &= targets != ignore_index
+        correct += int((outputs.argmax(dim=1) == targets)[valid].sum())
+        counted += int(valid.sum())
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("the validation loader yielded no batches")
+    return {"val_loss": loss_sum / count, "val_accuracy": correct / max(counted, 1)}
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    loss_fn: LossFn = F.cross_entropy,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    val_loader: Iterable | None = None,
+    select: Selection = "last",
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+) -> FitResult:
+    """Train ``model`` in place for ``epochs`` epochs and return what happened.
+
+    With ``select="best_val_*"`` the model and every callback are rewound at the end to the epoch
+    that was best on ``val_loader`` — the only held-out data ``fit`` ever sees. With a
+    ``checkpoint_dir`` the full training state (model, optimizer, scheduler, callbacks, selection,
+    RNG states of torch/NumPy/Python and of the loader) is written atomically after every epoch;
+    ``resume=True`` continues from it, giving results bit-identical to an uninterrupted run when
+    the loader, model and optimizer are built the same way.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if select != "last" and select not in _SELECTION_METRIC:
+        raise ValueError(
+            f"select must be 'last' or one of {list(_SELECTION_METRIC)}, got {select!r}"
+        )
+    if select != "last" and val_loader is None:
+        raise ValueError(f"select={select!r} needs a val_loader")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+
+    loop = {"epoch": 0, "steps": 0, "seconds": 0.0, "history": [], "best": None}
+    for callback in callbacks:
+        callback.on_train_start(model, optimizer)
+    if resume and checkpoint_path is not None and checkpoint_path.exists():
+        loop = _restore(checkpoint_path, model, optimizer, scheduler, callbacks, train_loader)
+        logger.info("resumed from %s at epoch %d", checkpoint_path, loop["epoch"])
+
+    epoch_bar = tqdm(range(loop["epoch"], epochs), desc="epochs", disable=not progress)
+    for epoch in epoch_bar:
+        started = time.perf_counter()
+        for callback in callbacks:
+            callback.on_epoch_start(model, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, loop["steps"] = _train_one_epoch(
+            model, train_loader, optimizer, loss_fn, callbacks, device, loop["steps"], progress
+        )
+        metrics = {"epoch": float(epoch), "lr": lr, "train_loss": train_loss}
+        if val_loader is not None:
+            metrics.update(evaluate(model, val_loader, loss_fn, device))
+        for callback in callbacks:
+            callback.on_epoch_end(model, epoch, metrics)
+        if scheduler is not None:
+            scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        loop["seconds"] += time.perf_counter() - started
+        loop["history"].append(metrics)
+        loop["epoch"] = epoch + 1
+        if select != "last":
+            loop["best"] = _better_snapshot(loop["best"], select, metrics, model, callbacks)
+        logger.info(
+            "epoch %d/%d %s",
+            epoch + 1,
+            epochs,
+            " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
+        )
+        epoch_bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if "loss" in k})
+        if checkpoint_path is not None:
+            _save(checkpoint_path, loop, model, optimizer, scheduler, callbacks, train_loader)
+
+    selected_epoch = loop["epoch"] - 1
+    if loop["best"] is not None:
+        best = loop["best"]
+        model.load_state_dict(best["model"])
+        for callback, state in zip(callbacks, best["callbacks"], strict=True):
+            callback.load_state_dict(copy.deepcopy(state))
+        selected_epoch = best["epoch"]
+    return FitResult(
+        train_seconds=loop["seconds"],
+        epochs=loop["epoch"],
+        steps=loop["steps"],
+        selected_epoch=selected_epoch,
+        history=list(loop["history"]),
+    )
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    callbacks: Sequence[Callback],
+    device: torch.device,
+    steps: int,
+    progress: bool,
+) -> tuple[float, int]:
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for inputs, targets in tqdm(loader, desc="batches", leave=False, disable=not progress):
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        for callback in callbacks:
+            callback.on_after_step(model, optimizer, steps)
+        loss_sum += loss.detach().double() * inputs.shape[0]
+        count += inputs.shape[0]
+    if count == 0:
+        raise ValueError("the training loader yielded no batches")
+    return float(loss_sum) / count, steps
+
+
+def _better_snapshot(
+    best: dict[str, Any] | None,
+    select: str,
+    metrics: dict[str, float],
+    model: nn.Module,
+    callbacks: Sequence[Callback],
+) -> dict[str, Any]:
+    """Keep a copy of the model and callbacks when this epoch beats the best so far (ties: earlier)."""
+    key, sign = _SELECTION_METRIC[select]
+    score = sign * metrics[key]
+    if best is not None and not score < best["score"]:  # written so that a NaN never wins
+        return best
+    return {
+        "epoch": int(metrics["epoch"]),
+        "score": score,
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "callbacks": [copy.deepcopy(callback.state_dict()) for callback in callbacks],
+    }
+
+
+def _save(
+    path: Path,
+    loop: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    callbacks: Sequence[Callback],
+    loader: DataLoader,
+) -> None:
+    save_atomic(
+        {
+            "loop": loop,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "callbacks": [callback.state_dict() for callback in callbacks],
+            "rng": capture_rng_state(loader),
+        },
+        path,
+    )
+
+
+def _restore(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    callbacks: Sequence[Callback],
+    loader: DataLoader,
+) -> dict[str, Any]:
+    state = load_checkpoint(path)
+    if len(state["callbacks"]) != len(callbacks):
+        raise ValueError(
+            f"{path} was written with {len(state['callbacks'])} callback(s), "
+            f"resuming with {len(callbacks)}"
+        )
+    if (state["scheduler"] is None) != (scheduler is None):
+        raise ValueError(f"{path} and this run disagree on whether a scheduler is used")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    for callback, callback_state in zip(callbacks, state["callbacks"], strict=True):
+        callback.load_state_dict(callback_state)
+    restore_rng_state(state["rng"], loader)
+    return state["loop"]
