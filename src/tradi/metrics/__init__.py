@@ -1,0 +1,81 @@
+"""Calibration, classification and OOD-detection metrics: functional + accumulating pairs.
+
+Functional (whole tensors in memory):
+    classification_metrics(probs, labels) -> {"accuracy", "nll", "brier", "ece", "mce",
+        "adaptive_ece"}; probs [N, C] or [N, C, H, W], labels [N] or [N, H, W], optional
+        ignore_index. Conventions (bins ((m-1)/M, m/M], M = 15) in `tradi.metrics.calibration`.
+    ood_metrics(scores_in, scores_out) -> dict, scores higher = more in-distribution:
+        "auroc"          area under the ROC curve (the same whichever class is positive)
+        "aupr_in"        average precision, in-distribution positive, scores as given
+        "aupr_out"       average precision, OOD positive, scores negated (anomaly benchmarks)
+        "fpr95_tpr_in"   the slides' FPR95: share of OOD samples scoring >= the threshold that
+                         keeps >= 95% of the in-distribution samples
+        "fpr95_tpr_out"  the public code's FPR95: OOD positive, scores negated; share of
+                         in-distribution samples flagged at the threshold catching >= 95% of OOD
+        Ties and the exact threshold rule are in `tradi.metrics.ood`.
+    paper_pooled_ece(probs_in, labels_in, probs_ood): the paper's table ECE (OOD counted wrong),
+        for comparison with the paper only.
+    uncertainty_scores(sample_probs [S, N, C]) -> {"mcp", "neg_entropy",
+        "neg_mutual_information", "neg_variance"}, all higher = more in-distribution.
+
+Accumulating (batch by batch, DDP-reducible torchmetrics Metrics with the same output keys):
+    ClassificationMetrics, OODMetrics (score histograms, with `error_bounds()`).
+
+Values in the dicts are Python floats (JSON-ready); single metrics return float64 tensors.
+"""
+
+from tradi.metrics.calibration import (
+    CalibrationBins,
+    accuracy,
+    adaptive_calibration_bins,
+    adaptive_ece,
+    brier_score,
+    calibration_bins,
+    classification_metrics,
+    ece,
+    mce,
+    nll,
+    paper_pooled_ece,
+)
+from tradi.metrics.ood import (
+    OperatingPoints,
+    fpr_at_tpr,
+    ood_metrics,
+    ood_pr_curve,
+    ood_roc_curve,
+    operating_points,
+)
+from tradi.metrics.scores import (
+    mutual_information,
+    predictive_entropy,
+    sampled_variance,
+    uncertainty_scores,
+)
+from tradi.metrics.streaming import ClassificationMetrics, OODMetrics, score_bin_edges
+
+__all__ = [
+    "CalibrationBins",
+    "ClassificationMetrics",
+    "OODMetrics",
+    "OperatingPoints",
+    "accuracy",
+    "adaptive_calibration_bins",
+    "adaptive_ece",
+    "brier_score",
+    "calibration_bins",
+    "classification_metrics",
+    "ece",
+    "fpr_at_tpr",
+    "mce",
+    "mutual_information",
+    "nll",
+    "ood_metrics",
+    "ood_pr_curve",
+    "ood_roc_curve",
+    "operating_points",
+    "paper_pooled_ece",
+    "predictive_entropy",
+    "sampled_variance",
+    "score_bin_edges",
+    "uncertainty_scores",
+]
