@@ -1,0 +1,77 @@
+"""Datasets from a user-set data directory, checksummed; the embedded ``digits`` default;
+seeded validation splits; benchmarks pairing in-distribution and OOD sets.
+
+>>> bench = load_benchmark("mnist-notmnist", data_dir="../shared/data", val_fraction=0.1, seed=0)
+>>> bench.train.x.shape, bench.ood_test.x.shape
+(torch.Size([54000, 1, 28, 28]), torch.Size([10000, 1, 28, 28]))
+"""
+
+from tradi.data.augment import (
+    Augment,
+    CropAndFlip,
+    random_crop,
+    random_horizontal_flip,
+)
+from tradi.data.benchmarks import (
+    BENCHMARK_NAMES,
+    CAMVID_KNOWN_CLASSES,
+    CAMVID_OOD_LABEL,
+    DIGITS_IN_DISTRIBUTION,
+    IGNORE_INDEX,
+    Benchmark,
+    BenchmarkName,
+    load_benchmark,
+    median_frequency_weights,
+    split_train_val,
+)
+from tradi.data.datasets import (
+    CLASS_NAMES,
+    DATASET_NAMES,
+    NORMALISATION,
+    DatasetName,
+    TensorSplit,
+    denormalise,
+    load_dataset,
+)
+from tradi.data.files import (
+    DATA_DIR_ENV,
+    KNOWN_CHECKSUMS,
+    ChecksumMismatchError,
+    DatasetNotFoundError,
+    compute_checksum,
+    git_tree_id,
+    resolve_data_dir,
+    verify,
+)
+
+__all__ = [
+    "BENCHMARK_NAMES",
+    "CAMVID_KNOWN_CLASSES",
+    "CAMVID_OOD_LABEL",
+    "CLASS_NAMES",
+    "DATASET_NAMES",
+    "DATA_DIR_ENV",
+    "DIGITS_IN_DISTRIBUTION",
+    "IGNORE_INDEX",
+    "KNOWN_CHECKSUMS",
+    "NORMALISATION",
+    "Augment",
+    "Benchmark",
+    "BenchmarkName",
+    "ChecksumMismatchError",
+    "CropAndFlip",
+    "DatasetName",
+    "DatasetNotFoundError",
+    "TensorSplit",
+    "compute_checksum",
+    "denormalise",
+    "git_tree_id",
+    "load_benchmark",
+    "load_dataset",
+    "median_frequency_weights",
+    "random_crop",
+    "random_horizontal_flip",
+    "resolve_data_dir",
+    "split_train_val",
+    "verify",
+]

@@ -1,0 +1,234 @@
+"""Benchmarks: a dataset with its validation split, its OOD sets and its protocol, in one object.
+
+Model selection (epochs, hyper-parameters, TRADI's scale) uses ``val`` and, for OOD choices,
+only ``ood_val``: the test and OOD test sets are never looked at before the final evaluation
+(the authors' code picked its epoch on the test set; TRADI.md §4).
+
+Protocols
+---------
+digits (embedded, needs no files)
+    scikit-learn's bundled 8x8 digits, digits 0-4 in-distribution (5 classes), digits 5-9 OOD.
+    Unseen classes of the same domain make a near-OOD task: harder than MNIST vs notMNIST, so
+    it exercises the uncertainty estimate rather than a trivial domain gap, and it runs offline
+    in seconds, which makes it the default demo. Split: the first two thirds of each class in
+    file order are train (then a seeded validation part is carved out), the rest test; the OOD
+    test set is the test part of digits 5-9 (about as many images as the in-distribution test).
+mnist
+    MNIST, no OOD set.
+mnist-notmnist
+    MNIST; OOD test = the notMNIST sample (10,000 letters). ``ood_val`` = Fashion-MNIST test
+    (10,000 images), the declared OOD set for any choice that needs OOD data; never notMNIST.
+    If ``fashion_mnist/`` is absent, ``ood_val`` is None (with a warning).
+cifar10
+    CIFAR-10, no OOD set; ``augment`` = random crop (4 px black padding) + horizontal flip.
+camvid-ood
+    SegNet CamVid, 10 known classes. Pedestrian (SegNet class 9) is never trained: in train and
+    val its pixels are ``ignore_index`` (255) like Unlabelled (11), and Bicyclist (10) becomes
+    class 9. In test, pedestrian pixels carry ``ood_label`` (= 10, one past the known classes):
+    they are the OOD pixels; Unlabelled stays 255. ``val`` is SegNet's own val split (101
+    images), so ``val_fraction`` does not apply. ``class_weights`` are SegNet's median-frequency
+    weights over the known classes of train; ``augment`` flips image and label map together.
+
+OOD splits of classification benchmarks keep the OOD set's own labels (e.g. A-J for notMNIST):
+they are never compared with predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from tradi.data.augment import Augment, CropAndFlip, random_horizontal_flip
+from tradi.data.datasets import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CLASS_NAMES,
+    TensorSplit,
+    load_dataset,
+)
+from tradi.data.files import resolve_data_dir
+
+BenchmarkName = Literal["digits", "mnist", "mnist-notmnist", "cifar10", "camvid-ood"]
+BENCHMARK_NAMES: tuple[str, ...] = get_args(BenchmarkName)
+Task = Literal["classification", "segmentation"]
+
+DIGITS_IN_DISTRIBUTION = (0, 1, 2, 3, 4)
+IGNORE_INDEX = 255
+CAMVID_PEDESTRIAN = 9
+CAMVID_UNLABELLED = 11
+CAMVID_KNOWN_CLASSES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10)
+CAMVID_OOD_LABEL = len(CAMVID_KNOWN_CLASSES)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """Everything an experiment needs; see the module docstring for each protocol."""
+
+    name: str
+    task: Task
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+    ood_test: TensorSplit | None
+    ood_val: TensorSplit | None
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    augment: Augment | None = None
+    ignore_index: int | None = None
+    ood_label: int | None = None
+    class_weights: Tensor | None = None
+
+
+def split_train_val(
+    data: TensorSplit | tuple[Tensor, Tensor], val_fraction: float, seed: int
+) -> tuple[TensorSplit, TensorSplit]:
+    """Carve a seeded random validation part of ``round(val_fraction * N)`` samples out of a
+    training set; both parts keep the original order of their samples."""
+    if not isinstance(data, TensorSplit):
+        data = TensorSplit(*data)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = round(val_fraction * len(data))
+    if not 0 < n_val < len(data):
+        raise ValueError(f"val_fraction {val_fraction} leaves an empty part of {len(data)} samples")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    val_indices, _ = order[:n_val].sort()
+    train_indices, _ = order[n_val:].sort()
+    return data.subset(train_indices), data.subset(val_indices)
+
+
+def median_frequency_weights(labels: Tensor, num_classes: int) -> Tensor:
+    """SegNet's class weights: median(f) / f_c, with f_c = pixels of class c / labelled pixels
+    of the images where c occurs. Pixels outside [0, num_classes) (ignored) are not counted."""
+    flat = labels.reshape(labels.shape[0], -1)
+    valid = (flat >= 0) & (flat < num_classes)
+    counts = torch.stack([(flat == c).sum(dim=1) for c in range(num_classes)], dim=1)
+    labelled = valid.sum(dim=1, keepdim=True)
+    class_pixels = counts.sum(dim=0).double()
+    pixels_where_present = (labelled * (counts > 0)).sum(dim=0).double()
+    if (class_pixels == 0).any():
+        absent = torch.nonzero(class_pixels == 0).flatten().tolist()
+        raise ValueError(f"classes {absent} never occur, so they have no frequency")
+    frequency = class_pixels / pixels_where_present
+    return (frequency.quantile(0.5) / frequency).float()  # the mean of the middle two, as NumPy
+
+
+def _remap(labels: Tensor, mapping: Mapping[int, int]) -> Tensor:
+    table = torch.full((256,), IGNORE_INDEX, dtype=torch.int64)
+    for source, target in mapping.items():
+        table[source] = target
+    return table[labels]
+
+
+def _classes(split: TensorSplit, keep: tuple[int, ...]) -> TensorSplit:
+    return split.subset(torch.isin(split.y, torch.tensor(keep)).nonzero().flatten())
+
+
+def load_benchmark(
+    name: BenchmarkName | str,
+    data_dir: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    download: bool = False,
+    checksums: Mapping[str, str | None] | None = None,
+) -> Benchmark:
+    """Load a benchmark by name: ``digits`` needs no ``data_dir``; the others read
+    ``data_dir`` or ``$TRADI_DATA_DIR`` (see `load_dataset` for ``download`` and
+    ``checksums``). ``val_fraction`` and ``seed`` set the validation split carved from train."""
+    if name not in BENCHMARK_NAMES:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
+    if name == "digits":
+        return _digits(val_fraction, seed)
+    root = resolve_data_dir(data_dir)
+    load = partial(load_dataset, data_dir=root, download=download, checksums=checksums)
+    if name == "camvid-ood":
+        return _camvid_ood(load)
+    dataset = "cifar10" if name == "cifar10" else "mnist"
+    train, val = split_train_val(load(dataset, "train"), val_fraction, seed)
+    test = load(dataset, "test")
+    ood_test = ood_val = None
+    if name == "mnist-notmnist":
+        ood_test = load("notmnist", "test")
+        ood_val = _fashion_mnist_if_present(root, load)
+    augment = None
+    if name == "cifar10":
+        black = tuple(-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD, strict=True))
+        augment = CropAndFlip(padding=4, fill=black)
+    return Benchmark(
+        name=name,
+        task="classification",
+        train=train,
+        val=val,
+        test=test,
+        ood_test=ood_test,
+        ood_val=ood_val,
+        num_classes=10,
+        input_shape=tuple(test.x.shape[1:]),  # type: ignore[arg-type]
+        class_names=CLASS_NAMES[dataset],
+        augment=augment,
+    )
+
+
+def _fashion_mnist_if_present(root: Path, load: partial[TensorSplit]) -> TensorSplit | None:
+    if not (root / "fashion_mnist").is_dir() and not load.keywords["download"]:
+        warnings.warn(
+            f"{root / 'fashion_mnist'} is absent: mnist-notmnist has no ood_val set",
+            stacklevel=3,
+        )
+        return None
+    return load("fashion_mnist", "test")
+
+
+def _digits(val_fraction: float, seed: int) -> Benchmark:
+    out_of_distribution = tuple(d for d in range(10) if d not in DIGITS_IN_DISTRIBUTION)
+    full_train = load_dataset("digits", "train")
+    full_test = load_dataset("digits", "test")
+    train, val = split_train_val(_classes(full_train, DIGITS_IN_DISTRIBUTION), val_fraction, seed)
+    return Benchmark(
+        name="digits",
+        task="classification",
+        train=train,
+        val=val,
+        test=_classes(full_test, DIGITS_IN_DISTRIBUTION),
+        ood_test=_classes(full_test, out_of_distribution),
+        ood_val=None,
+        num_classes=len(DIGITS_IN_DISTRIBUTION),
+        input_shape=(1, 8, 8),
+        class_names=tuple(str(d) for d in DIGITS_IN_DISTRIBUTION),
+    )
+
+
+def _camvid_ood(load: partial[TensorSplit]) -> Benchmark:
+    known = {source: target for target, source in enumerate(CAMVID_KNOWN_CLASSES)}
+    splits = {split: load("camvid", split) for split in ("train", "val", "test")}
+    train, val = (TensorSplit(s.x, _remap(s.y, known)) for s in (splits["train"], splits["val"]))
+    test = TensorSplit(
+        splits["test"].x, _remap(splits["test"].y, {**known, CAMVID_PEDESTRIAN: CAMVID_OOD_LABEL})
+    )
+    names = CLASS_NAMES["camvid"]
+    return Benchmark(
+        name="camvid-ood",
+        task="segmentation",
+        train=train,
+        val=val,
+        test=test,
+        ood_test=None,
+        ood_val=None,
+        num_classes=len(CAMVID_KNOWN_CLASSES),
+        input_shape=tuple(test.x.shape[1:]),  # type: ignore[arg-type]
+        class_names=tuple(names[c] for c in CAMVID_KNOWN_CLASSES),
+        augment=random_horizontal_flip,
+        ignore_index=IGNORE_INDEX,
+        ood_label=CAMVID_OOD_LABEL,
+        class_weights=median_frequency_weights(train.y, len(CAMVID_KNOWN_CLASSES)),
+    )
