@@ -1,0 +1,48 @@
+"""Tracking overhead: a training step with `tracker.update()` over one without (issue: foundation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import tradi
+from benchmarks.common import Result, interleaved
+from tradi.models import build_model
+
+
+def tracking_overhead(model_name: str, steps: int = 20, rounds: int = 15) -> Result:
+    """Training-step time with `tracker.update()` over without, same model, same process."""
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=10, input_shape=(1, 28, 28))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    tracker = tradi.WeightTracker(model)
+    x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    def tracked_step() -> None:
+        train_step()
+        tracker.update()
+
+    t = interleaved({"plain": train_step, "tracked": tracked_step}, steps, rounds)
+    return {
+        "model": model_name,
+        "batch": 128,
+        "optimizer": "Adam(lr=1e-3, weight_decay=1e-2)",
+        "tracked_weights": tracker.num_tracked,
+        "state_bytes_per_weight": tracker.state_bytes / tracker.num_tracked,
+        "step_ms_plain": 1e3 * t["plain"],
+        "step_ms_tracked": 1e3 * t["tracked"],
+        "overhead_ratio": t["tracked"] / t["plain"],
+    }
+
+
+BENCHMARKS: dict[str, Callable[[], Result]] = {
+    "tracking_overhead_mlp": lambda: tracking_overhead("mlp"),
+    "tracking_overhead_lenet5": lambda: tracking_overhead("lenet5"),
+}
