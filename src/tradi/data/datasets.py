@@ -72,8 +72,6 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-DIGITS_TRAIN_FRACTION = 2 / 3
-
 
 @dataclass(frozen=True)
 class TensorSplit(Dataset[tuple[Tensor, Tensor]]):
@@ -243,7 +241,7 @@ def load_digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     in_train = np.zeros(labels.size, dtype=bool)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        in_train[members[: int(len(members) * DIGITS_TRAIN_FRACTION)]] = True
+        in_train[members[: 2 * len(members) // 3]] = True
     keep = in_train if split == "train" else ~in_train
     return digits.images[keep].astype(np.uint8), labels[keep]
 
