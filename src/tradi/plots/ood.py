@@ -1,0 +1,104 @@
+"""OOD detection figures: ROC and precision-recall curves, score histograms in vs. OOD."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from tradi.metrics import ood_metrics, ood_pr_curve, ood_roc_curve
+from tradi.metrics._checks import check_scores
+from tradi.metrics.ood import TPR_LEVEL
+from tradi.plots._figure import check_methods, method_color, new_figure
+
+ScorePair = tuple[Tensor, Tensor]
+
+
+def ood_curves(scores_by_method: Mapping[str, ScorePair]) -> Figure:
+    """ROC, PR with in-distribution positive and PR with OOD positive, every method on each
+    axis, its AUROC / AUPR in the legend. Scores (in, out): higher = more in-distribution.
+    PR curves are drawn as the steps that average precision sums. Every distinct score is a
+    point: subsample very large sets (pixels) before plotting."""
+    check_methods(scores_by_method, "scores_by_method")
+    figure, axes = new_figure(1, 3, (4.0, 3.8))
+    roc_axes, pr_in_axes, pr_out_axes = axes[0]
+    for index, (name, (scores_in, scores_out)) in enumerate(scores_by_method.items()):
+        color = method_color(index)
+        metrics = ood_metrics(scores_in, scores_out)
+        fpr, tpr, _ = ood_roc_curve(scores_in, scores_out)
+        roc_axes.plot(
+            fpr.numpy(),
+            tpr.numpy(),
+            color=color,
+            label=f"{name} (AUROC {100 * metrics['auroc']:.1f})",
+        )
+        for axis, positive, key in (
+            (pr_in_axes, "in", "aupr_in"),
+            (pr_out_axes, "out", "aupr_out"),
+        ):
+            precision, recall, _ = ood_pr_curve(scores_in, scores_out, positive=positive)
+            axis.plot(
+                recall.numpy(),
+                precision.numpy(),
+                color=color,
+                drawstyle="steps-pre",
+                label=f"{name} (AUPR {100 * metrics[key]:.1f})",
+            )
+    roc_axes.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8)
+    roc_axes.axhline(TPR_LEVEL, color="gray", linestyle=":", linewidth=0.8)
+    roc_axes.set(
+        xlabel="FPR (OOD accepted)",
+        ylabel="TPR (in-distribution accepted)",
+        title="ROC, in-distribution positive",
+    )
+    pr_in_axes.set(xlabel="recall", ylabel="precision", title="PR, in-distribution positive")
+    pr_out_axes.set(xlabel="recall", ylabel="precision", title="PR, OOD positive")
+    for axis in axes[0]:
+        axis.set(xlim=(0, 1), ylim=(0, 1.02))
+        axis.legend(loc="lower left" if axis is not roc_axes else "lower right", fontsize="small")
+    return figure
+
+
+def confidence_histograms(
+    scores_by_method: Mapping[str, ScorePair],
+    n_bins: int = 50,
+    score_range: tuple[float, float] | None = (0.0, 1.0),
+    log_y: bool = False,
+) -> Figure:
+    """One panel per method: the share of in-distribution and of OOD samples per score bin on
+    shared edges (each set sums to 1, so unequal set sizes compare). `score_range=None` spans
+    each method's own scores (for entropies and other scores outside [0, 1]); scores outside
+    the range are counted in the end bins."""
+    check_methods(scores_by_method, "scores_by_method")
+    figure, axes = new_figure(1, len(scores_by_method), (3.6, 3.0))
+    for column, (name, (scores_in, scores_out)) in enumerate(scores_by_method.items()):
+        axis = axes[0][column]
+        scores_in = check_scores(scores_in, f"{name}: scores_in")
+        scores_out = check_scores(scores_out, f"{name}: scores_out")
+        if score_range is None:
+            both = torch.cat([scores_in, scores_out])
+            low, high = both.min().item(), both.max().item()
+            high = high if high > low else low + 1.0
+        else:
+            low, high = score_range
+        edges = torch.linspace(low, high, n_bins + 1, dtype=torch.float64)
+        for scores, label, color in (
+            (scores_in, "in-distribution", "tab:blue"),
+            (scores_out, "OOD", "tab:orange"),
+        ):
+            counts = torch.histogram(scores.clamp(low, high), bins=edges).hist
+            axis.stairs(
+                (counts / scores.numel()).numpy(),
+                edges.numpy(),
+                fill=True,
+                alpha=0.5,
+                color=color,
+                label=f"{label} (n={scores.numel()})",
+            )
+        axis.set(title=name, xlabel="score", ylabel="share of samples", xlim=(low, high))
+        if log_y:
+            axis.set_yscale("log")
+        axis.legend(loc="upper left", fontsize="small")
+    return figure

@@ -1,0 +1,114 @@
+"""Segmentation figure: the image, each method's prediction and per-pixel confidence map."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from tradi.plots._figure import check_methods, new_figure
+
+OOD_OUTLINE_COLOR = "magenta"
+CONFIDENCE_CMAP = "viridis"
+
+
+def _display_image(image: Tensor) -> np.ndarray:
+    """[3, H, W], [H, W, 3] or [H, W] to an array imshow shows as is: uint8 stays, floats are
+    rescaled to [0, 1] (inputs are often normalised with a mean and std)."""
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.movedim(0, -1)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be [3, H, W], [H, W, 3] or [H, W], got {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        return image.numpy()
+    image = image.double()
+    span = (image.max() - image.min()).clamp_min(1e-12)
+    return ((image - image.min()) / span).numpy()
+
+
+def _label_colormap(
+    num_classes: int, class_colors: Sequence[str] | None
+) -> tuple[ListedColormap, BoundaryNorm]:
+    colors = (
+        list(class_colors)
+        if class_colors is not None
+        else [matplotlib.colormaps["tab20"](index % 20) for index in range(num_classes)]
+    )
+    if len(colors) != num_classes:
+        raise ValueError(f"class_colors has {len(colors)} colours for {num_classes} classes")
+    # pixels outside [0, num_classes) (ignored, unlabelled) are masked and drawn black
+    colormap = ListedColormap(colors).with_extremes(bad="black")
+    return colormap, BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
+
+
+def _label_map(labels: Tensor, num_classes: int) -> np.ma.MaskedArray:
+    array = labels.numpy()
+    return np.ma.masked_where((array < 0) | (array >= num_classes), array)
+
+
+def _outline(axis: Axes, ood_mask: Tensor | None) -> None:
+    if ood_mask is not None and ood_mask.any():
+        axis.contour(
+            ood_mask.double().numpy(), levels=[0.5], colors=OOD_OUTLINE_COLOR, linewidths=1.0
+        )
+
+
+def segmentation_panels(
+    image: Tensor,
+    predictions: Mapping[str, tuple[Tensor, Tensor]],
+    num_classes: int,
+    ground_truth: Tensor | None = None,
+    ood_mask: Tensor | None = None,
+    class_colors: Sequence[str] | None = None,
+) -> Figure:
+    """Column 0: the image (top) and the ground truth (bottom, if given); then one column per
+    method with its predicted classes [H, W] (top) and confidence map [H, W] (bottom, 0..1,
+    one shared colour bar). Labels outside [0, num_classes) are drawn black; the OOD mask
+    [H, W] is outlined on every panel."""
+    check_methods(predictions, "predictions")
+    for name, (predicted, confidence) in predictions.items():
+        if predicted.shape != confidence.shape or predicted.ndim != 2:
+            raise ValueError(
+                f"{name}: prediction {tuple(predicted.shape)} and confidence "
+                f"{tuple(confidence.shape)} must both be [H, W]"
+            )
+    colormap, norm = _label_colormap(num_classes, class_colors)
+    figure, axes = new_figure(2, 1 + len(predictions), (3.0, 2.6))
+    axes[0][0].imshow(_display_image(image))
+    axes[0][0].set_title("image")
+    if ground_truth is None:
+        axes[1][0].set_visible(False)
+    else:
+        axes[1][0].imshow(
+            _label_map(ground_truth, num_classes), cmap=colormap, norm=norm, interpolation="nearest"
+        )
+        axes[1][0].set_title("ground truth")
+    confidence_image = None
+    for column, (name, (predicted, confidence)) in enumerate(predictions.items(), start=1):
+        axes[0][column].imshow(
+            _label_map(predicted, num_classes), cmap=colormap, norm=norm, interpolation="nearest"
+        )
+        axes[0][column].set_title(f"{name}: prediction")
+        confidence_image = axes[1][column].imshow(
+            confidence.double().numpy(),
+            cmap=CONFIDENCE_CMAP,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
+        axes[1][column].set_title(f"{name}: confidence")
+    for row in axes:
+        for axis in row:
+            if axis.get_visible():
+                _outline(axis, ood_mask)
+                axis.set_axis_off()
+    figure.colorbar(confidence_image, ax=[row[-1] for row in axes], label="confidence", shrink=0.6)
+    return figure
