@@ -159,7 +159,7 @@ def load_benchmark(
     ood_test = ood_val = None
     if name == "mnist-notmnist":
         ood_test = load("notmnist", "test")
-        ood_val = _fashion_mnist_if_present(root, load)
+        ood_val = _fashion_mnist_if_present(root, load, download)
     augment = None
     if name == "cifar10":
         black = tuple(-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD, strict=True))
@@ -173,14 +173,21 @@ def load_benchmark(
         ood_test=ood_test,
         ood_val=ood_val,
         num_classes=10,
-        input_shape=tuple(test.x.shape[1:]),  # type: ignore[arg-type]
+        input_shape=_image_shape(test.x),
         class_names=CLASS_NAMES[dataset],
         augment=augment,
     )
 
 
-def _fashion_mnist_if_present(root: Path, load: partial[TensorSplit]) -> TensorSplit | None:
-    if not (root / "fashion_mnist").is_dir() and not load.keywords["download"]:
+def _image_shape(x: Tensor) -> tuple[int, int, int]:
+    channels, height, width = x.shape[1:]
+    return channels, height, width
+
+
+def _fashion_mnist_if_present(
+    root: Path, load: partial[TensorSplit], download: bool
+) -> TensorSplit | None:
+    if not (root / "fashion_mnist").is_dir() and not download:
         warnings.warn(
             f"{root / 'fashion_mnist'} is absent: mnist-notmnist has no ood_val set",
             stacklevel=3,
@@ -225,7 +232,7 @@ def _camvid_ood(load: partial[TensorSplit]) -> Benchmark:
         ood_test=None,
         ood_val=None,
         num_classes=len(CAMVID_KNOWN_CLASSES),
-        input_shape=tuple(test.x.shape[1:]),  # type: ignore[arg-type]
+        input_shape=_image_shape(test.x),
         class_names=tuple(names[c] for c in CAMVID_KNOWN_CLASSES),
         augment=random_horizontal_flip,
         ignore_index=IGNORE_INDEX,
