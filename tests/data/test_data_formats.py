@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import struct
 import subprocess
+import tarfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -410,3 +412,40 @@ def test_cifar10_benchmark_pads_crops_with_black(fixture_data: FixtureData) -> N
         torch.isclose(pixels, torch.ones(())) | torch.isclose(pixels, torch.zeros(()), atol=1e-6)
     )
     assert (pixels.abs() < 1e-6).any()
+
+
+def test_download_unpacks_an_archive_and_refuses_escaping_paths(
+    fixture_data: FixtureData, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    batches = fixture_data.root / "cifar10" / "cifar-10-batches-py"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        tar.add(batches, arcname="cifar-10-batches-py")
+    payload = archive.getvalue()
+    url = "https://example.invalid/cifar-10-python.tar.gz"
+    md5 = f"md5:{hashlib.md5(payload).hexdigest()}"
+    archive_entry = data_files.Archive(url, md5, "cifar-10-batches-py")
+    monkeypatch.setitem(data_files.DOWNLOADS, "cifar10/cifar-10-batches-py", archive_entry)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda u, timeout: io.BytesIO(payload))
+    empty_root = tmp_path / "fresh"
+    train = load_dataset(
+        "cifar10",
+        "train",
+        empty_root,
+        source="batches",
+        download=True,
+        checksums=fixture_data.checksums,
+    )
+    expected = load_dataset("cifar10", "train", fixture_data.root, checksums=fixture_data.checksums)
+    torch.testing.assert_close(train.x, expected.x)
+
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/../escaped")
+        tar.addfile(info, io.BytesIO(b""))
+    payload = evil.getvalue()
+    archive_entry = data_files.Archive(url, None, "cifar-10-batches-py")
+    monkeypatch.setitem(data_files.DOWNLOADS, "cifar10/cifar-10-batches-py", archive_entry)
+    with pytest.raises(ValueError, match="unsafe path"):
+        load_dataset("cifar10", "test", tmp_path / "other", source="batches", download=True)
+    assert not (tmp_path / "other" / "escaped").exists()

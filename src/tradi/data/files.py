@@ -229,7 +229,9 @@ def download(root: Path, relative_path: str) -> None:
                     raise ChecksumMismatchError(
                         f"checksum mismatch for {url}: expected {algorithm} {expected}, got {got}"
                     )
-            _extract(fetched, source.member_root, target)
+            unpacked = Path(scratch) / "unpacked"
+            _extract(fetched, source.member_root, unpacked)
+            unpacked.replace(target)  # whole or not at all
         else:
             fetched.replace(target)
 
