@@ -249,7 +249,11 @@ def test_folder_checksum_is_gits_tree_id(tmp_path: Path) -> None:
     (folder / "sub.txt").write_bytes(b"sorts before the folder 'sub/'")
     (folder / "sub" / "b.bin").write_bytes(bytes(range(256)) * 3)
     (folder / "sub" / "deeper" / "c").write_bytes(b"")
-    assert compute_checksum(folder, "gittree") == git_tree_id_by_git(folder)
+    (folder / "empty" / "nested").mkdir(parents=True)  # git records no empty folders
+    (folder / ".DS_Store").write_bytes(b"left out, and not added to git below")
+    tradi_id = compute_checksum(folder, "gittree")
+    (folder / ".DS_Store").unlink()
+    assert tradi_id == git_tree_id_by_git(folder)
 
 
 def test_corrupt_file_names_the_file_and_both_digests(fixture_data: FixtureData) -> None:

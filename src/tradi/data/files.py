@@ -146,6 +146,9 @@ def _hash_file(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+_EMPTY_TREE_ID = hashlib.sha1(b"tree 0\0", usedforsecurity=False).hexdigest()
+
+
 def git_tree_id(folder: Path) -> str:
     """The id git gives ``folder`` as a tree, so a folder of many files has one checksum.
 
@@ -158,6 +161,8 @@ def git_tree_id(folder: Path) -> str:
             continue
         if child.is_dir():
             mode, object_id = b"40000", git_tree_id(child)
+            if object_id == _EMPTY_TREE_ID:  # git does not record empty folders
+                continue
         else:
             content = child.read_bytes()
             blob = hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False)
