@@ -3,21 +3,32 @@
 P(y | x) = mean_j softmax(f(x; w~_j)). Every sampling method (TRADI, SWAG, Gaussian perturbation)
 predicts through `SampledEnsemble`, which evaluates the weight sets with
 `torch.func.functional_call` on its own copy of the model, so the user's model is never touched.
+
+The weight sets are evaluated batched: their tensors are stacked ([n, *shape]) and
+`torch.func.vmap` maps one `functional_call` over them, `chunk_size` sets at a time, which turns
+n small forward passes into one batched pass (one batched matmul per layer instead of n). A model
+vmap cannot trace (data-dependent control flow, `.item()`, in-place writes to buffers, random ops
+in eval mode) falls back to a plain loop over the weight sets; the choice is made once, at the
+first prediction, and kept.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from tradi.posterior import WeightPosterior
 
+logger = logging.getLogger(__name__)
+
 Average = Literal["probs", "logits"]
+Batching = Literal["auto", "vmap", "loop"]
 
 
 def _inputs(batch: Any) -> Tensor:
@@ -79,8 +90,14 @@ class SampledEnsemble:
         seed: the weight sets are a deterministic function of `seed`.
         cache: keep the drawn weight sets in memory (n_samples copies of the sampled tensors)
             rather than redrawing them for each batch; turn off for very large models.
+        batching: "vmap" evaluates `chunk_size` weight sets at once with torch.func.vmap;
+            "loop" one after another; "auto" (default) tries vmap at the first prediction and
+            falls back to the loop for good if the model cannot be vmapped.
+        chunk_size: weight sets per vmapped pass (default: all of them). Peak activation
+            memory grows linearly with it: lower it for large models or inputs.
 
-    Class dimension is 1: outputs are [N, C] or dense [N, C, H, W].
+    Class dimension is 1: outputs are [N, C] or dense [N, C, H, W]. `batching_used` tells,
+    after the first prediction, which evaluation was chosen.
     """
 
     def __init__(
@@ -93,29 +110,46 @@ class SampledEnsemble:
         bn_loader: Iterable[Any] | None = None,
         seed: int = 0,
         cache: bool = True,
+        batching: Batching = "auto",
+        chunk_size: int | None = None,
     ) -> None:
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         if average not in ("probs", "logits"):
             raise ValueError(f"average must be 'probs' or 'logits', got {average!r}")
+        if batching not in ("auto", "vmap", "loop"):
+            raise ValueError(f"batching must be 'auto', 'vmap' or 'loop', got {batching!r}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 (or None: all samples), got {chunk_size}")
         self.model = copy.deepcopy(model).eval()
         self.posterior = posterior
         self.n_samples = n_samples
         self.average: Average = average
         self.cache = cache
+        self.batching: Batching = batching
+        self.chunk_size = chunk_size or n_samples
+        self.batching_used: Literal["vmap", "loop"] | None = (
+            None if batching == "auto" else batching
+        )
         self.device = next(self.model.parameters()).device
         seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
         self._seeds = [int(s) for s in seeds]
         self._dtypes = {n: p.dtype for n, p in self.model.named_parameters()}
+        # stacked [n_samples, *shape] tensors; the per-sample lists hold views into them
+        self._stacked: dict[str, Tensor] | None = None
         self._cached: list[dict[str, Tensor]] | None = None
+        self._stacked_buffers: dict[str, Tensor] | None = None
         self._buffers: list[dict[str, Tensor]] | None = None
         if bn_loader is not None and _bn_modules(self.model):
-            self._buffers = []
+            per_sample = []
             for weights in self._weight_sets():
                 update_bn_stats(self.model, bn_loader, weights, self.device)
-                self._buffers.append({n: b.clone() for n, b in self.model.named_buffers()})
+                per_sample.append({n: b.clone() for n, b in self.model.named_buffers()})
+            self._stacked_buffers = _stack(per_sample)
+            self._buffers = _unstack(self._stacked_buffers, n_samples)
         if cache:
-            self._cached = list(self._weight_sets())
+            self._stacked = _stack(list(self._weight_sets()))
+            self._cached = _unstack(self._stacked, n_samples)
 
     def _draw(self, index: int) -> dict[str, Tensor]:
         generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
@@ -134,15 +168,54 @@ class SampledEnsemble:
             for index in range(self.n_samples):
                 yield self._draw(index)
 
+    def _tensors(self, index: int, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Everything sample `index` replaces in the model: its weights and BN statistics."""
+        return weights if self._buffers is None else {**weights, **self._buffers[index]}
+
+    def _stacked_chunks(self) -> Iterator[dict[str, Tensor]]:
+        """The weight sets `chunk_size` at a time, stacked along a new first dimension."""
+        for start in range(0, self.n_samples, self.chunk_size):
+            stop = min(start + self.chunk_size, self.n_samples)
+            if self._stacked is not None:
+                chunk = {n: t[start:stop] for n, t in self._stacked.items()}
+            else:
+                chunk = _stack([self._draw(index) for index in range(start, stop)])
+            if self._stacked_buffers is not None:
+                chunk.update({n: t[start:stop] for n, t in self._stacked_buffers.items()})
+            yield chunk
+
+    def _logits_vmap(self, x: Tensor) -> Tensor:
+        def forward(tensors: dict[str, Tensor]) -> Tensor:
+            return functional_call(self.model, tensors, (x,))
+
+        batched = vmap(forward, randomness="error")
+        return torch.cat([batched(chunk) for chunk in self._stacked_chunks()])
+
+    def _logits_loop(self, x: Tensor) -> Tensor:
+        return torch.stack(
+            [
+                functional_call(self.model, self._tensors(index, weights), (x,))
+                for index, weights in enumerate(self._weight_sets())
+            ]
+        )
+
     @torch.no_grad()
     def sample_logits(self, x: Tensor) -> Tensor:
         """Logits of every weight set: [n_samples, N, C, ...]."""
         x = x.to(self.device)
-        outs = []
-        for index, weights in enumerate(self._weight_sets()):
-            tensors = weights if self._buffers is None else {**weights, **self._buffers[index]}
-            outs.append(functional_call(self.model, tensors, (x,)))
-        return torch.stack(outs)
+        if self.batching_used == "loop":
+            return self._logits_loop(x)
+        if self.batching_used == "vmap":
+            return self._logits_vmap(x)
+        try:
+            logits = self._logits_vmap(x)
+        except Exception as error:  # any failure to trace: the loop is always correct
+            logits = self._logits_loop(x)  # a genuine input error raises here, undecided
+            logger.info("SampledEnsemble: vmap failed (%s); evaluating samples in a loop", error)
+            self.batching_used = "loop"
+            return logits
+        self.batching_used = "vmap"
+        return logits
 
     def sample_probs(self, x: Tensor) -> Tensor:
         """Softmax probabilities of every weight set: [n_samples, N, C, ...]."""
@@ -158,3 +231,11 @@ class SampledEnsemble:
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a whole loader: [n_samples, N, C, ...] (on the CPU)."""
         return torch.cat([self.sample_probs(_inputs(b)).cpu() for b in loader], dim=1)
+
+
+def _stack(weight_sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {n: torch.stack([w[n] for w in weight_sets]) for n in weight_sets[0]}
+
+
+def _unstack(stacked: dict[str, Tensor], n: int) -> list[dict[str, Tensor]]:
+    return [{name: t[index] for name, t in stacked.items()} for index in range(n)]

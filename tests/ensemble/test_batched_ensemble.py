@@ -1,0 +1,139 @@
+"""SampledEnsemble's batched evaluation: vmap equals the loop, chunking changes nothing, and a
+model that vmap cannot trace falls back to the loop once and for good."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from tradi import SampledEnsemble, WeightTracker
+from tradi.posterior import DiagonalGaussian
+
+# vmap turns n matmuls into one batched matmul: the float32 sums are ordered differently, so
+# the two evaluations agree to rounding, not bit for bit.
+LOGIT_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def bn_dropout_net() -> tuple[nn.Module, list[tuple[Tensor, Tensor]]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(4 * 6 * 6, 5),
+    )
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(10, 1, 8, 8, generator=g), torch.randint(0, 5, (10,))) for _ in range(4)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for x, y in data:  # a few steps so that BN statistics and weights are not at their init
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, data
+
+
+def posterior_of(model: nn.Module) -> DiagonalGaussian:
+    tracker = WeightTracker(model, init_mean="weights", init_variance=1e-2)
+    return DiagonalGaussian(tracker.mean(), tracker.variance())
+
+
+def reference_logits(model: nn.Module, ens: SampledEnsemble, x: Tensor) -> Tensor:
+    """Each weight set loaded into a plain copy of the model: no functional_call, no vmap."""
+    outs = []
+    for index, weights in enumerate(ens._weight_sets()):
+        plain = copy.deepcopy(model).eval()
+        buffers = {} if ens._buffers is None else ens._buffers[index]
+        plain.load_state_dict({**plain.state_dict(), **weights, **buffers})
+        outs.append(plain(x))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("bn_update", [False, True])
+def test_vmap_and_loop_agree_with_a_plain_reference(bn_update: bool) -> None:
+    model, data = bn_dropout_net()
+    posterior, x = posterior_of(model), data[0][0]
+    bn_loader = data if bn_update else None
+    by_vmap = SampledEnsemble(model, posterior, 6, bn_loader=bn_loader, batching="vmap")
+    by_loop = SampledEnsemble(model, posterior, 6, bn_loader=bn_loader, batching="loop")
+    expected = reference_logits(model, by_loop, x)
+    torch.testing.assert_close(by_loop.sample_logits(x), expected, rtol=0, atol=0)
+    torch.testing.assert_close(by_vmap.sample_logits(x), expected, **LOGIT_TOLERANCE)
+    torch.testing.assert_close(by_vmap(x), by_loop(x), rtol=0, atol=1e-6)
+    # the per-sample BN statistics really differ, so stacking them is exercised
+    if bn_update:
+        assert not torch.equal(by_vmap._buffers[0]["1.running_mean"], model[1].running_mean)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_chunking_does_not_change_the_prediction(cache: bool) -> None:
+    model, data = bn_dropout_net()
+    posterior, x = posterior_of(model), data[1][0]
+    whole = SampledEnsemble(model, posterior, 7, batching="vmap").sample_logits(x)
+    for chunk_size in (1, 3, 7, 50):
+        chunked = SampledEnsemble(
+            model, posterior, 7, batching="vmap", chunk_size=chunk_size, cache=cache
+        )
+        torch.testing.assert_close(chunked.sample_logits(x), whole, **LOGIT_TOLERANCE)
+    # chunks of one sample are n separate forward passes: exactly the loop's numbers
+    one_by_one = SampledEnsemble(model, posterior, 7, batching="vmap", chunk_size=1, cache=cache)
+    loop = SampledEnsemble(model, posterior, 7, batching="loop")
+    torch.testing.assert_close(
+        one_by_one.sample_logits(x), loop.sample_logits(x), **LOGIT_TOLERANCE
+    )
+
+
+def test_auto_chooses_vmap_for_a_traceable_model() -> None:
+    model, data = bn_dropout_net()
+    ens = SampledEnsemble(model, posterior_of(model), 3)
+    assert ens.batching_used is None
+    ens(data[0][0])
+    assert ens.batching_used == "vmap"
+
+
+class DataDependent(nn.Module):
+    """Branches on a value computed from the input: vmap cannot trace that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.linear(x)
+        return out * 2 if out.sum() > 0 else out - 1
+
+
+def test_untraceable_model_falls_back_to_the_loop_once() -> None:
+    torch.manual_seed(0)
+    model = DataDependent()
+    posterior = posterior_of(model)
+    x = torch.randn(5, 4)
+    with pytest.raises(RuntimeError, match="data-dependent control flow"):
+        SampledEnsemble(model, posterior, 4, batching="vmap")(x)
+    auto = SampledEnsemble(model, posterior, 4)
+    loop = SampledEnsemble(model, posterior, 4, batching="loop")
+    torch.testing.assert_close(auto.sample_logits(x), loop.sample_logits(x), rtol=0, atol=0)
+    assert auto.batching_used == "loop"
+    expected = reference_logits(model, loop, -x)
+    torch.testing.assert_close(auto.sample_logits(-x), expected, rtol=0, atol=0)
+
+
+def test_an_input_error_raises_and_leaves_the_choice_open() -> None:
+    model, _ = bn_dropout_net()
+    ens = SampledEnsemble(model, posterior_of(model), 2)
+    with pytest.raises(RuntimeError):
+        ens(torch.randn(3, 2, 8, 8))  # wrong number of channels: the loop fails too
+    assert ens.batching_used is None
+
+
+def test_batching_options_are_validated() -> None:
+    model, _ = bn_dropout_net()
+    posterior = posterior_of(model)
+    with pytest.raises(ValueError, match="batching"):
+        SampledEnsemble(model, posterior, 2, batching="threads")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_size"):
+        SampledEnsemble(model, posterior, 2, chunk_size=0)
