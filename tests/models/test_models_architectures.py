@@ -102,6 +102,8 @@ def test_output_shapes(name: str, input_shape: tuple[int, int, int], num_classes
 def test_wide_resnet_small_variant_forward() -> None:
     model = build_model("wrn28_10", 10, (3, 32, 32), depth=10, width=2).eval()
     assert len(model.blocks) == 3
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert [m.p for m in dropouts] == [0.3] * 3  # one per block, the paper's dropout variant
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
