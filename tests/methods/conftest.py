@@ -68,3 +68,12 @@ def model_factory() -> Callable[[], nn.Module]:
 @pytest.fixture
 def mlp_with_dropout() -> Callable[[float], Callable[[], nn.Module]]:
     return lambda p: partial(_mlp, p)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, and the suite shares two cores between workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() at construction
 
 from tradi.training.checkpoint import (
     CHECKPOINT_NAME,

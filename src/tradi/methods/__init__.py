@@ -1,0 +1,80 @@
+"""The paper's methods behind one interface: mcp, mc_dropout, deep_ensembles, swag,
+gaussian_perturbation and tradi, each built by `build_method` and trained by the same loop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch.nn.functional as F
+
+from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod, ScaleSearch
+from tradi.methods.deep_ensembles import DeepEnsembles, DeepEnsemblesOptions
+from tradi.methods.gaussian_perturbation import (
+    SIGMA_GRID,
+    GaussianPerturbation,
+    GaussianPerturbationOptions,
+)
+from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
+from tradi.methods.mcp import MCP, MCPOptions
+from tradi.methods.swag import SWAG, SWAGOptions
+from tradi.methods.tradi import SCALE_GRID, TRADI, TradiOptions
+from tradi.training import TrainConfig, options_from_mapping
+from tradi.training.loop import LossFn
+
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (MCP, MCDropout, DeepEnsembles, SWAG, GaussianPerturbation, TRADI)
+}
+
+
+def build_method(
+    name: str,
+    model_factory: ModelFactory,
+    *,
+    train: TrainConfig | Mapping[str, Any] | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    **options: Any,
+) -> Method:
+    """The method called ``name`` (see ``METHODS``) with its options given as keywords.
+
+    ``train`` is the shared `TrainConfig` (or a mapping of its fields, e.g. from YAML); unknown
+    option keys raise a ValueError that lists the valid ones.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    cls = METHODS[name]
+    if train is None or isinstance(train, TrainConfig):
+        config = train
+    else:
+        config = options_from_mapping(TrainConfig, train)
+    return cls(
+        model_factory,
+        options_from_mapping(cls.options_type, options),
+        train=config,
+        loss_fn=loss_fn,
+    )
+
+
+__all__ = [
+    "MCP",
+    "METHODS",
+    "SCALE_GRID",
+    "SIGMA_GRID",
+    "SWAG",
+    "TRADI",
+    "DeepEnsembles",
+    "DeepEnsemblesOptions",
+    "FitInfo",
+    "GaussianPerturbation",
+    "GaussianPerturbationOptions",
+    "MCDropout",
+    "MCDropoutOptions",
+    "MCPOptions",
+    "Method",
+    "ModelFactory",
+    "SWAGOptions",
+    "SamplingMethod",
+    "ScaleSearch",
+    "TradiOptions",
+    "build_method",
+]

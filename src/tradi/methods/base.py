@@ -1,0 +1,401 @@
+"""One interface for every method of the paper's tables, so one runner compares them fairly.
+
+A method is built from a model factory, its options and the shared `TrainConfig`; it trains
+through `tradi.training.fit` (methods differ by callbacks, never by copies of the loop) and
+predicts per-sample probabilities [S, N, C] (dense: [S, N, C, H, W]), S being its number of
+forward passes per input.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tradi.ensemble import SampledEnsemble
+from tradi.posterior import WeightPosterior
+from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
+from tradi.training.checkpoint import loader_generators
+from tradi.training.loop import LossFn
+
+ModelFactory = Callable[[], nn.Module]
+Criterion = Literal["nll", "brier"]
+
+
+@dataclass(frozen=True)
+class ScaleSearch:
+    """The noise scale chosen on validation data, and the criterion at every grid value."""
+
+    scale: float
+    criterion: Criterion
+    scores: dict[float, float]
+    seconds: float
+
+
+@dataclass
+class FitInfo:
+    """What training a method cost and chose.
+
+    ``train_seconds`` sums the wall-clock time of every training run (all members for an
+    ensemble); ``selection_seconds`` is the time spent choosing a noise scale on validation data,
+    reported apart so that it can be added or not.
+    """
+
+    train_seconds: float
+    runs: list[FitResult]
+    selection_seconds: float = 0.0
+    scale_search: ScaleSearch | None = None
+
+
+@contextmanager
+def seeded_randomness(
+    seed: int, device: torch.device, loaders: Sequence[Any] = ()
+) -> Iterator[None]:
+    """Run a block from torch seed ``seed`` and leave every random state as it was.
+
+    The global torch state (CPU, and ``device`` when it is a GPU) is forked and the shuffling
+    generators of ``loaders`` are rewound on exit, so a block that draws dropout masks or
+    iterates a shuffling loader gives the same result each time and disturbs nothing else.
+    """
+    generators = [g for loader in loaders for g in loader_generators(loader)]
+    states = [g.get_state() for g in generators]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            for generator, state in zip(generators, states, strict=True):
+                generator.set_state(state)
+
+
+def batch_inputs(batch: Any) -> Tensor:
+    """The inputs of an ``(inputs, targets)`` batch, or the batch itself when it is a tensor."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class Method(ABC):
+    """Base class: the shared training path, prediction over loaders and option checking.
+
+    Subclasses set ``name`` and ``options_type`` and implement ``sample_probs`` and
+    ``forward_passes_per_input``; they change training only through ``_callbacks`` and
+    ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
+    """
+
+    name: ClassVar[str]
+    options_type: ClassVar[type]
+
+    def __init__(
+        self,
+        model_factory: ModelFactory,
+        options: Any = None,
+        *,
+        train: TrainConfig | None = None,
+        loss_fn: LossFn = F.cross_entropy,
+    ) -> None:
+        options = self.options_type() if options is None else options
+        if not isinstance(options, self.options_type):
+            raise TypeError(
+                f"{self.name} takes {self.options_type.__name__} options, got {type(options).__name__}"
+            )
+        self.model_factory = model_factory
+        self.options = options
+        self.train = train or TrainConfig()
+        self.loss_fn = loss_fn
+        self.device = torch.device(self.train.device)
+        self.model: nn.Module | None = None
+        self.fit_info: FitInfo | None = None
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+    ) -> FitInfo:
+        """Train on ``train_loader``; ``val_loader`` serves model selection and noise scales.
+
+        Test data never enters here. With ``checkpoint_dir`` an interrupted fit resumes.
+        """
+        self._check_fit(val_loader)
+        self.model, result = self._train_network(
+            self.train.seed, train_loader, val_loader, self._callbacks(), checkpoint_dir
+        )
+        info = FitInfo(train_seconds=result.train_seconds, runs=[result])
+        self.fit_info = self._after_fit(info, train_loader, val_loader)
+        return self.fit_info
+
+    def _check_fit(self, val_loader: Iterable[Any] | None) -> None:
+        """Fail before training when the options need something that is missing."""
+        if self.train.select != "last" and val_loader is None:
+            raise ValueError(f"{self.name}: select={self.train.select!r} needs a val_loader")
+
+    def _callbacks(self) -> Sequence[Callback]:
+        return ()
+
+    def _after_fit(
+        self, info: FitInfo, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
+    ) -> FitInfo:
+        return info
+
+    def _train_network(
+        self,
+        seed: int,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None,
+        callbacks: Sequence[Callback],
+        checkpoint_dir: str | Path | None,
+    ) -> tuple[nn.Module, FitResult]:
+        """Build a network from ``seed`` and train it with the shared loop and config.
+
+        The seed fixes the initial weights, dropout masks and shuffling (the global torch state
+        and the training loader's own generators), so a run depends on ``seed`` alone.
+        """
+        torch.manual_seed(seed)
+        for generator in loader_generators(train_loader):
+            generator.manual_seed(seed)
+        model = self.model_factory().to(self.device)
+        optimizer = make_optimizer(model, self.train)
+        result = fit(
+            model,
+            train_loader,  # type: ignore[arg-type]
+            optimizer=optimizer,
+            scheduler=make_scheduler(optimizer, self.train),
+            epochs=self.train.epochs,
+            loss_fn=self.loss_fn,
+            val_loader=val_loader,
+            select=self.train.select,
+            callbacks=callbacks,
+            progress=self.train.progress,
+            device=self.device,
+            checkpoint_dir=checkpoint_dir,
+        )
+        return model, result
+
+    def _built_model(self) -> nn.Module:
+        """A fresh network from the factory, for ``load_state_dict``."""
+        torch.manual_seed(self.train.seed)
+        return self.model_factory().to(self.device)
+
+    def _require_model(self) -> nn.Module:
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
+        return self.model
+
+    # ------------------------------------------------------------------ prediction
+    @property
+    @abstractmethod
+    def forward_passes_per_input(self) -> int:
+        """How many network evaluations one test input costs."""
+
+    @abstractmethod
+    def sample_probs(self, x: Tensor) -> Tensor:
+        """Per-sample class probabilities [S, N, C, ...] for one batch of inputs."""
+
+    def iter_predict(self, loader: Iterable[Any]) -> Iterator[Tensor]:
+        """``sample_probs`` batch by batch, on the CPU: for dense outputs too big to concatenate."""
+        for batch in loader:
+            yield self.sample_probs(batch_inputs(batch)).cpu()
+
+    def predict(self, loader: Iterable[Any]) -> Tensor:
+        """Per-sample probabilities over a loader: [S, N, C, ...] on the CPU."""
+        return torch.cat(list(self.iter_predict(loader)), dim=1)
+
+    def predict_mean(self, x: Tensor) -> Tensor:
+        """The method's predictive distribution for one batch: the mean over its S passes."""
+        return self.sample_probs(x).mean(dim=0)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to predict again without training (here: the trained network)."""
+        return {"model": self._require_model().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild the trained method from ``state_dict()``'s output."""
+        model = self._built_model()
+        model.load_state_dict(state["model"])
+        self.model = model
+
+
+class SamplingMethod(Method):
+    """A method that predicts by sampling weight sets from a posterior (SWAG, Gaussian, TRADI).
+
+    Subclasses give ``_posterior(scale)``; prediction goes through one `SampledEnsemble`, with
+    BatchNorm statistics re-estimated per sample on the training loader when the options say
+    ``bn_update``. ``noise_scale`` is the current value of the method's noise knob.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.noise_scale: float | None = None
+        self.bn_loader: Iterable[Any] | None = None
+        self._ensemble: SampledEnsemble | None = None
+
+    @abstractmethod
+    def _posterior(self, scale: float) -> WeightPosterior:
+        """The weight posterior at noise scale ``scale``."""
+
+    def fit(
+        self,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+    ) -> FitInfo:
+        self.bn_loader = train_loader
+        self._ensemble = None
+        return super().fit(train_loader, val_loader, checkpoint_dir=checkpoint_dir)
+
+    @property
+    def forward_passes_per_input(self) -> int:
+        return int(self.options.n_samples)
+
+    def ensemble(self, scale: float | None = None) -> SampledEnsemble:
+        """The sampled ensemble at ``scale`` (default: the current ``noise_scale``).
+
+        A deterministic function of the trained state, ``scale`` and ``TrainConfig.seed``.
+        """
+        scale = self.noise_scale if scale is None else scale
+        if scale is None:
+            raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
+        if self.options.bn_update and self.bn_loader is None:
+            raise RuntimeError(
+                f"{self.name}: bn_update needs the training loader; set method.bn_loader "
+                "after load_state_dict()"
+            )
+        bn_loader = self.bn_loader if self.options.bn_update else None
+        # BatchNorm re-estimation iterates the (shuffling) training loader in train mode, with
+        # dropout on: seeded, so that the same method always predicts the same.
+        with seeded_randomness(self.train.seed, self.device, [bn_loader] if bn_loader else []):
+            return SampledEnsemble(
+                self._require_model(),
+                self._posterior(scale),
+                self.options.n_samples,
+                bn_loader=bn_loader,
+                seed=self.train.seed,
+            )
+
+    def sample_probs(self, x: Tensor) -> Tensor:
+        if self._ensemble is None:
+            self._ensemble = self.ensemble()
+        return self._ensemble.sample_probs(x)
+
+    def select_scale(
+        self, val_loader: Iterable[Any], grid: Sequence[float], criterion: Criterion = "nll"
+    ) -> ScaleSearch:
+        """Set ``noise_scale`` to the grid value whose ensemble scores best on ``val_loader``.
+
+        The criterion (mean NLL or Brier score of the averaged prediction; lower is better) is
+        computed on validation data only; ties go to the earlier grid value. All grid values
+        share the same random draws (same seed), so they differ by the scale alone.
+        """
+        if not grid:
+            raise ValueError("select_scale needs a non-empty grid")
+        if criterion not in ("nll", "brier"):
+            raise ValueError(f"criterion must be 'nll' or 'brier', got {criterion!r}")
+        started = time.perf_counter()
+        scores: dict[float, float] = {}
+        best: tuple[float, float, SampledEnsemble] | None = None
+        for scale in grid:
+            ensemble = self.ensemble(float(scale))
+            score = self._score(ensemble, val_loader, criterion)
+            scores[float(scale)] = score
+            if best is None or score < best[1]:
+                best = (float(scale), score, ensemble)
+        assert best is not None
+        self.noise_scale, _, self._ensemble = best
+        return ScaleSearch(
+            scale=best[0],
+            criterion=criterion,
+            scores=scores,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _score(
+        self, ensemble: SampledEnsemble, loader: Iterable[Any], criterion: Criterion
+    ) -> float:
+        total, count = 0.0, 0
+        for inputs, targets in loader:
+            probs = ensemble(inputs).cpu()
+            per_target, valid = _per_target_scores(probs, targets, criterion, self._ignore_index())
+            total += float(per_target[valid].sum())
+            count += int(valid.sum())
+        if count == 0:
+            raise ValueError("the validation loader has no scorable target")
+        return total / count
+
+    def _ignore_index(self) -> int | None:
+        return getattr(self.loss_fn, "ignore_index", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "noise_scale": self.noise_scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the network and noise scale; set ``bn_loader`` again if ``bn_update``."""
+        super().load_state_dict(state)
+        self.noise_scale = state["noise_scale"]
+        self._ensemble = None
+
+    @abstractmethod
+    def _scale_option(self) -> tuple[float | None, Sequence[float]]:
+        """The noise scale the options fix (None: choose on validation) and the grid to choose from."""
+
+    def _check_fit(self, val_loader: Iterable[Any] | None) -> None:
+        super()._check_fit(val_loader)
+        scale, _ = self._scale_option()
+        if scale is None and val_loader is None:
+            raise ValueError(
+                f"{self.name}: the noise scale is chosen on validation data (option set to None) "
+                "but fit() got no val_loader"
+            )
+
+    def _after_fit(
+        self, info: FitInfo, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
+    ) -> FitInfo:
+        """Fix the noise scale from the options, or choose it on validation data when unset."""
+        scale, grid = self._scale_option()
+        self.noise_scale = scale
+        if scale is None:
+            assert val_loader is not None  # checked before training by _check_fit
+            info.scale_search = self.select_scale(val_loader, grid)
+            info.selection_seconds = info.scale_search.seconds
+        return info
+
+
+def _per_target_scores(
+    probs: Tensor, targets: Tensor, criterion: Criterion, ignore_index: int | None
+) -> tuple[Tensor, Tensor]:
+    """Per-target NLL or Brier score of probabilities [N, C, ...], and the mask of scored targets.
+
+    Targets outside [0, C) or equal to ``ignore_index`` are not scored (segmentation voids).
+    """
+    num_classes = probs.shape[1]
+    valid = (targets >= 0) & (targets < num_classes)
+    if ignore_index is not None:
+        valid &= targets != ignore_index
+    safe = targets.where(valid, torch.zeros_like(targets)).long()
+    p_target = probs.gather(1, safe.unsqueeze(1)).squeeze(1)
+    if criterion == "nll":
+        return -p_target.clamp_min(torch.finfo(probs.dtype).tiny).log(), valid
+    one_hot = F.one_hot(safe, num_classes).movedim(-1, 1).to(probs.dtype)
+    return (probs - one_hot).pow(2).sum(dim=1), valid
+
+
+def check_sampling_options(
+    scale_name: str, scale: float | None, grid: Sequence[float], n_samples: int
+) -> None:
+    """Shared checks of the sampling methods' options (noise scale, its grid, ensemble size)."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if scale is not None and scale < 0:
+        raise ValueError(f"{scale_name} must be >= 0 (or None: chosen on validation), got {scale}")
+    if not grid or any(value < 0 for value in grid):
+        raise ValueError(f"{scale_name}_grid must be a non-empty list of values >= 0, got {grid}")

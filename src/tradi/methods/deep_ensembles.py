@@ -1,0 +1,86 @@
+"""Deep Ensembles (Lakshminarayanan et al., 2017): M networks from different seeds, averaged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tradi.methods.base import FitInfo, Method
+
+
+@dataclass(frozen=True)
+class DeepEnsemblesOptions:
+    """``n_members``: networks trained one after another with seeds seed, seed + 1, ..."""
+
+    n_members: int = 5
+
+    def __post_init__(self) -> None:
+        if self.n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {self.n_members}")
+
+
+class DeepEnsembles(Method):
+    """M members, each built and trained through the shared loop from its own seed.
+
+    The reported training time is the sum of the members' (they could run in parallel, but
+    the cost is M trainings). With a checkpoint directory, member i checkpoints in
+    ``member_{i}/`` so an interrupted ensemble resumes where it stopped.
+    """
+
+    name = "deep_ensembles"
+    options_type = DeepEnsemblesOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.members: list[nn.Module] = []
+
+    def fit(
+        self,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+    ) -> FitInfo:
+        self._check_fit(val_loader)
+        members, runs = [], []
+        for index in range(self.options.n_members):
+            member_dir = Path(checkpoint_dir) / f"member_{index}" if checkpoint_dir else None
+            model, result = self._train_network(
+                self.train.seed + index, train_loader, val_loader, (), member_dir
+            )
+            members.append(model)
+            runs.append(result)
+        self.members = members
+        self.fit_info = FitInfo(train_seconds=sum(r.train_seconds for r in runs), runs=runs)
+        return self.fit_info
+
+    @property
+    def forward_passes_per_input(self) -> int:
+        return self.options.n_members
+
+    @torch.no_grad()
+    def sample_probs(self, x: Tensor) -> Tensor:
+        if not self.members:
+            raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
+        x = x.to(self.device)
+        return torch.stack([member.eval()(x).softmax(dim=1) for member in self.members])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": [member.state_dict() for member in self.members]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["members"]) != self.options.n_members:
+            raise ValueError(
+                f"state has {len(state['members'])} members, options say {self.options.n_members}"
+            )
+        members = []
+        for member_state in state["members"]:
+            model = self._built_model()
+            model.load_state_dict(member_state)
+            members.append(model)
+        self.members = members

@@ -1,0 +1,73 @@
+"""MC Dropout (Gal & Ghahramani, 2016): dropout kept on at test time, N passes averaged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tradi.methods.base import Method, batch_inputs, seeded_randomness
+
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
+@dataclass(frozen=True)
+class MCDropoutOptions:
+    """``n_passes``: stochastic forward passes per input (20 by default)."""
+
+    n_passes: int = 20
+
+    def __post_init__(self) -> None:
+        if self.n_passes < 1:
+            raise ValueError(f"n_passes must be >= 1, got {self.n_passes}")
+
+
+class MCDropout(Method):
+    """The trained network with only its dropout layers in training mode at test time.
+
+    BatchNorm (and everything else) stays in eval mode, so its running statistics are used and
+    never updated by prediction. Each batch of ``iter_predict``/``predict`` draws its dropout masks
+    from a seed derived from ``TrainConfig.seed`` and the batch index, so predictions are
+    reproducible and the global random state is left untouched.
+    """
+
+    name = "mc_dropout"
+    options_type = MCDropoutOptions
+
+    def _check_fit(self, val_loader: Iterable[Any] | None) -> None:
+        super()._check_fit(val_loader)
+        if not any(isinstance(m, DROPOUT_TYPES) for m in self.model_factory().modules()):
+            raise ValueError("mc_dropout needs a model with dropout layers")
+
+    @property
+    def forward_passes_per_input(self) -> int:
+        return self.options.n_passes
+
+    @torch.no_grad()
+    def sample_probs(self, x: Tensor) -> Tensor:
+        """``n_passes`` dropout draws from the global torch random state: [n_passes, N, C, ...]."""
+        model = self._require_model().eval()
+        dropouts = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
+        for module in dropouts:
+            module.train()
+        try:
+            x = x.to(self.device)
+            return torch.stack([model(x).softmax(dim=1) for _ in range(self.options.n_passes)])
+        finally:
+            model.eval()
+
+    def iter_predict(self, loader: Iterable[Any]) -> Iterator[Tensor]:
+        for index, batch in enumerate(loader):
+            with seeded_randomness(self.train.seed + index, self.device):
+                probs = self.sample_probs(batch_inputs(batch))
+            yield probs.cpu()

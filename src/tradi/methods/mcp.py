@@ -1,0 +1,31 @@
+"""The baseline: one deterministic network; its confidence is the maximum softmax probability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tradi.methods.base import Method
+
+
+@dataclass(frozen=True)
+class MCPOptions:
+    """MCP has no options of its own: only the shared `TrainConfig`."""
+
+
+class MCP(Method):
+    """One network trained once; one forward pass per input."""
+
+    name = "mcp"
+    options_type = MCPOptions
+
+    @property
+    def forward_passes_per_input(self) -> int:
+        return 1
+
+    @torch.no_grad()
+    def sample_probs(self, x: Tensor) -> Tensor:
+        model = self._require_model().eval()
+        return model(x.to(self.device)).softmax(dim=1).unsqueeze(0)

@@ -1,0 +1,82 @@
+"""One interface for all six methods: the factory, option checking, shapes, passes per input,
+and a state_dict round trip that predicts identically without retraining."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tradi.methods import METHODS, build_method
+from tradi.training import TrainConfig
+
+TRAIN = {"epochs": 2, "optimizer": "adam", "lr": 1e-2, "progress": False}
+SMALL = {
+    "mcp": {},
+    "mc_dropout": {"n_passes": 4},
+    "deep_ensembles": {"n_members": 2},
+    "swag": {"n_samples": 3, "start_epoch": 0, "rank": 2},
+    "gaussian_perturbation": {"sigma": 0.05, "n_samples": 3},
+    "tradi": {"n_samples": 3, "scale": 10.0, "init_variance": 0.0},
+}
+
+
+def test_the_six_method_names_are_registered() -> None:
+    assert sorted(METHODS) == sorted(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_method_trains_and_predicts_the_same_way(
+    name: str, model_factory, train_loader, val_loader
+) -> None:
+    method = build_method(name, model_factory, train=TRAIN, **SMALL[name])
+    info = method.fit(train_loader, val_loader)
+    passes = method.forward_passes_per_input
+    assert passes == {"mcp": 1, "mc_dropout": 4, "deep_ensembles": 2}.get(name, 3)
+    assert info.train_seconds == pytest.approx(sum(r.train_seconds for r in info.runs))
+    assert all(r.epochs == 2 for r in info.runs)
+
+    probs = method.predict(val_loader)
+    assert probs.shape == (passes, 96, 3)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(passes, 96))
+    x = next(iter(val_loader))[0]
+    torch.manual_seed(0)  # MC dropout's sample_probs draws from the global random state
+    mean = method.predict_mean(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(mean, method.sample_probs(x).mean(0))
+    accuracy = (probs.mean(0).argmax(-1) == torch.cat([y for _, y in val_loader])).float().mean()
+    assert accuracy > 0.7  # every method learned the blobs
+
+    reloaded = build_method(name, model_factory, train=TRAIN, **SMALL[name])
+    reloaded.load_state_dict(method.state_dict())
+    if hasattr(reloaded, "bn_loader"):
+        reloaded.bn_loader = train_loader
+    torch.testing.assert_close(reloaded.predict(val_loader), probs, rtol=0, atol=0)
+
+
+def test_unknown_names_and_options_fail_clearly(model_factory) -> None:
+    with pytest.raises(ValueError, match="unknown method 'laplace'"):
+        build_method("laplace", model_factory)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['n_sample'\].*n_samples"):
+        build_method("tradi", model_factory, n_sample=5)
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        build_method("tradi", model_factory, covariance="full")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lr_decay'\]"):
+        build_method("mcp", model_factory, train={"lr_decay": 0.1})
+    with pytest.raises(TypeError, match="MCDropoutOptions"):
+        METHODS["mc_dropout"](model_factory, METHODS["mcp"].options_type())
+    method = build_method("tradi", model_factory, scale_grid=[1, 2])
+    assert method.options.scale_grid == (1, 2)  # YAML lists become the declared tuples
+
+
+def test_a_noise_scale_left_to_validation_needs_a_validation_loader(
+    model_factory, train_loader
+) -> None:
+    method = build_method("gaussian_perturbation", model_factory, train=TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="no val_loader"):
+        method.fit(train_loader)
+
+
+def test_prediction_before_training_fails_clearly(model_factory, val_loader) -> None:
+    for name in SMALL:
+        with pytest.raises(RuntimeError, match="call fit"):
+            build_method(name, model_factory, **SMALL[name]).predict(val_loader)
