@@ -25,6 +25,7 @@ LABELS = torch.tensor([0, 1])
         (torch.tensor([[0.7, 0.2], [0.2, 0.8]]), LABELS, "sum to 1"),
         (torch.tensor([[2.0, -1.0], [0.2, 0.8]]), LABELS, "not logits"),
         (torch.tensor([[float("nan"), 0.3], [0.2, 0.8]]), LABELS, "NaN"),
+        (torch.tensor([[float("inf"), 0.3], [0.2, 0.8]]), LABELS, r"must lie in \[0, 1\]"),
         (PROBS, torch.tensor([0, 1, 1]), "does not match"),
         (PROBS, torch.tensor([0, 2]), r"labels must lie in \[0, 1\]"),
         (PROBS, torch.tensor([-1, 1]), "labels must lie in"),

@@ -40,16 +40,16 @@ def check_probabilities(probs: Tensor, name: str = "probs", class_dim: int = 1) 
     if probs.shape[class_dim] < 1:
         raise ValueError(f"{name} has no classes (shape {tuple(probs.shape)})")
     probs = _as_float(probs)
-    if torch.isnan(probs).any():
-        raise ValueError(f"{name} contains NaN")
-    if not torch.isfinite(probs).all():
-        raise ValueError(f"{name} contains infinite values")
     if probs.numel() == 0:
         return probs
-    if probs.min() < -PROBABILITY_SUM_ATOL or probs.max() > 1 + PROBABILITY_SUM_ATOL:
+    # one pass for NaN, inf and range: min and max propagate NaN, and +-inf fail the range
+    low, high = torch.aminmax(probs)
+    if torch.isnan(low) or torch.isnan(high):
+        raise ValueError(f"{name} contains NaN")
+    if low < -PROBABILITY_SUM_ATOL or high > 1 + PROBABILITY_SUM_ATOL:
         raise ValueError(
-            f"{name} must lie in [0, 1] (got values in [{probs.min().item():.4g}, "
-            f"{probs.max().item():.4g}]); pass probabilities, not logits"
+            f"{name} must lie in [0, 1] (got values in [{low.item():.4g}, {high.item():.4g}]); "
+            "pass probabilities, not logits"
         )
     worst = (probs.sum(dim=class_dim) - 1).abs().max().item()
     if worst > PROBABILITY_SUM_ATOL:

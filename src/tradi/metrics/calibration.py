@@ -80,15 +80,26 @@ def _check_n_bins(n_bins: int) -> None:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
 
 
+def _flatten_nonempty(
+    probs: Tensor, labels: Tensor, ignore_index: int | None
+) -> tuple[Tensor, Tensor]:
+    flat_probs, flat_labels = flatten_predictions(probs, labels, ignore_index)
+    if flat_labels.numel() == 0:
+        raise ValueError("no samples to evaluate (empty input, or every label is ignore_index)")
+    return flat_probs, flat_labels
+
+
+def flat_confidence_and_correct(flat_probs: Tensor, flat_labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Max probability [M] and whether its class (the first on ties) is the label, as float64."""
+    confidence, predicted = flat_probs.max(dim=1)
+    return confidence, (predicted == flat_labels).double()
+
+
 def confidence_and_correct(
     probs: Tensor, labels: Tensor, ignore_index: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Max probability and whether its class is right, for every kept position (flat)."""
-    flat_probs, flat_labels = flatten_predictions(probs, labels, ignore_index)
-    if flat_labels.numel() == 0:
-        raise ValueError("no samples to evaluate (empty input, or every label is ignore_index)")
-    confidence, predicted = flat_probs.max(dim=1)
-    return confidence, (predicted == flat_labels).double()
+    return flat_confidence_and_correct(*_flatten_nonempty(probs, labels, ignore_index))
 
 
 def equal_width_inner_edges(n_bins: int, dtype: torch.dtype) -> Tensor:
@@ -125,18 +136,21 @@ def calibration_bins(
     return _equal_width_bins(*confidence_and_correct(probs, labels, ignore_index), n_bins)
 
 
-def adaptive_calibration_bins(
-    probs: Tensor, labels: Tensor, n_bins: int = 15, ignore_index: int | None = None
-) -> CalibrationBins:
-    """Equal-mass bins (e_{m-1}, e_m] with e_m the confidence of rank ceil(m n / M)."""
+def _equal_mass_bins(confidence: Tensor, correct: Tensor, n_bins: int) -> CalibrationBins:
     _check_n_bins(n_bins)
-    confidence, correct = confidence_and_correct(probs, labels, ignore_index)
     n = confidence.numel()
     ranks = torch.tensor([-(-m * n // n_bins) - 1 for m in range(1, n_bins)], dtype=torch.long)
     inner = confidence.sort().values[ranks.to(confidence.device)]
     stats = bin_statistics(confidence, correct, inner, n_bins)
     edges = torch.cat([inner.new_zeros(1), inner, inner.new_ones(1)]).double()
     return CalibrationBins(edges, *stats)
+
+
+def adaptive_calibration_bins(
+    probs: Tensor, labels: Tensor, n_bins: int = 15, ignore_index: int | None = None
+) -> CalibrationBins:
+    """Equal-mass bins (e_{m-1}, e_m] with e_m the confidence of rank ceil(m n / M)."""
+    return _equal_mass_bins(*confidence_and_correct(probs, labels, ignore_index), n_bins)
 
 
 def ece(probs: Tensor, labels: Tensor, n_bins: int = 15, ignore_index: int | None = None) -> Tensor:
@@ -164,18 +178,10 @@ def nll_terms(flat_probs: Tensor, flat_labels: Tensor) -> Tensor:
 
 
 def brier_terms(flat_probs: Tensor, flat_labels: Tensor) -> Tensor:
-    """sum_c (p_c - [c = y])^2 per sample."""
-    one_hot = torch.nn.functional.one_hot(flat_labels, flat_probs.shape[1]).double()
-    return (flat_probs.double() - one_hot).square().sum(dim=1)
-
-
-def _flatten_nonempty(
-    probs: Tensor, labels: Tensor, ignore_index: int | None
-) -> tuple[Tensor, Tensor]:
-    flat_probs, flat_labels = flatten_predictions(probs, labels, ignore_index)
-    if flat_labels.numel() == 0:
-        raise ValueError("no samples to evaluate (empty input, or every label is ignore_index)")
-    return flat_probs, flat_labels
+    """sum_c (p_c - [c = y])^2 = sum_c p_c^2 - 2 p_y + 1 per sample (no one-hot [M, C])."""
+    probs = flat_probs.double()
+    true_class = probs.gather(1, flat_labels.unsqueeze(1)).squeeze(1)
+    return probs.square().sum(dim=1) - 2 * true_class + 1
 
 
 def nll(probs: Tensor, labels: Tensor, ignore_index: int | None = None) -> Tensor:
@@ -190,22 +196,23 @@ def brier_score(probs: Tensor, labels: Tensor, ignore_index: int | None = None) 
 
 def accuracy(probs: Tensor, labels: Tensor, ignore_index: int | None = None) -> Tensor:
     """Share of positions whose argmax class is the label."""
-    flat_probs, flat_labels = _flatten_nonempty(probs, labels, ignore_index)
-    return (flat_probs.argmax(dim=1) == flat_labels).double().mean()
+    return confidence_and_correct(probs, labels, ignore_index)[1].mean()
 
 
 def classification_metrics(
     probs: Tensor, labels: Tensor, n_bins: int = 15, ignore_index: int | None = None
 ) -> dict[str, float]:
     """accuracy, nll, brier, ece, mce, adaptive_ece in one call (JSON-ready floats)."""
-    bins = calibration_bins(probs, labels, n_bins, ignore_index)
+    flat_probs, flat_labels = _flatten_nonempty(probs, labels, ignore_index)
+    confidence, correct = flat_confidence_and_correct(flat_probs, flat_labels)
+    bins = _equal_width_bins(confidence, correct, n_bins)
     return {
-        "accuracy": accuracy(probs, labels, ignore_index).item(),
-        "nll": nll(probs, labels, ignore_index).item(),
-        "brier": brier_score(probs, labels, ignore_index).item(),
+        "accuracy": correct.mean().item(),
+        "nll": nll_terms(flat_probs, flat_labels).mean().item(),
+        "brier": brier_terms(flat_probs, flat_labels).mean().item(),
         "ece": bins.ece().item(),
         "mce": bins.mce().item(),
-        "adaptive_ece": adaptive_ece(probs, labels, n_bins, ignore_index).item(),
+        "adaptive_ece": _equal_mass_bins(confidence, correct, n_bins).ece().item(),
     }
 
 

@@ -56,6 +56,17 @@ class OperatingPoints:
     def n_negative(self) -> int:
         return int(self.false_positives[-1])
 
+    def reversed_roles(self) -> OperatingPoints:
+        """The points with the other class positive and the scores negated: the same thresholds
+        from the bottom up. Negatives with score <= v_k are all minus those >= v_{k-1}."""
+        tp_before = torch.cat([self.true_positives.new_zeros(1), self.true_positives[:-1]])
+        fp_before = torch.cat([self.false_positives.new_zeros(1), self.false_positives[:-1]])
+        return OperatingPoints(
+            thresholds=-self.thresholds.flip(0),
+            true_positives=(self.n_negative - fp_before).flip(0),
+            false_positives=(self.n_positive - tp_before).flip(0),
+        )
+
     def roc_curve(self) -> tuple[Tensor, Tensor, Tensor]:
         """(fpr, tpr, thresholds) from (0, 0) at threshold +inf to (1, 1), like
         sklearn.metrics.roc_curve(drop_intermediate=False)."""
@@ -151,18 +162,18 @@ def summarize(in_positive: OperatingPoints, out_positive: OperatingPoints) -> di
 
 
 def _points(scores_in: Tensor, scores_out: Tensor, positive: Positive) -> OperatingPoints:
-    scores_in = check_scores(scores_in, "scores_in")
-    scores_out = check_scores(scores_out, "scores_out")
-    if positive == "in":
-        return operating_points(scores_in, scores_out)
-    if positive == "out":
-        return operating_points(-scores_out, -scores_in)
-    raise ValueError(f"positive must be 'in' or 'out', got {positive!r}")
+    if positive not in ("in", "out"):
+        raise ValueError(f"positive must be 'in' or 'out', got {positive!r}")
+    points = operating_points(
+        check_scores(scores_in, "scores_in"), check_scores(scores_out, "scores_out")
+    )
+    return points if positive == "in" else points.reversed_roles()
 
 
 def ood_metrics(scores_in: Tensor, scores_out: Tensor) -> dict[str, float]:
     """auroc, aupr_in, aupr_out, fpr95_tpr_in (the slides'), fpr95_tpr_out (the public code's)."""
-    return summarize(_points(scores_in, scores_out, "in"), _points(scores_in, scores_out, "out"))
+    in_positive = _points(scores_in, scores_out, "in")
+    return summarize(in_positive, in_positive.reversed_roles())
 
 
 def fpr_at_tpr(

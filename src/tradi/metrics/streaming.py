@@ -39,6 +39,7 @@ from tradi.metrics.calibration import (
     bin_statistics,
     brier_terms,
     equal_width_inner_edges,
+    flat_confidence_and_correct,
     nll_terms,
 )
 from tradi.metrics.ood import (
@@ -110,20 +111,19 @@ class ClassificationMetrics(Metric):
 
     def update(self, probs: Tensor, labels: Tensor) -> None:
         flat_probs, flat_labels = flatten_predictions(probs, labels, self.ignore_index)
-        confidence, predicted = flat_probs.max(dim=1)
-        correct = (predicted == flat_labels).double()
+        confidence, correct = flat_confidence_and_correct(flat_probs, flat_labels)
         inner = equal_width_inner_edges(self.n_bins, confidence.dtype)
         coarse = bin_statistics(confidence, correct, inner, self.n_bins)
         for name, value in zip(("count", "confidence_sum", "correct_sum"), coarse, strict=True):
             setattr(self, name, getattr(self, name) + value)
-        fine_index = torch.bucketize(
-            confidence.double(), self.fine_edges[1:-1].to(confidence.device), right=False
-        )
+        exact_confidence = confidence.double()
+        fine_inner = self.fine_edges[1:-1].to(confidence.device)
+        fine_index = torch.bucketize(exact_confidence, fine_inner, right=False)
         fine_values = (
             torch.ones_like(correct),
-            confidence.double(),
+            exact_confidence,
             correct,
-            (correct - confidence.double()).abs(),
+            (correct - exact_confidence).abs(),
         )
         for name, value in zip(_FINE_STATES, fine_values, strict=True):
             setattr(self, name, getattr(self, name).index_add(0, fine_index, value))
@@ -219,13 +219,12 @@ class OODMetrics(Metric):
         self.counts_out = self.counts_out + torch.bincount(index[is_ood], minlength=n_bins)
 
     def _points(self) -> tuple[OperatingPoints, OperatingPoints]:
-        """In-positive points (bins from the top) and OOD-positive points (from the bottom)."""
-        edges = self.edges.to(self.counts_in.device)
+        """In-positive points (bins from the top down) and their OOD-positive reversal."""
+        lower_edges = self.edges[:-1].to(self.counts_in.device)
         in_positive = operating_points_from_histograms(
-            self.counts_in.flip(0), self.counts_out.flip(0), edges[:-1].flip(0)
+            self.counts_in.flip(0), self.counts_out.flip(0), lower_edges.flip(0)
         )
-        out_positive = operating_points_from_histograms(self.counts_out, self.counts_in, -edges[1:])
-        return in_positive, out_positive
+        return in_positive, in_positive.reversed_roles()
 
     def compute(self) -> dict[str, float]:
         return summarize(*self._points())
