@@ -80,3 +80,41 @@ def test_prediction_before_training_fails_clearly(model_factory, val_loader) -> 
     for name in SMALL:
         with pytest.raises(RuntimeError, match="call fit"):
             build_method(name, model_factory, **SMALL[name]).predict(val_loader)
+
+
+def _segmentation_data(seed: int) -> torch.utils.data.DataLoader:
+    """Pixels labelled by the sign of channel 0; a void row marked 255 (ignore_index)."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(16, 2, 4, 5, generator=g)
+    targets = (inputs[:, 0] > 0).long()
+    targets[:, 0, :] = 255
+    return torch.utils.data.DataLoader(list(zip(inputs, targets, strict=True)), batch_size=8)
+
+
+def _segmenter() -> torch.nn.Module:
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout2d(0.1), nn.Conv2d(8, 2, 1)
+    )
+
+
+@pytest.mark.parametrize("name", ["mc_dropout", "tradi"])
+def test_dense_predictions_and_scale_selection_skip_void_pixels(name: str) -> None:
+    train, val = _segmentation_data(0), _segmentation_data(1)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    options = {"n_passes": 2} if name == "mc_dropout" else {"n_samples": 2, "scale": None}
+    if name == "tradi":
+        options.update(scale_grid=(0.0, 3.0), init_variance=0.0)
+    method = build_method(name, _segmenter, train=TRAIN, loss_fn=loss_fn, **options)
+    info = method.fit(train, val)
+    probs = method.predict(val)
+    assert probs.shape == (2, 16, 2, 4, 5)
+    torch.testing.assert_close(probs.sum(2), torch.ones(2, 16, 4, 5))
+    if info.scale_search is None:
+        return
+    targets = torch.cat([y for _, y in val])
+    valid = targets != 255
+    for scale, score in info.scale_search.scores.items():
+        mean = torch.cat([method.ensemble(scale)(x) for x, _ in val])
+        p_target = mean.gather(1, targets.clamp(max=1).unsqueeze(1)).squeeze(1)
+        assert score == pytest.approx(float(-p_target.log()[valid].mean()), rel=1e-5)

@@ -170,8 +170,8 @@ class SWAGCollector:
             raise ValueError("SWAG state does not match this collector (parameter names or rank)")
         if any(s.shape != m.shape for s, m in zip(state["mean"], self._mean, strict=True)):
             raise ValueError("SWAG state has shapes that do not match the model")
-        device = self._mean[0].device
+        devices = [m.device for m in self._mean]
         self.num_collected = int(state["num_collected"])
-        self._mean = [t.to(device) for t in state["mean"]]
-        self._sq_mean = [t.to(device) for t in state["sq_mean"]]
-        self._deviations = [t.to(device) for t in state["deviations"]]
+        self._mean = [t.to(d) for t, d in zip(state["mean"], devices, strict=True)]
+        self._sq_mean = [t.to(d) for t, d in zip(state["sq_mean"], devices, strict=True)]
+        self._deviations = [t.to(d) for t, d in zip(state["deviations"], devices, strict=True)]

@@ -69,7 +69,7 @@ def capture_rng_state(loader: DataLoader) -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any], loader: DataLoader) -> None:
     """Inverse of ``capture_rng_state``; the loader must be built the same way as when captured."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"]:
+    if state["cuda"] and torch.cuda.is_available():  # a GPU run resumed on a CPU keeps going
         torch.cuda.set_rng_state_all(state["cuda"])
     numpy_state = state["numpy"]
     np.random.set_state(
