@@ -77,8 +77,13 @@ def test_ood_input_errors(scores_in: torch.Tensor, scores_out: torch.Tensor, mes
 
 def test_single_class_streamed_ood_set_and_bad_options() -> None:
     metric = OODMetrics()
+    with (
+        pytest.raises(ValueError, match="one in-distribution and one OOD sample, got 0 and 0"),
+        pytest.warns(UserWarning, match="before the ``update``"),
+    ):
+        metric.compute()
     metric.update(torch.tensor([0.9, 0.8]), is_ood=False)
-    with pytest.raises(ValueError, match="at least one positive and one negative"):
+    with pytest.raises(ValueError, match="one in-distribution and one OOD sample, got 2 and 0"):
         metric.compute()
     with pytest.raises(ValueError, match="does not match scores shape"):
         metric.update(torch.tensor([0.9, 0.8]), is_ood=torch.tensor([True]))

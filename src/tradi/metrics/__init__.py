@@ -37,14 +37,7 @@ from tradi.metrics.calibration import (
     nll,
     paper_pooled_ece,
 )
-from tradi.metrics.ood import (
-    OperatingPoints,
-    fpr_at_tpr,
-    ood_metrics,
-    ood_pr_curve,
-    ood_roc_curve,
-    operating_points,
-)
+from tradi.metrics.ood import fpr_at_tpr, ood_metrics, ood_pr_curve, ood_roc_curve
 from tradi.metrics.scores import (
     mutual_information,
     predictive_entropy,
@@ -57,7 +50,6 @@ __all__ = [
     "CalibrationBins",
     "ClassificationMetrics",
     "OODMetrics",
-    "OperatingPoints",
     "accuracy",
     "adaptive_calibration_bins",
     "adaptive_ece",
@@ -72,7 +64,6 @@ __all__ = [
     "ood_metrics",
     "ood_pr_curve",
     "ood_roc_curve",
-    "operating_points",
     "paper_pooled_ece",
     "predictive_entropy",
     "sampled_variance",

@@ -92,6 +92,7 @@ class OperatingPoints:
         return twice_area / (2 * self.n_positive * self.n_negative)
 
     def average_precision(self) -> float:
+        """sum_k (R_k - R_{k-1}) P_k: each new true positive weighted by the precision there."""
         tp = self.true_positives
         gained = tp - torch.cat([tp.new_zeros(1), tp[:-1]])
         precision = tp.double() / (tp + self.false_positives)
@@ -109,14 +110,8 @@ class OperatingPoints:
         return int(self.false_positives[self.index_at_tpr(level)]) / self.n_negative
 
 
-def _check_both(positive: Tensor, negative: Tensor) -> None:
-    if positive.numel() == 0 or negative.numel() == 0:
-        raise ValueError("OOD metrics need at least one positive and one negative sample")
-
-
 def operating_points(positive_scores: Tensor, negative_scores: Tensor) -> OperatingPoints:
-    """Exact operating points by sorting all scores (float64; ties grouped)."""
-    _check_both(positive_scores, negative_scores)
+    """Exact operating points by sorting all scores (1-D, checked by the caller; ties grouped)."""
     scores = torch.cat([positive_scores.double(), negative_scores.double()])
     is_positive = torch.cat(
         [
@@ -141,13 +136,15 @@ def operating_points_from_histograms(
 ) -> OperatingPoints:
     """Operating points of binned scores: bins ordered from the highest scores down, each bin a
     tie (`thresholds` labels the bins); empty bins are dropped."""
+    if positive_counts.sum() == 0 or negative_counts.sum() == 0:
+        raise ValueError(
+            "OOD metrics need at least one in-distribution and one OOD sample, got "
+            f"{int(positive_counts.sum())} and {int(negative_counts.sum())}"
+        )
     keep = (positive_counts + negative_counts) > 0
     true_positives = positive_counts.long().cumsum(0)[keep]
     false_positives = negative_counts.long().cumsum(0)[keep]
-    points = OperatingPoints(thresholds[keep].double(), true_positives, false_positives)
-    if points.n_positive == 0 or points.n_negative == 0:
-        raise ValueError("OOD metrics need at least one positive and one negative sample")
-    return points
+    return OperatingPoints(thresholds[keep].double(), true_positives, false_positives)
 
 
 def summarize(in_positive: OperatingPoints, out_positive: OperatingPoints) -> dict[str, float]:
