@@ -9,7 +9,6 @@ import torch
 
 from tradi.ensemble import SampledEnsemble
 from tradi.methods import build_method
-from tradi.methods.base import _per_target_scores
 from tradi.methods.gaussian_perturbation import perturbed_weights
 from tradi.posterior.isotropic import IsotropicGaussian
 
@@ -99,12 +98,3 @@ def test_brier_criterion_matches_numpy(model_factory, train_loader, val_loader) 
         one_hot = np.eye(3)[torch.cat([y for _, y in val_loader]).numpy()]
         expected = ((probs - one_hot) ** 2).sum(1).mean()
         assert search.scores[sigma] == pytest.approx(expected, rel=1e-5)
-
-
-def test_scores_skip_ignored_dense_targets() -> None:
-    """Segmentation: voids (ignore_index, or labels outside the classes) are not scored."""
-    probs = torch.tensor([[[[0.8, 0.5]], [[0.2, 0.5]]]])  # [N=1, C=2, H=1, W=2]
-    targets = torch.tensor([[[1, 255]]])
-    scores, valid = _per_target_scores(probs, targets, "nll", ignore_index=255)
-    assert valid.tolist() == [[[True, False]]]
-    assert float(scores[valid].sum()) == pytest.approx(-np.log(0.2))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tradi.ensemble import SampledEnsemble
+from tradi.metrics import ClassificationMetrics
 from tradi.posterior import WeightPosterior
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
 from tradi.training.checkpoint import loader_generators
@@ -182,7 +183,6 @@ class Method(ABC):
 
     def _built_model(self) -> nn.Module:
         """A fresh network from the factory, for ``load_state_dict``."""
-        torch.manual_seed(self.train.seed)
         return self.model_factory().to(self.device)
 
     def _require_model(self) -> nn.Module:
@@ -322,15 +322,11 @@ class SamplingMethod(Method):
     def _score(
         self, ensemble: SampledEnsemble, loader: Iterable[Any], criterion: Criterion
     ) -> float:
-        total, count = 0.0, 0
+        """Mean NLL or Brier score of the ensemble's averaged prediction over ``loader``."""
+        metrics = ClassificationMetrics(ignore_index=self._ignore_index())
         for inputs, targets in loader:
-            probs = ensemble(inputs).cpu()
-            per_target, valid = _per_target_scores(probs, targets, criterion, self._ignore_index())
-            total += float(per_target[valid].sum())
-            count += int(valid.sum())
-        if count == 0:
-            raise ValueError("the validation loader has no scorable target")
-        return total / count
+            metrics.update(ensemble(inputs).cpu(), targets)
+        return float(metrics.compute()[criterion])
 
     def _ignore_index(self) -> int | None:
         return getattr(self.loss_fn, "ignore_index", None)
@@ -368,25 +364,6 @@ class SamplingMethod(Method):
             info.scale_search = self.select_scale(val_loader, grid)
             info.selection_seconds = info.scale_search.seconds
         return info
-
-
-def _per_target_scores(
-    probs: Tensor, targets: Tensor, criterion: Criterion, ignore_index: int | None
-) -> tuple[Tensor, Tensor]:
-    """Per-target NLL or Brier score of probabilities [N, C, ...], and the mask of scored targets.
-
-    Targets outside [0, C) or equal to ``ignore_index`` are not scored (segmentation voids).
-    """
-    num_classes = probs.shape[1]
-    valid = (targets >= 0) & (targets < num_classes)
-    if ignore_index is not None:
-        valid &= targets != ignore_index
-    safe = targets.where(valid, torch.zeros_like(targets)).long()
-    p_target = probs.gather(1, safe.unsqueeze(1)).squeeze(1)
-    if criterion == "nll":
-        return -p_target.clamp_min(torch.finfo(probs.dtype).tiny).log(), valid
-    one_hot = F.one_hot(safe, num_classes).movedim(-1, 1).to(probs.dtype)
-    return (probs - one_hot).pow(2).sum(dim=1), valid
 
 
 def check_sampling_options(
