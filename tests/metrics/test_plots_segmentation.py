@@ -106,3 +106,30 @@ def test_save_figure_writes_png_and_svg(tmp_path: Path) -> None:
     assert "<svg" in text and text.count("<image") == 4  # image, two maps, colour bar
     with pytest.raises(ValueError, match="without extension"):
         save_figure(figure, tmp_path / "camvid.png")
+
+
+def test_class_legend_lists_the_classes_shown() -> None:
+    data = scene()
+    names = [f"class {index}" for index in range(11)]
+    figure = segmentation_panels(
+        data["image"],
+        {"MCP": (data["prediction"], data["confidence"])},
+        num_classes=11,
+        ground_truth=data["labels"],
+        class_names=names,
+    )
+    (legend,) = figure.legends
+    # ground truth has 0, 3, 9 (11 is ignored); the prediction adds 8
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "class 0",
+        "class 3",
+        "class 8",
+        "class 9",
+    ]
+    with pytest.raises(ValueError, match="class_names has 2 names for 11 classes"):
+        segmentation_panels(
+            data["image"],
+            {"MCP": (data["prediction"], data["confidence"])},
+            num_classes=11,
+            class_names=["a", "b"],
+        )

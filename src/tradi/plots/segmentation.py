@@ -10,6 +10,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from torch import Tensor
 
 from tradi.plots._figure import check_methods, new_figure
@@ -61,6 +62,26 @@ def _outline(axis: Axes, ood_mask: Tensor | None) -> None:
         )
 
 
+def _class_legend(
+    figure: Figure,
+    class_names: Sequence[str],
+    colormap: ListedColormap,
+    label_maps: Sequence[Tensor],
+    num_classes: int,
+) -> None:
+    if len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+    shown = torch.cat([labels.reshape(-1) for labels in label_maps]).unique().tolist()
+    handles = [
+        Patch(color=colormap(index), label=class_names[index])
+        for index in shown
+        if 0 <= index < num_classes
+    ]
+    figure.legend(
+        handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize="small"
+    )
+
+
 def segmentation_panels(
     image: Tensor,
     predictions: Mapping[str, tuple[Tensor, Tensor]],
@@ -68,11 +89,12 @@ def segmentation_panels(
     ground_truth: Tensor | None = None,
     ood_mask: Tensor | None = None,
     class_colors: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Column 0: the image (top) and the ground truth (bottom, if given); then one column per
     method with its predicted classes [H, W] (top) and confidence map [H, W] (bottom, 0..1,
     one shared colour bar). Labels outside [0, num_classes) are drawn black; the OOD mask
-    [H, W] is outlined on every panel."""
+    [H, W] is outlined on every panel; `class_names` adds a legend of the classes shown."""
     check_methods(predictions, "predictions")
     for name, (predicted, confidence) in predictions.items():
         if predicted.shape != confidence.shape or predicted.ndim != 2:
@@ -110,5 +132,14 @@ def segmentation_panels(
             if axis.get_visible():
                 _outline(axis, ood_mask)
                 axis.set_axis_off()
+    if class_names is not None:
+        _class_legend(
+            figure,
+            class_names,
+            colormap,
+            [gt for gt in (ground_truth,) if gt is not None]
+            + [predicted for predicted, _ in predictions.values()],
+            num_classes,
+        )
     figure.colorbar(confidence_image, ax=[row[-1] for row in axes], label="confidence", shrink=0.6)
     return figure
