@@ -132,7 +132,7 @@ class ClassificationMetrics(Metric):
 
     def calibration_bins(self) -> CalibrationBins:
         """Equal-width bins of everything seen so far (for reliability diagrams)."""
-        edges = torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64)
+        edges = torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64, device=self.count.device)
         return CalibrationBins(edges, self.count, self.confidence_sum, self.correct_sum)
 
     def _adaptive_groups(self) -> tuple[Tensor, Tensor]:

@@ -15,8 +15,8 @@ GAP_COLOR = "tab:red"
 
 def _draw_histogram(axes: Axes, bins: CalibrationBins, color: tuple[float, float, float]) -> None:
     """Share of samples per bin, with the accuracy and the mean confidence as vertical lines."""
-    edges = bins.edges.numpy()
-    share = (bins.count / bins.total).numpy()
+    edges = bins.edges.numpy(force=True)
+    share = (bins.count / bins.total).numpy(force=True)
     axes.bar(
         edges[:-1],
         share,
@@ -44,10 +44,10 @@ def _draw_histogram(axes: Axes, bins: CalibrationBins, color: tuple[float, float
 
 def _draw_reliability(axes: Axes, bins: CalibrationBins, color: tuple[float, float, float]) -> None:
     """Accuracy bars, gap bars up or down to the mean confidence, the diagonal, ECE in legend."""
-    edges = bins.edges.numpy()
-    non_empty = (bins.count > 0).numpy()
-    accuracy = bins.accuracy.nan_to_num(0.0).numpy()
-    gap = (bins.confidence - bins.accuracy).nan_to_num(0.0).numpy()
+    edges = bins.edges.numpy(force=True)
+    non_empty = (bins.count > 0).numpy(force=True)
+    accuracy = bins.accuracy.nan_to_num(0.0).numpy(force=True)
+    gap = (bins.confidence - bins.accuracy).nan_to_num(0.0).numpy(force=True)
     widths = edges[1:] - edges[:-1]
     axes.bar(
         edges[:-1],

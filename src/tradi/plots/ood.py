@@ -29,8 +29,8 @@ def ood_curves(scores_by_method: Mapping[str, ScorePair]) -> Figure:
         metrics = ood_metrics(scores_in, scores_out)
         fpr, tpr, _ = ood_roc_curve(scores_in, scores_out)
         roc_axes.plot(
-            fpr.numpy(),
-            tpr.numpy(),
+            fpr.numpy(force=True),
+            tpr.numpy(force=True),
             color=color,
             label=f"{name} (AUROC {100 * metrics['auroc']:.1f})",
         )
@@ -40,8 +40,8 @@ def ood_curves(scores_by_method: Mapping[str, ScorePair]) -> Figure:
         ):
             precision, recall, _ = ood_pr_curve(scores_in, scores_out, positive=positive)
             axis.plot(
-                recall.numpy(),
-                precision.numpy(),
+                recall.numpy(force=True),
+                precision.numpy(force=True),
                 color=color,
                 drawstyle="steps-pre",
                 label=f"{name} (AUPR {100 * metrics[key]:.1f})",
@@ -75,8 +75,8 @@ def confidence_histograms(
     figure, axes = new_figure(1, len(scores_by_method), (3.6, 3.0))
     for column, (name, (scores_in, scores_out)) in enumerate(scores_by_method.items()):
         axis = axes[0][column]
-        scores_in = check_scores(scores_in, f"{name}: scores_in")
-        scores_out = check_scores(scores_out, f"{name}: scores_out")
+        scores_in = check_scores(scores_in, f"{name}: scores_in").cpu()
+        scores_out = check_scores(scores_out, f"{name}: scores_out").cpu()
         if score_range is None:
             both = torch.cat([scores_in, scores_out])
             low, high = both.min().item(), both.max().item()
@@ -90,8 +90,8 @@ def confidence_histograms(
         ):
             counts = torch.histogram(scores.clamp(low, high), bins=edges).hist
             axis.stairs(
-                (counts / scores.numel()).numpy(),
-                edges.numpy(),
+                (counts / scores.numel()).numpy(force=True),
+                edges.numpy(force=True),
                 fill=True,
                 alpha=0.5,
                 color=color,

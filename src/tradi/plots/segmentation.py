@@ -29,10 +29,10 @@ def _display_image(image: Tensor) -> np.ndarray:
     if image.ndim not in (2, 3):
         raise ValueError(f"image must be [3, H, W], [H, W, 3] or [H, W], got {tuple(image.shape)}")
     if image.dtype == torch.uint8:
-        return image.numpy()
+        return image.numpy(force=True)
     image = image.double()
     span = (image.max() - image.min()).clamp_min(1e-12)
-    return ((image - image.min()) / span).numpy()
+    return ((image - image.min()) / span).numpy(force=True)
 
 
 def _label_colormap(
@@ -51,14 +51,17 @@ def _label_colormap(
 
 
 def _label_map(labels: Tensor, num_classes: int) -> np.ma.MaskedArray:
-    array = labels.numpy()
+    array = labels.numpy(force=True)
     return np.ma.masked_where((array < 0) | (array >= num_classes), array)
 
 
 def _outline(axis: Axes, ood_mask: Tensor | None) -> None:
     if ood_mask is not None and ood_mask.any():
         axis.contour(
-            ood_mask.double().numpy(), levels=[0.5], colors=OOD_OUTLINE_COLOR, linewidths=1.0
+            ood_mask.double().numpy(force=True),
+            levels=[0.5],
+            colors=OOD_OUTLINE_COLOR,
+            linewidths=1.0,
         )
 
 
@@ -120,7 +123,7 @@ def segmentation_panels(
         )
         axes[0][column].set_title(f"{name}: prediction")
         confidence_image = axes[1][column].imshow(
-            confidence.double().numpy(),
+            confidence.double().numpy(force=True),
             cmap=CONFIDENCE_CMAP,
             vmin=0.0,
             vmax=1.0,
