@@ -73,6 +73,10 @@ def test_empty_bins_draw_no_bar_and_no_gap() -> None:
     np.testing.assert_allclose(heights(gap_bars), [0.55, -0.05], atol=1e-7)
 
 
-def test_empty_mapping_is_rejected() -> None:
+def test_empty_mapping_or_bins_are_rejected() -> None:
     with pytest.raises(ValueError, match="at least one method"):
         reliability_diagram({})
+    zeros = torch.zeros(15, dtype=torch.float64)
+    nothing = CalibrationBins(torch.linspace(0, 1, 16), zeros, zeros, zeros)
+    with pytest.raises(ValueError, match="no samples in the bins of streamed"):
+        reliability_diagram({"streamed": nothing})

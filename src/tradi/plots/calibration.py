@@ -87,6 +87,9 @@ def reliability_diagram(
     diagram below. Bins come from `tradi.metrics.calibration_bins` (or the adaptive bins, or
     `ClassificationMetrics.calibration_bins()` for streamed data); empty bins draw nothing."""
     check_methods(bins_by_method, "bins_by_method")
+    empty = [name for name, bins in bins_by_method.items() if bins.total == 0]
+    if empty:
+        raise ValueError(f"no samples in the bins of {', '.join(empty)}")
     n_rows = 2 if histogram else 1
     figure, axes = new_figure(n_rows, len(bins_by_method), (3.6, 3.4))
     for column, (name, bins) in enumerate(bins_by_method.items()):
