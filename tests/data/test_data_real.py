@@ -58,7 +58,7 @@ def test_mnist_counts_and_values(real_data_dir: Path) -> None:
     assert class_counts(train.y) == MNIST_TRAIN_COUNTS
     assert class_counts(test.y) == MNIST_TEST_COUNTS
     assert train.x.min() == -1.0 and train.x.max() == 1.0
-    pixels = denormalise("mnist", train.x) * 255
+    pixels = denormalise("mnist", train.x[:2000]) * 255
     torch.testing.assert_close(pixels, pixels.round(), atol=1e-4, rtol=0)  # exact grey levels
 
 
@@ -85,11 +85,9 @@ def test_cifar10_counts_order_and_statistics(real_data_dir: Path) -> None:
     assert train.x.shape == (50000, 3, 32, 32) and test.x.shape == (10000, 3, 32, 32)
     assert class_counts(train.y) == [5000] * 10 and class_counts(test.y) == [1000] * 10
     assert train.y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]  # official order
-    pixels = denormalise("cifar10", train.x)
-    mean = pixels.mean(dim=(0, 2, 3)).tolist()
-    std = pixels.permute(1, 0, 2, 3).flatten(1).std(dim=1).tolist()
-    np.testing.assert_allclose(mean, [0.4913, 0.4821, 0.4465], atol=2e-4)  # README, train
-    np.testing.assert_allclose(std, [0.2452, 0.2428, 0.2606], atol=2e-4)
+    std, mean = torch.std_mean(denormalise("cifar10", train.x), dim=(0, 2, 3))
+    np.testing.assert_allclose(mean.tolist(), [0.4913, 0.4821, 0.4465], atol=2e-4)  # README
+    np.testing.assert_allclose(std.tolist(), [0.2452, 0.2428, 0.2606], atol=2e-4)
 
 
 def test_camvid_counts_labels_and_statistics(real_data_dir: Path) -> None:
@@ -106,10 +104,9 @@ def test_camvid_counts_labels_and_statistics(real_data_dir: Path) -> None:
     for name, split in splits.items():
         pixels = denormalise("camvid", split.x)
         np.testing.assert_allclose(pixels.mean(dim=(0, 2, 3)), readme_means[name], atol=6e-4)
-    train_pixels = denormalise("camvid", splits["train"].x).double()
-    np.testing.assert_allclose(train_pixels.mean(dim=(0, 2, 3)), CAMVID_MEAN, atol=1e-4)
-    std = train_pixels.permute(1, 0, 2, 3).flatten(1).std(dim=1)
-    np.testing.assert_allclose(std, CAMVID_STD, atol=1e-4)
+    std, mean = torch.std_mean(denormalise("camvid", splits["train"].x).double(), dim=(0, 2, 3))
+    np.testing.assert_allclose(mean.tolist(), CAMVID_MEAN, atol=1e-4)
+    np.testing.assert_allclose(std.tolist(), CAMVID_STD, atol=1e-4)
 
 
 def test_camvid_ood_benchmark(real_data_dir: Path) -> None:

@@ -117,7 +117,7 @@ def test_resnet20_option_a_shortcut_is_strided_zero_padded_identity() -> None:
     assert torch.count_nonzero(out[:, :8]) == 0 and torch.count_nonzero(out[:, 24:]) == 0
 
 
-@pytest.mark.parametrize("size", [(90, 120), (91, 123)])
+@pytest.mark.parametrize("size", [(90, 120), (45, 63)])
 def test_enet_keeps_sizes_not_divisible_by_8_and_backpropagates(size: tuple[int, int]) -> None:
     torch.manual_seed(0)
     model = ENet(num_classes=10)
@@ -148,7 +148,7 @@ def test_enet_dropout_layout() -> None:
         ("mlp", (1, 28, 28)),
         ("lenet5", (1, 28, 28)),
         ("resnet20", (3, 32, 32)),
-        ("enet", (3, 45, 60)),
+        ("enet", (3, 24, 32)),
     ],
 )
 def test_dropout_modules_drive_mc_dropout(name: str, input_shape: tuple[int, int, int]) -> None:
