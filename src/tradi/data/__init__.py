@@ -1,6 +1,19 @@
 """Datasets from a user-set data directory, checksummed; the embedded ``digits`` default;
 seeded validation splits; benchmarks pairing in-distribution and OOD sets.
 
+The data directory (``data_dir=``, CLI ``--data-dir``, or ``$TRADI_DATA_DIR``) holds::
+
+    mnist/          {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+    fashion_mnist/  the same four IDX files
+    notmnist/       t10k-{images-idx3,labels-idx1}-ubyte[.gz]  or  notmnist_small.npz
+    cifar10/        cifar-10-batches-py/{data_batch_1..5,test_batch}  or  cifar10.npz
+    camvid/         CamVid/{train,val,test}{,annot}/*.png + CamVid/{train,val,test}.txt
+                    or  camvid.npz
+
+Every file is checked against its known checksum before use (`KNOWN_CHECKSUMS`); a missing
+file raises `DatasetNotFoundError` (a FileNotFoundError) naming the path it belongs at, a
+corrupt one `ChecksumMismatchError` (a ValueError) with both digests.
+
 >>> bench = load_benchmark("mnist-notmnist", data_dir="../shared/data", val_fraction=0.1, seed=0)
 >>> bench.train.x.shape, bench.ood_test.x.shape
 (torch.Size([54000, 1, 28, 28]), torch.Size([10000, 1, 28, 28]))
