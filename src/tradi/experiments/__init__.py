@@ -1,0 +1,45 @@
+"""Experiments: YAML configs shipped with the package, the resumable runner, results and report.
+
+>>> config = load_config("digits")            # or a path to an edited copy
+>>> results = run_experiment(config, "runs/digits")
+>>> results["summary"]["tradi"]["stats"]["auroc"]["mean"]
+
+The same is `tradi run digits --out runs/digits` on the command line.
+"""
+
+from tradi.experiments.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    ScaleSelectionConfig,
+    config_from_dict,
+    config_names,
+    config_text,
+    load_config,
+)
+from tradi.experiments.paper import PAPER_TABLES, PaperTable
+from tradi.experiments.report import main_table, summarize
+from tradi.experiments.runner import run_experiment, select_methods
+from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
+
+__all__ = [
+    "PAPER_TABLES",
+    "SCALE_OPTIONS",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "PaperTable",
+    "ScaleChoice",
+    "ScaleSelectionConfig",
+    "choose_noise_scale",
+    "config_from_dict",
+    "config_names",
+    "config_text",
+    "load_config",
+    "main_table",
+    "run_experiment",
+    "select_methods",
+    "summarize",
+]

@@ -1,0 +1,140 @@
+"""Evaluation of one trained method on a benchmark's test (and OOD test) data, one function per
+task, so classification and dense segmentation share the runner.
+
+A *predictor* maps a loader to per-batch sample probabilities [S, B, C, ...] on the CPU: a
+method's own ``iter_predict``, or a sampling method's ensemble at a given noise scale. The
+confidence score everywhere is the maximum class probability (MCP) of the averaged prediction,
+as in the paper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tradi.data import Benchmark
+from tradi.methods import Method, SamplingMethod
+from tradi.methods.base import batch_inputs
+from tradi.metrics import (
+    CalibrationBins,
+    ClassificationMetrics,
+    OODMetrics,
+    calibration_bins,
+    classification_metrics,
+    ood_metrics,
+    paper_pooled_ece,
+)
+
+Predictor = Callable[[Iterable[Any]], Iterator[Tensor]]
+
+#: Pixels kept (per in/out set) for the score figures of a segmentation benchmark.
+FIGURE_PIXELS = 200_000
+
+
+def predictor(method: Method, scale: float | None = None) -> Predictor:
+    """``method.iter_predict``, or for a sampling method its ensemble at noise ``scale``."""
+    if scale is None:
+        return method.iter_predict
+    if not isinstance(method, SamplingMethod):
+        raise TypeError(f"{method.name} has no noise scale")
+    ensemble = method.ensemble(scale)
+
+    def iterate(loader: Iterable[Any]) -> Iterator[Tensor]:
+        for batch in loader:
+            yield ensemble.sample_probs(batch_inputs(batch)).cpu()
+
+    return iterate
+
+
+def mean_probs(predict: Predictor, loader: Iterable[Any]) -> Tensor:
+    """The predictive distribution (mean over the S passes) over a whole loader: [N, C, ...]."""
+    return torch.cat([probs.mean(dim=0) for probs in predict(loader)])
+
+
+@dataclass
+class Evaluation:
+    """Metrics (JSON-ready floats), test wall time, and what the figures need."""
+
+    metrics: dict[str, float]
+    test_seconds: float
+    bins: CalibrationBins
+    scores_in: Tensor | None
+    scores_out: Tensor | None
+
+
+def evaluate(
+    predict: Predictor,
+    benchmark: Benchmark,
+    test_loader: Iterable[Any],
+    ood_loader: Iterable[Any] | None,
+) -> Evaluation:
+    """Every metric of the benchmark's task; ``test_seconds`` times prediction and metrics over
+    the test and OOD test data together."""
+    started = time.perf_counter()
+    if benchmark.task == "segmentation":
+        evaluation = _evaluate_segmentation(predict, benchmark, test_loader)
+    else:
+        evaluation = _evaluate_classification(predict, test_loader, ood_loader)
+    evaluation.test_seconds = time.perf_counter() - started
+    return evaluation
+
+
+def _evaluate_classification(
+    predict: Predictor, test_loader: Iterable[Any], ood_loader: Iterable[Any] | None
+) -> Evaluation:
+    probs = mean_probs(predict, test_loader)
+    labels = torch.cat([targets for _, targets in test_loader])
+    metrics = classification_metrics(probs, labels)
+    scores_in = probs.max(dim=1).values
+    scores_out = None
+    if ood_loader is not None:
+        probs_ood = mean_probs(predict, ood_loader)
+        scores_out = probs_ood.max(dim=1).values
+        metrics.update(ood_metrics(scores_in, scores_out))
+        metrics["pooled_ece"] = float(paper_pooled_ece(probs, labels, probs_ood))
+    return Evaluation(metrics, 0.0, calibration_bins(probs, labels), scores_in, scores_out)
+
+
+def _evaluate_segmentation(
+    predict: Predictor, benchmark: Benchmark, test_loader: Iterable[Any]
+) -> Evaluation:
+    """Dense predictions streamed batch by batch: known-class pixels give the classification
+    metrics, pedestrian (``ood_label``) pixels are the OOD set, ignored pixels count nowhere."""
+    ignore, ood_label = benchmark.ignore_index, benchmark.ood_label
+    if ignore is None or ood_label is None:
+        raise ValueError(
+            f"{benchmark.name}: a segmentation benchmark needs ignore_index and ood_label"
+        )
+    calibration = ClassificationMetrics(ignore_index=ignore)
+    ood = OODMetrics()
+    kept_in: list[Tensor] = []
+    kept_out: list[Tensor] = []
+    generator = torch.Generator().manual_seed(0)
+    for probs, (_, labels) in zip(predict(test_loader), test_loader, strict=True):
+        mean = probs.mean(dim=0)
+        is_ood = labels == ood_label
+        valid = labels != ignore
+        calibration.update(mean, labels.masked_fill(is_ood, ignore))
+        scores = mean.max(dim=1).values
+        ood.update(scores, is_ood, valid)
+        for kept, mask in ((kept_in, valid & ~is_ood), (kept_out, is_ood)):
+            kept.append(_subsample(scores[mask], FIGURE_PIXELS // 10, generator))
+    metrics = {**calibration.compute(), **ood.compute()}
+    return Evaluation(
+        metrics,
+        0.0,
+        calibration.calibration_bins(),
+        _subsample(torch.cat(kept_in), FIGURE_PIXELS, generator),
+        _subsample(torch.cat(kept_out), FIGURE_PIXELS, generator),
+    )
+
+
+def _subsample(values: Tensor, limit: int, generator: torch.Generator) -> Tensor:
+    if values.numel() <= limit:
+        return values
+    return values[torch.randperm(values.numel(), generator=generator)[:limit]]

@@ -1,0 +1,362 @@
+"""results.json, results.csv, the figures and report.md from the runner's per-pair results.
+
+The report is meant to be looked at: first the table in the paper's layout (ours as mean ± std
+over seeds, the paper's figure in brackets), then the figures, the costs, how noise scales were
+chosen, every metric, and what is needed to rerun it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from torch import Tensor
+
+from tradi.experiments.paper import PAPER_TABLES, PaperTable
+from tradi.metrics import CalibrationBins
+from tradi.plots import confidence_histograms, ood_curves, reliability_diagram, save_figure
+
+#: Table labels of the paper's methods.
+METHOD_LABELS: dict[str, str] = {
+    "mcp": "Baseline (MCP)",
+    "gaussian_perturbation": "Gauss. perturbation ensemble",
+    "mc_dropout": "MC Dropout",
+    "deep_ensembles": "Deep Ensembles",
+    "swag": "SWAG",
+    "tradi": "TRADI",
+}
+
+#: metric key -> (column header, factor, decimals)
+METRIC_FORMATS: dict[str, tuple[str, float, int]] = {
+    "auroc": ("AUROC %", 100.0, 1),
+    "aupr_in": ("AUPR-in %", 100.0, 1),
+    "aupr_out": ("AUPR-out %", 100.0, 1),
+    "fpr95_tpr_in": ("FPR95 % (in-dist. positive)", 100.0, 1),
+    "fpr95_tpr_out": ("FPR95 % (OOD positive)", 100.0, 1),
+    "ece": ("ECE", 1.0, 4),
+    "pooled_ece": ("pooled ECE (paper's)", 1.0, 3),
+    "mce": ("MCE", 1.0, 3),
+    "adaptive_ece": ("adaptive ECE", 1.0, 4),
+    "accuracy": ("accuracy %", 100.0, 2),
+    "nll": ("NLL", 1.0, 4),
+    "brier": ("Brier", 1.0, 4),
+}
+_OOD_COLUMNS = (
+    "auroc",
+    "aupr_in",
+    "aupr_out",
+    "fpr95_tpr_in",
+    "ece",
+    "pooled_ece",
+    "accuracy",
+    "nll",
+)
+_CLASSIFICATION_COLUMNS = ("nll", "accuracy", "ece", "brier")
+_CONVENTIONS = (
+    "Score: maximum class probability (MCP) of the averaged prediction. AUROC does not depend on "
+    "the positive class. AUPR-in: in-distribution positive; AUPR-out: OOD positive (anomaly "
+    "benchmarks). FPR95 (slides' convention): share of OOD samples accepted at the threshold "
+    "that keeps 95% of the in-distribution samples. ECE: 15 equal-width bins, in-distribution "
+    "test data only (the calibration figure). Pooled ECE: the paper's table ECE, in-distribution "
+    "and OOD test data pooled with every OOD prediction counted wrong; shown only to compare "
+    "with the paper."
+)
+
+
+def flat_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (table row, seed) of a results dict with its pair's training figures."""
+    rows = []
+    for pair in results["pairs"]:
+        for row in pair["rows"]:
+            rows.append(
+                {
+                    "key": row["key"],
+                    "label": row["label"],
+                    "method": pair["method"],
+                    "seed": pair["seed"],
+                    "scale": row["scale"],
+                    "train_seconds": pair["train_seconds"],
+                    "selection_seconds": pair["selection_seconds"],
+                    "test_seconds": row["test_seconds"],
+                    "forward_passes": row["forward_passes"],
+                    **row["metrics"],
+                }
+            )
+    return rows
+
+
+def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per table row (in order of first appearance): label, method, seeds and, for every
+    numeric figure, its mean and sample standard deviation over seeds (None for one seed)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in flat_rows(results):
+        grouped.setdefault(row["key"], []).append(row)
+    summary = {}
+    for key, rows in grouped.items():
+        stats: dict[str, Any] = {}
+        for name, value in rows[0].items():
+            if name in ("key", "label", "method", "seed", "scale") or not isinstance(
+                value, (int, float)
+            ):
+                continue
+            values = np.array([r[name] for r in rows], dtype=np.float64)
+            std = float(values.std(ddof=1)) if len(values) > 1 else None
+            stats[name] = {"mean": float(values.mean()), "std": std}
+        summary[key] = {
+            "label": rows[0]["label"],
+            "method": rows[0]["method"],
+            "seeds": [r["seed"] for r in rows],
+            "scales": [r["scale"] for r in rows],
+            "stats": stats,
+        }
+    return summary
+
+
+def _format(value: float, factor: float, decimals: int) -> str:
+    return f"{value * factor:.{decimals}f}"
+
+
+def _cell(stats: dict[str, Any], key: str) -> str:
+    if key not in stats:
+        return "–"
+    _, factor, decimals = METRIC_FORMATS[key]
+    mean, std = stats[key]["mean"], stats[key]["std"]
+    text = _format(mean, factor, decimals)
+    return text if std is None else f"{text} ± {_format(std, factor, decimals)}"
+
+
+def _paper_value(paper: PaperTable | None, method: str, key: str) -> str:
+    if paper is None or key not in paper.rows.get(method, {}):
+        return ""
+    return f" ({paper.rows[method][key]})"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{1000 * seconds:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.2f}h"
+
+
+def _markdown(header: list[str], lines: Iterable[list[str]]) -> str:
+    rows = [header, ["---"] * len(header), *lines]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def main_columns(summary: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The paper's layout: OOD metrics first when the benchmark has an OOD set."""
+    present = set().union(*(s["stats"] for s in summary.values()))
+    columns = _OOD_COLUMNS if "auroc" in present else _CLASSIFICATION_COLUMNS
+    return tuple(c for c in columns if c in present)
+
+
+def main_table(results: dict[str, Any]) -> str:
+    """The paper's table: ours mean ± std over seeds, the paper's value in brackets."""
+    summary = results["summary"]
+    paper = PAPER_TABLES.get(results["config"]["benchmark"])
+    columns = main_columns(summary)
+    header = ["method", *(METRIC_FORMATS[c][0] for c in columns), "train time", "test time"]
+    lines = []
+    for row in summary.values():
+        stats, method = row["stats"], row["method"]
+        cells = [_cell(stats, c) + _paper_value(paper, method, c) for c in columns]
+        train = _duration(stats["train_seconds"]["mean"]) + _paper_value(
+            paper, method, "train_time"
+        )
+        lines.append([row["label"], *cells, train, _duration(stats["test_seconds"]["mean"])])
+    return _markdown(header, lines)
+
+
+def _cost_table(summary: dict[str, dict[str, Any]]) -> str:
+    reference = next((s for s in summary.values() if s["method"] == "mcp"), None)
+    header = [
+        "method",
+        "train time",
+        "× MCP",
+        "test time",
+        "× MCP",
+        "forward passes / input",
+        "scale selection",
+    ]
+    lines = []
+    for row in summary.values():
+        stats = row["stats"]
+        cells = [row["label"]]
+        for key in ("train_seconds", "test_seconds"):
+            value = stats[key]["mean"]
+            cells.append(_duration(value))
+            base = reference["stats"][key]["mean"] if reference else math.nan
+            cells.append(f"{value / base:.1f}" if reference and base > 0 else "–")
+        cells.append(f"{stats['forward_passes']['mean']:g}")
+        cells.append(_duration(stats["selection_seconds"]["mean"]))
+        lines.append(cells)
+    return _markdown(header, lines)
+
+
+def _all_metrics_table(summary: dict[str, dict[str, Any]]) -> str:
+    present = set().union(*(s["stats"] for s in summary.values()))
+    keys = [k for k in METRIC_FORMATS if k in present]
+    header = ["method", *(METRIC_FORMATS[k][0] for k in keys)]
+    return _markdown(
+        header, ([r["label"], *(_cell(r["stats"], k) for k in keys)] for r in summary.values())
+    )
+
+
+def _selection_section(results: dict[str, Any]) -> str:
+    selection = results["config"]["scale_selection"]
+    parts = [
+        "Noise scales left unset in the config are chosen on validation data only (never on the "
+        f"OOD test set). Criterion `{selection['criterion']}`: among the grid values whose "
+        f"validation NLL is at most (1 + {selection['nll_tolerance']}) × the trained network's "
+        "own, the largest AUROC of validation in-distribution data against the declared "
+        "`ood_val` set; without `ood_val` (or with no admissible value) the lowest validation "
+        "NLL. The untuned default is reported as its own row."
+    ]
+    for pair in results["pairs"]:
+        choice = pair["scale_selection"]
+        if choice is None:
+            continue
+        limit = choice["nll_limit"]
+        limit_text = f"{limit:.4f}" if limit is not None else "–"
+        parts.append(
+            f"\n**{METHOD_LABELS.get(pair['method'], pair['method'])}, seed {pair['seed']}**: "
+            f"chose {choice['scale']:g} by `{choice['criterion']}` (trained network's "
+            f"validation NLL {choice['reference_nll']:.4f}, bound {limit_text}).\n"
+        )
+        lines = [
+            [
+                f"{r['scale']:g}",
+                f"{r['val_nll']:.4f}",
+                f"{100 * r['val_auroc']:.2f}" if "val_auroc" in r else "–",
+                {True: "yes", False: "no", None: "–"}[r["admissible"]],
+            ]
+            for r in choice["grid"]
+        ]
+        parts.append(
+            _markdown(["scale", "val. NLL", "val. AUROC % (vs ood_val)", "NLL within bound"], lines)
+        )
+    return "\n".join(parts)
+
+
+def _figures(
+    artefacts: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]], out_dir: Path
+) -> list[tuple[str, str]]:
+    """Draw the figures of the first seed; returns (caption, relative path) pairs."""
+    labels = {key: summary[key]["label"] for key in summary if key in artefacts}
+    if not labels:
+        return []
+    figures = []
+    bins = {labels[k]: CalibrationBins(**artefacts[k]["bins"]) for k in labels}
+    save_figure(reliability_diagram(bins), out_dir / "figures" / "reliability")
+    figures.append(
+        (
+            "Reliability diagrams and confidence histograms (in-distribution test)",
+            "figures/reliability.png",
+        )
+    )
+    scores: dict[str, tuple[Tensor, Tensor]] = {
+        labels[k]: (artefacts[k]["scores_in"], artefacts[k]["scores_out"])
+        for k in labels
+        if artefacts[k]["scores_out"] is not None and artefacts[k]["scores_out"].numel() > 0
+    }
+    if scores:
+        save_figure(ood_curves(scores), out_dir / "figures" / "ood_curves")
+        figures.append(("ROC and precision-recall curves, MCP score", "figures/ood_curves.png"))
+        save_figure(confidence_histograms(scores), out_dir / "figures" / "ood_confidence")
+        figures.append(("MCP of in-distribution and OOD test data", "figures/ood_confidence.png"))
+    return figures
+
+
+def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> str:
+    """The whole report.md."""
+    config = results["config"]
+    summary = results["summary"]
+    paper = PAPER_TABLES.get(config["benchmark"])
+    seeds = ", ".join(map(str, results["seeds"]))
+    parts = [
+        f"# {config['name']}: {config['description'] or config['benchmark']}",
+        "",
+        f"Benchmark `{config['benchmark']}` ({results['benchmark']['task']}; train "
+        f"{results['benchmark']['train']}, val {results['benchmark']['val']}, test "
+        f"{results['benchmark']['test']}, OOD test {results['benchmark']['ood_test']}, OOD val "
+        f"{results['benchmark']['ood_val']}), model `{config['model']['name']}`, seeds {seeds}. "
+        "Ours: mean ± std over seeds"
+        + (f"; in brackets: the paper ({paper.caption})." if paper else "."),
+        "",
+        main_table(results),
+        "",
+        _CONVENTIONS,
+    ]
+    if paper and paper.notes:
+        parts += ["", *(f"- {note}" for note in paper.notes)]
+    for caption, path in figures:
+        parts += ["", f"![{caption}]({path})", f"*{caption} (seed {results['seeds'][0]}).*"]
+    parts += [
+        "",
+        "## Cost",
+        "",
+        "Train time: wall-clock time of every training epoch (all members for Deep Ensembles). "
+        "Test time: prediction and metrics over the test and OOD test sets. Scale selection: "
+        "time spent choosing a noise scale on validation data (not in the train time).",
+        "",
+        _cost_table(summary),
+        "",
+        "## Noise scales",
+        "",
+        _selection_section(results),
+        "",
+        "## Every metric",
+        "",
+        _all_metrics_table(summary),
+        "",
+        "## Rerun",
+        "",
+        f"```\n{results['command'] or 'tradi run <config>'}\n```",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
+        "",
+        "Config:",
+        "",
+        f"```yaml\n{yaml.safe_dump(config, sort_keys=False)}```",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_outputs(
+    results: dict[str, Any], artefacts: dict[str, dict[str, Any]], out_dir: Path
+) -> dict[str, Any]:
+    """Add the summary to ``results`` and write results.json, results.csv, figures, report.md."""
+    results = {**results, "summary": summarize(results)}
+    figures = _figures(artefacts, results["summary"], out_dir)
+    _write_text(out_dir / "results.json", json.dumps(results, indent=1))
+    _write_text(out_dir / "results.csv", _csv(flat_rows(results)))
+    _write_text(out_dir / "report.md", report_markdown(results, figures))
+    return results

@@ -1,0 +1,374 @@
+"""The experiment runner: every method x seed trained, evaluated and written, resumably.
+
+Layout of an output folder::
+
+    config.yaml         the config that ran (with the CLI's overrides applied)
+    state/<method>/seed_<s>/checkpoint/   the loop's epoch checkpoints while a pair trains
+    state/<method>/seed_<s>/result.json   a finished pair (written atomically, then the
+                                          checkpoints are removed)
+    state/<method>/seed_<s>/artefacts.pt  its calibration bins and confidence scores (figures)
+    results.json, results.csv, report.md, figures/
+
+Resume: a finished pair is read back, never retrained; the pair in progress continues from its
+last epoch checkpoint (model, optimizer, scheduler, tracker, RNG and loader states), so the
+final results equal an uninterrupted run's. Everything after training is a deterministic
+function of the trained state and the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+import tradi
+from tradi.data import Benchmark, load_benchmark
+from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
+from tradi.experiments.evaluation import Evaluation, evaluate, predictor
+from tradi.experiments.loaders import TensorBatches
+from tradi.experiments.report import METHOD_LABELS, write_outputs
+from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
+from tradi.methods import Method, SamplingMethod, build_method
+from tradi.models import build_model
+from tradi.training.loop import LossFn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: a trained method predicting at one noise setting.
+
+    ``scale`` None: the method's own prediction (its configured scale, if any).
+    """
+
+    key: str
+    method: str
+    label: str
+    scale: float | None = None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` is either the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _save_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(value, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    """What produced the numbers: package versions, Python, platform and the git commit."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "tradi": tradi.__version__,
+        "git_commit": commit,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def loss_function(benchmark: Benchmark) -> LossFn:
+    """Cross-entropy; for segmentation with the benchmark's class weights and ignored label."""
+    if benchmark.task == "segmentation":
+        return nn.CrossEntropyLoss(
+            weight=benchmark.class_weights,
+            ignore_index=benchmark.ignore_index if benchmark.ignore_index is not None else -100,
+        )
+    return F.cross_entropy
+
+
+@dataclass
+class _Loaders:
+    train: TensorBatches
+    val: TensorBatches
+    test: TensorBatches
+    ood_test: TensorBatches | None
+    ood_val: TensorBatches | None
+
+
+def _loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> _Loaders:
+    """Fresh loaders for one pair; the training loader's shuffling is seeded by ``seed``."""
+    size = config.data.eval_batch_size
+
+    def fixed(split: Any) -> TensorBatches | None:
+        return None if split is None else TensorBatches(split, size)
+
+    return _Loaders(
+        train=TensorBatches(
+            benchmark.train,
+            config.data.batch_size,
+            shuffle=True,
+            seed=seed,
+            augment=benchmark.augment,
+        ),
+        val=TensorBatches(benchmark.val, size),
+        test=TensorBatches(benchmark.test, size),
+        ood_test=fixed(benchmark.ood_test),
+        ood_val=fixed(benchmark.ood_val),
+    )
+
+
+def _rows_and_options(
+    config: ExperimentConfig, name: str
+) -> tuple[dict[str, Any], tuple[float, ...] | None, float | None]:
+    """The options to build ``name`` with, the grid to choose its scale from (None: fixed) and
+    its untuned default scale. A scale left null is chosen by `choose_noise_scale`, so the
+    method is built at a fixed value and never runs a selection of its own."""
+    options = dataclasses.asdict(config.method_options(name))
+    if name not in SCALE_OPTIONS or options[SCALE_OPTIONS[name][0]] is not None:
+        return options, None, None
+    scale_key, grid_key, untuned = SCALE_OPTIONS[name]
+    grid = tuple(options[grid_key])
+    options[scale_key] = untuned if untuned is not None else min(grid)
+    return options, grid, untuned
+
+
+def _table_rows(
+    name: str, choice: ScaleChoice | None, untuned: float | None, report_untuned: bool
+) -> list[Row]:
+    label = METHOD_LABELS.get(name, name)
+    if choice is None:
+        return [Row(name, name, label)]
+    rows = [Row(name, name, f"{label} (scale chosen on val.)", choice.scale)]
+    if untuned is not None and report_untuned:
+        rows.append(Row(f"{name}_untuned", name, f"{label} (untuned, scale {untuned:g})", untuned))
+    return rows
+
+
+def run_pair(
+    config: ExperimentConfig,
+    name: str,
+    seed: int,
+    benchmark: Benchmark,
+    pair_dir: Path,
+    *,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train method ``name`` with ``seed``, choose its scale if asked, evaluate every row.
+
+    Returns the JSON-ready result and the figure artefacts (bins, scores) per row.
+    """
+    options, grid, untuned = _rows_and_options(config, name)
+    factory = partial(
+        build_model,
+        config.model.name,
+        benchmark.num_classes,
+        benchmark.input_shape,
+        **config.model.options,
+    )
+    method = build_method(
+        name,
+        factory,
+        train=config.train_config(seed, progress=progress),
+        loss_fn=loss_function(benchmark),
+        **options,
+    )
+    loaders = _loaders(benchmark, config, seed)
+    info = method.fit(loaders.train, loaders.val, checkpoint_dir=pair_dir / "checkpoint")
+    choice = None
+    if grid is not None:
+        assert isinstance(method, SamplingMethod)
+        choice = choose_noise_scale(
+            method,
+            grid,
+            loaders.val,
+            loaders.ood_val,
+            config.scale_selection,
+            benchmark.ignore_index,
+        )
+    result: dict[str, Any] = {
+        "method": name,
+        "seed": seed,
+        "train_seconds": info.train_seconds,
+        "selection_seconds": choice.seconds if choice else info.selection_seconds,
+        "epochs": [run.epochs for run in info.runs],
+        "selected_epochs": [run.selected_epoch for run in info.runs],
+        "final_val": [run.history[-1] for run in info.runs if run.history],
+        "scale_selection": dataclasses.asdict(choice) if choice else None,
+        "rows": [],
+    }
+    artefacts: dict[str, Any] = {}
+    for row in _table_rows(name, choice, untuned, config.scale_selection.report_untuned):
+        evaluation = evaluate(
+            predictor(method, row.scale), benchmark, loaders.test, loaders.ood_test
+        )
+        result["rows"].append(_row_result(row, method, evaluation))
+        artefacts[row.key] = {
+            "bins": {
+                f.name: getattr(evaluation.bins, f.name)
+                for f in dataclasses.fields(evaluation.bins)
+            },
+            "scores_in": evaluation.scores_in,
+            "scores_out": evaluation.scores_out,
+        }
+    return result, artefacts
+
+
+def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, Any]:
+    scale = row.scale
+    if scale is None and isinstance(method, SamplingMethod):
+        scale = method.noise_scale
+    return {
+        "key": row.key,
+        "label": row.label,
+        "scale": scale,
+        "forward_passes": method.forward_passes_per_input,
+        "test_seconds": evaluation.test_seconds,
+        "metrics": evaluation.metrics,
+    }
+
+
+def _prepare_out_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> None:
+    """Check that a resumed run has the same config; start a fresh run from a clean state."""
+    config_path = out_dir / "config.yaml"
+    if resume and config_path.exists():
+        previous = config_from_dict(yaml.safe_load(config_path.read_text()))
+        if previous.to_dict() != config.to_dict():
+            raise ConfigError(
+                f"{out_dir} holds a run of a different config; resume it with the same "
+                "config and options, or choose another --out"
+            )
+    if not resume and (out_dir / "state").exists():
+        logger.warning("starting afresh: removing the previous run's state in %s", out_dir)
+        shutil.rmtree(out_dir / "state")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def select_methods(config: ExperimentConfig, methods: Sequence[str] | None) -> ExperimentConfig:
+    """The config restricted to ``methods`` (in the config's order), refusing unknown names."""
+    if not methods:
+        return config
+    unknown = [m for m in methods if m not in config.methods]
+    if unknown:
+        raise ConfigError(
+            f"method(s) {', '.join(map(repr, unknown))} are not in config {config.name!r}; "
+            f"it has {', '.join(config.methods)}"
+        )
+    return replace(config, methods={k: v for k, v in config.methods.items() if k in methods})
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    command: str = "",
+    benchmark: Benchmark | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate every method x seed of ``config`` and write results and report.
+
+    ``benchmark`` replaces loading ``config.benchmark`` (tests use synthetic ones). Returns the
+    content of results.json.
+    """
+    out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir, config, resume)
+    if benchmark is None:
+        benchmark = load_benchmark(
+            config.benchmark,
+            data_dir,
+            val_fraction=config.data.val_fraction,
+            seed=config.data.split_seed,
+        )
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        pair_results, artefacts = _run_pairs(config, benchmark, out_dir, progress)
+    finally:
+        torch.set_num_threads(threads)
+    results = {
+        "config": config.to_dict(),
+        "command": command,
+        "seeds": list(config.seeds),
+        "versions": versions(),
+        "benchmark": _benchmark_summary(benchmark),
+        "pairs": pair_results,
+    }
+    return write_outputs(results, artefacts, out_dir)
+
+
+def _run_pairs(
+    config: ExperimentConfig, benchmark: Benchmark, out_dir: Path, progress: bool
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every method x seed, finished pairs read back; artefacts of the first seed only."""
+    pairs = [(name, seed) for seed in config.seeds for name in config.methods]
+    pair_results: list[dict[str, Any]] = []
+    artefacts: dict[str, dict[str, Any]] = {}
+    bar = tqdm(pairs, desc="method x seed", disable=not progress, file=sys.stderr)
+    for name, seed in bar:
+        bar.set_postfix_str(f"{name} seed {seed}")
+        pair_dir = out_dir / "state" / name / f"seed_{seed}"
+        result_path, artefact_path = pair_dir / "result.json", pair_dir / "artefacts.pt"
+        if result_path.exists() and artefact_path.exists():
+            result = json.loads(result_path.read_text())
+            pair_artefacts = torch.load(artefact_path, weights_only=True)
+        else:
+            pair_dir.mkdir(parents=True, exist_ok=True)
+            result, pair_artefacts = run_pair(
+                config, name, seed, benchmark, pair_dir, progress=progress
+            )
+            _save_atomic(artefact_path, pair_artefacts)
+            _write_atomic(result_path, json.dumps(result, indent=1))
+            shutil.rmtree(pair_dir / "checkpoint", ignore_errors=True)
+        pair_results.append(result)
+        if seed == config.seeds[0]:
+            artefacts.update(pair_artefacts)
+    return pair_results, artefacts
+
+
+def _benchmark_summary(benchmark: Benchmark) -> dict[str, Any]:
+    def size(split: Any) -> int | None:
+        return None if split is None else len(split)
+
+    return {
+        "name": benchmark.name,
+        "task": benchmark.task,
+        "num_classes": benchmark.num_classes,
+        "train": size(benchmark.train),
+        "val": size(benchmark.val),
+        "test": size(benchmark.test),
+        "ood_test": size(benchmark.ood_test),
+        "ood_val": size(benchmark.ood_val),
+    }

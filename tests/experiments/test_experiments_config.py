@@ -1,0 +1,131 @@
+"""Configs: every shipped one validates; misspelt keys and wrong types are refused by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tradi.experiments import ConfigError, config_from_dict, config_names, config_text, load_config
+from tradi.methods import TradiOptions
+
+
+def test_the_five_configs_ship_and_validate() -> None:
+    names = config_names()
+    assert {"digits", "mnist", "mnist-notmnist", "cifar10", "camvid-ood"} <= set(names)
+    for name in names:
+        config = load_config(name)
+        assert config.name == name
+        assert config.benchmark == name or name not in {"digits", "mnist", "cifar10"}
+
+
+def test_mnist_notmnist_has_the_papers_recipe() -> None:
+    config = load_config("mnist-notmnist")
+    train = config.train_config(seed=0)
+    assert (train.optimizer, train.lr, train.weight_decay) == ("adam", 1e-3, 1e-2)
+    assert (train.scheduler, train.step_size, train.gamma, train.epochs) == ("step", 10, 0.1, 30)
+    assert config.data.batch_size == 128
+    assert config.model.name == "mlp"
+    assert tuple(config.model.options["hidden_features"]) == (200, 200, 200)
+    assert list(config.methods) == [
+        "mcp",
+        "gaussian_perturbation",
+        "mc_dropout",
+        "deep_ensembles",
+        "swag",
+        "tradi",
+    ]
+
+
+def test_round_trip_through_plain_data(tiny_config: dict[str, Any]) -> None:
+    config = config_from_dict(tiny_config)
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())))
+    assert again == config
+    options = config.method_options("tradi")
+    assert isinstance(options, TradiOptions)
+    assert options.scale_grid == (1.0, 30.0)  # YAML list -> the declared tuple
+    assert options.scale is None
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("epochs_typo",), 3, ["'epochs_typo'", "allowed keys", "benchmark"]),
+        (("data", "batchsize"), 3, ["'batchsize'", "data", "batch_size"]),
+        (("methods", "tradi", "sclae"), 3.0, ["'sclae'", "methods.tradi", "scale_grid"]),
+        (("model", "options", "width"), 3, ["'width'", "model.options", "hidden_features"]),
+        (("train", "momentun"), 0.9, ["'momentun'", "train", "momentum"]),
+    ],
+)
+def test_unknown_keys_are_named(
+    tiny_config: dict[str, Any], path: tuple[str, ...], value: Any, expected: list[str]
+) -> None:
+    section = tiny_config
+    for key in path[:-1]:
+        section = section[key]
+    section[path[-1]] = value
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(tiny_config)
+    for text in expected:
+        assert text in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("train", "lr"), "1e-3", ["train.lr", "expected float", "str '1e-3'"]),
+        (("train", "epochs"), 2.5, ["train.epochs", "expected int", "float 2.5"]),
+        (("train", "optimizer"), "adm", ["train.optimizer", "'adam'", "'adm'"]),
+        (("seeds",), [0, "1"], ["seeds[1]", "expected int", "str '1'"]),
+        (("methods", "tradi", "n_samples"), True, ["methods.tradi.n_samples", "bool True"]),
+        (("model", "options", "dropout"), "high", ["model.options.dropout", "expected float"]),
+        (("data",), [1, 2], ["data", "expected a mapping"]),
+        (("benchmark",), "svhn", ["benchmark", "'mnist-notmnist'", "'svhn'"]),
+    ],
+)
+def test_ill_typed_values_are_named(
+    tiny_config: dict[str, Any], path: tuple[str, ...], value: Any, expected: list[str]
+) -> None:
+    section = tiny_config
+    for key in path[:-1]:
+        section = section[key]
+    section[path[-1]] = value
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(tiny_config)
+    for text in expected:
+        assert text in str(error.value)
+
+
+def test_values_checked_by_the_options_themselves(tiny_config: dict[str, Any]) -> None:
+    tiny_config["methods"]["tradi"]["rank"] = 0
+    with pytest.raises(ConfigError, match=r"methods\.tradi: rank must be >= 1"):
+        config_from_dict(tiny_config)
+
+
+def test_runner_owned_keys_and_unknown_methods_are_refused(tiny_config: dict[str, Any]) -> None:
+    tiny_config["train"]["seed"] = 3
+    with pytest.raises(ConfigError, match=r"train\.seed is set by the runner; use 'seeds'"):
+        config_from_dict(tiny_config)
+    del tiny_config["train"]["seed"]
+    tiny_config["methods"]["laplace"] = {}
+    with pytest.raises(ConfigError, match=r"unknown method.*'laplace'.*tradi"):
+        config_from_dict(tiny_config)
+
+
+def test_ints_are_accepted_where_floats_are_expected(tiny_config: dict[str, Any]) -> None:
+    tiny_config["train"]["lr"] = 1
+    config = config_from_dict(tiny_config)
+    assert isinstance(config.train_config(0).lr, float)
+
+
+def test_config_files_and_bad_names(tmp_path: Any) -> None:
+    text, _ = config_text("digits")
+    path = tmp_path / "copy.yaml"
+    path.write_text(text.replace("epochs: 20", "epochs: 2"))
+    assert load_config(path).train["epochs"] == 2
+    with pytest.raises(ConfigError, match="neither a config file nor a shipped config"):
+        load_config("no-such-config")
+    path.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
