@@ -16,7 +16,7 @@ SMALL = {
     "deep_ensembles": {"n_members": 2},
     "swag": {"n_samples": 3, "start_epoch": 0, "rank": 2},
     "gaussian_perturbation": {"sigma": 0.05, "n_samples": 3},
-    "tradi": {"n_samples": 3, "scale": 10.0, "init_variance": 0.0},
+    "tradi": {"n_samples": 3, "scale": 10.0},
 }
 
 
@@ -104,7 +104,7 @@ def test_dense_predictions_and_scale_selection_skip_void_pixels(name: str) -> No
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
     options = {"n_passes": 2} if name == "mc_dropout" else {"n_samples": 2, "scale": None}
     if name == "tradi":
-        options.update(scale_grid=(0.0, 3.0), init_variance=0.0)
+        options.update(scale_grid=(0.0, 3.0))
     method = build_method(name, _segmenter, train=TRAIN, loss_fn=loss_fn, **options)
     info = method.fit(train, val)
     probs = method.predict(val)

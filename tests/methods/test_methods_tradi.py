@@ -33,7 +33,7 @@ def test_tracking_is_passive_and_updates_after_every_step(
     tracker = None
     for epoch in range(3):
         if epoch == 1:
-            tracker = WeightTracker(model, init_mean="weights")
+            tracker = WeightTracker(model, init_mean="weights", init_variance=0.0)
         model.train()
         for x, y in train_loader:
             optimizer.zero_grad()
