@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from tradi.distributed.context import unwrap
 from tradi.posterior import DiagonalGaussian, KernelGaussian, WeightPosterior
 from tradi.tracking.kalman import KalmanConfig, gain_step
 
@@ -65,7 +66,8 @@ class WeightTracker:
         param_filter: `(name, owning module, parameter) -> bool`; overrides the default that
             skips normalisation layers and frozen parameters.
 
-    State is float32 whatever the parameters' dtype. Parameter names are the model's own.
+    State is float32 whatever the parameters' dtype. Parameter names are the model's own (a
+    DistributedDataParallel wrapper is looked through, so they never start with "module.").
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class WeightTracker:
         if init_variance is not None and init_variance < 0:
             raise ValueError(f"init_variance must be >= 0, got {init_variance}")
         keep = param_filter or default_param_filter
+        model = unwrap(model)  # under DDP: the user's names, without the "module." prefix
         named = [(n, p) for n, m, p in _named_parameters_with_owner(model) if keep(n, m, p)]
         if not named:
             raise ValueError("no parameter of the model is selected for tracking")

@@ -1,0 +1,40 @@
+"""Data-parallel runs on torch.distributed (DDP), launched by torchrun or `launch`.
+
+Under DDP every rank applies the same all-reduced gradients with the same optimizer, so every
+rank's weights, `WeightTracker` and SWAG statistics stay identical without any communication of
+their own; only evaluation needs reduction, and rank 0 alone writes. See docs/distributed.md.
+"""
+
+from tradi.distributed.collectives import all_gather_tensors, all_reduce_sums
+from tradi.distributed.context import (
+    DEFAULT_TIMEOUT_S,
+    DistributedContext,
+    barrier,
+    init_from_env,
+    is_rank_zero,
+    rank,
+    rank_zero_only,
+    unwrap,
+    world_size,
+)
+from tradi.distributed.data import ShardedBatchSampler, shard_dataset, shard_loader
+from tradi.distributed.launch import DistributedRunError, launch
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "DistributedContext",
+    "DistributedRunError",
+    "ShardedBatchSampler",
+    "all_gather_tensors",
+    "all_reduce_sums",
+    "barrier",
+    "init_from_env",
+    "is_rank_zero",
+    "launch",
+    "rank",
+    "rank_zero_only",
+    "shard_dataset",
+    "shard_loader",
+    "unwrap",
+    "world_size",
+]

@@ -1,0 +1,154 @@
+"""What each rank runs in the distributed tests: `python _workers.py SCENARIO OUT_DIR`.
+
+Under torchrun (WORLD_SIZE set) the scenario runs in this process; otherwise it is started on
+two processes by `tradi.distributed.launch`. Each rank saves what it computed to
+OUT_DIR/rank{r}.pt; the tests compare that with a single-process computation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, TensorDataset
+
+import tradi.distributed as td
+from tradi.metrics import ClassificationMetrics, OODMetrics
+from tradi.tracking import WeightTracker
+from tradi.training import fit
+from tradi.training.callbacks import TrackingCallback
+
+GLOBAL_BATCH = 16
+EPOCHS = 2
+
+
+def training_data() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(72, 6, generator=g), torch.randint(0, 3, (72,), generator=g))
+
+
+def tiny_model() -> nn.Module:
+    """No BatchNorm or dropout: per-rank batch statistics or masks would differ from one
+    process's, and the exactness test is about the gradients and the tracker."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def trackers(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[TrackingCallback]:
+    return [
+        TrackingCallback(lambda m, o: WeightTracker(m)),
+        TrackingCallback(lambda m, o: WeightTracker(m, step="gradient", optimizer=o)),
+    ]
+
+
+def train(
+    model: nn.Module, loader: DataLoader
+) -> tuple[list[TrackingCallback], nn.Module, torch.optim.Optimizer]:
+    """The shared training loop with two trackers, as the TRADI method runs it."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    callbacks = trackers(model, optimizer)
+    fit(model, loader, optimizer=optimizer, epochs=EPOCHS, callbacks=callbacks, progress=False)
+    return callbacks, model, optimizer
+
+
+def scenario_train(out: Path) -> None:
+    ddp = DistributedDataParallel(tiny_model())
+    loader = td.shard_loader(training_data(), GLOBAL_BATCH, shuffle=True, seed=5)
+    callbacks, _, _ = train(ddp, loader)
+    assert all(c.tracker is not None for c in callbacks)
+    torch.save(
+        {
+            "delta": callbacks[0].tracker.state_dict(),  # type: ignore[union-attr]
+            "gradient": callbacks[1].tracker.state_dict(),  # type: ignore[union-attr]
+            "weights": td.unwrap(ddp).state_dict(),
+            "batches_per_epoch": len(loader),
+        },
+        out / f"rank{td.rank()}.pt",
+    )
+    mark_writer(out)
+
+
+@td.rank_zero_only
+def mark_writer(out: Path) -> None:
+    (out / f"written_by_rank{td.rank()}.txt").write_text("results")
+
+
+def evaluation_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Probabilities of 103 in-distribution samples with labels, and 57 OOD scores."""
+    g = torch.Generator().manual_seed(1)
+    probs = (2 * torch.randn(103, 4, generator=g, dtype=torch.float64)).softmax(1)
+    labels = torch.randint(0, 4, (103,), generator=g)
+    ood_scores = (torch.randn(57, 4, generator=g, dtype=torch.float64)).softmax(1).amax(1)
+    return probs, labels, ood_scores
+
+
+def scenario_metrics(out: Path) -> None:
+    probs, labels, ood_scores = evaluation_data()
+    local = td.shard_dataset(TensorDataset(probs, labels))
+    local_ood = td.shard_dataset(TensorDataset(ood_scores))
+    classification, ood = ClassificationMetrics(), OODMetrics()
+    nll_sum, count = 0.0, 0
+    seen_probs, seen_labels = [], []
+    for batch_probs, batch_labels in DataLoader(local, batch_size=10):
+        classification.update(batch_probs, batch_labels)
+        ood.update(batch_probs.amax(1), False)
+        nll_sum += float(-batch_probs.gather(1, batch_labels[:, None]).log().sum())
+        count += len(batch_labels)
+        seen_probs.append(batch_probs)
+        seen_labels.append(batch_labels)
+    for (batch_scores,) in DataLoader(local_ood, batch_size=10):
+        ood.update(batch_scores, True)
+    torch.save(
+        {
+            "classification": classification.compute(),  # torchmetrics reduces the states
+            "ood": ood.compute(),
+            "sums": td.all_reduce_sums({"nll_sum": nll_sum, "count": count}),
+            "probs": td.all_gather_tensors(torch.cat(seen_probs)),
+            "labels": td.all_gather_tensors(torch.cat(seen_labels)),
+            "local_count": count,
+        },
+        out / f"rank{td.rank()}.pt",
+    )
+
+
+def scenario_train_and_metrics(out: Path) -> None:
+    """Both in one run: starting processes is the slow part of these tests."""
+    (out / "train").mkdir(exist_ok=True)
+    (out / "metrics").mkdir(exist_ok=True)
+    scenario_train(out / "train")
+    scenario_metrics(out / "metrics")
+
+
+def scenario_fail(out: Path) -> None:
+    if td.rank() == 1:
+        raise ValueError("rank one broke on purpose")
+    dist.barrier()  # rank 0 would wait here forever if nobody stopped it
+
+
+SCENARIOS = {
+    "train": scenario_train,
+    "metrics": scenario_metrics,
+    "train_and_metrics": scenario_train_and_metrics,
+    "fail": scenario_fail,
+}
+
+
+def main() -> None:
+    scenario, out = SCENARIOS[sys.argv[1]], Path(sys.argv[2])
+    if "WORLD_SIZE" in os.environ:  # started by torchrun
+        td.init_from_env(timeout_s=120)
+        try:
+            scenario(out)
+        finally:
+            dist.destroy_process_group()
+    else:
+        td.launch(scenario, 2, (out,), timeout_s=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Two gloo processes on the CPU: trackers identical across ranks and equal to one process over
+the same global batches, evaluation reduced exactly, one rank writing, and a failing rank
+failing the whole run instead of hanging."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from filelock import FileLock
+from torch.utils.data import DataLoader
+
+from tradi.metrics import ClassificationMetrics, OODMetrics, classification_metrics, ood_metrics
+
+HERE = Path(__file__).parent
+WORKERS = HERE / "_workers.py"
+# A hung run is a failure, not a wait: starting two processes takes seconds, the work less.
+RUN_LIMIT_S = 90
+# DDP sums the two ranks' mean gradients and halves them; one process takes the mean over the
+# whole batch: the same number up to float32 rounding, which momentum carries over the steps.
+FLOAT32_STEPS = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def load_workers() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ddp_workers", WORKERS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+workers = load_workers()
+
+
+def run_scenario(
+    scenario: str, out: Path, *, torchrun: bool = False
+) -> subprocess.CompletedProcess:
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        if torchrun
+        else [sys.executable]
+    )
+    return subprocess.run(
+        [*launcher, str(WORKERS), scenario, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT_S,
+        check=False,
+    )
+
+
+def load_ranks(folder: Path) -> list[dict[str, Any]]:
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 2-process run through `tradi.distributed.launch`: training, then evaluation.
+
+    Shared by the pytest-xdist workers (a lock in their common temporary folder), so that the
+    run happens once however the tests are distributed.
+    """
+    shared = tmp_path_factory.getbasetemp().parent
+    out = shared / "ddp_launched"
+    with FileLock(shared / "ddp_launched.lock"):
+        if not (out / "done").exists():
+            out.mkdir(exist_ok=True)
+            done = run_scenario("train_and_metrics", out)
+            assert done.returncode == 0, done.stderr[-3000:]
+            (out / "done").touch()
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_process() -> dict[str, Any]:
+    """The same training in this process, with one DataLoader over the global batches."""
+    loader = DataLoader(
+        workers.training_data(),
+        workers.GLOBAL_BATCH,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(5),
+    )
+    callbacks, model, _ = workers.train(workers.tiny_model(), loader)
+    return {
+        "delta": callbacks[0].tracker.state_dict(),
+        "gradient": callbacks[1].tracker.state_dict(),
+        "weights": model.state_dict(),
+        "batches_per_epoch": len(loader),
+    }
+
+
+def assert_same_tracker(a: dict[str, Any], b: dict[str, Any], **tolerance: float) -> None:
+    assert a["names"] == b["names"]
+    assert a["num_updates"] == b["num_updates"]
+    assert a["p_mean"] == b["p_mean"] and a["p_var"] == b["p_var"]
+    for key in ("mean", "variance", "previous"):
+        if a[key] is None:
+            assert b[key] is None
+        else:
+            torch.testing.assert_close(a[key], b[key], **tolerance)
+
+
+def test_trackers_are_bitwise_identical_across_ranks(launched: Path) -> None:
+    rank0, rank1 = load_ranks(launched / "train")
+    for step_form in ("delta", "gradient"):
+        assert_same_tracker(rank0[step_form], rank1[step_form], rtol=0, atol=0)
+    for name, tensor in rank0["weights"].items():
+        assert torch.equal(tensor, rank1["weights"][name])
+
+
+def test_trackers_equal_one_process_over_the_same_global_batch(
+    launched: Path, single_process: dict[str, Any]
+) -> None:
+    rank0, _ = load_ranks(launched / "train")
+    assert rank0["batches_per_epoch"] == single_process["batches_per_epoch"] == 5  # 72 / 16
+    for step_form in ("delta", "gradient"):
+        tracker = rank0[step_form]
+        assert tracker["num_updates"] == workers.EPOCHS * 5
+        # names are the model's own, not DDP's "module.*"
+        assert tracker["names"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+        assert_same_tracker(tracker, single_process[step_form], **FLOAT32_STEPS)
+    for name, tensor in single_process["weights"].items():
+        torch.testing.assert_close(rank0["weights"][name], tensor, **FLOAT32_STEPS)
+
+
+def test_only_rank_zero_writes(launched: Path) -> None:
+    written = sorted(p.name for p in (launched / "train").glob("written_by_rank*"))
+    assert written == ["written_by_rank0.txt"]
+
+
+def test_torchrun_command_line_gives_the_launcher_result(launched: Path, tmp_path: Path) -> None:
+    done = run_scenario("train", tmp_path, torchrun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_torchrun, by_launch = load_ranks(tmp_path), load_ranks(launched / "train")
+    for rank in range(2):
+        for step_form in ("delta", "gradient"):
+            assert_same_tracker(
+                by_torchrun[rank][step_form], by_launch[rank][step_form], rtol=0, atol=0
+            )
+
+
+def test_gathered_predictions_are_the_dataset_in_order(launched: Path) -> None:
+    probs, labels, _ = workers.evaluation_data()
+    ranks = load_ranks(launched / "metrics")
+    assert [r["local_count"] for r in ranks] == [52, 51]  # contiguous, no padding
+    for result in ranks:
+        assert torch.equal(result["probs"], probs)
+        assert torch.equal(result["labels"], labels)
+        expected = classification_metrics(probs, labels)
+        assert classification_metrics(result["probs"], result["labels"]) == expected
+
+
+def test_streaming_metrics_reduce_to_the_single_process_values(launched: Path) -> None:
+    probs, labels, ood_scores = workers.evaluation_data()
+    classification, ood = ClassificationMetrics(), OODMetrics()
+    classification.update(probs, labels)
+    ood.update(probs.amax(1), False)
+    ood.update(ood_scores, True)
+    expected_classification, expected_ood = classification.compute(), ood.compute()
+    # the OOD states are integer counts: exact; the calibration states are float64 sums taken
+    # in another order: equal to rounding
+    exact_ood = ood_metrics(probs.amax(1), ood_scores)
+    for result in load_ranks(launched / "metrics"):
+        assert result["ood"] == expected_ood
+        # and, like one process's, within the histogram's bound of the sort-based metric
+        bound = ood.error_bounds()["auroc"]
+        assert abs(result["ood"]["auroc"] - exact_ood["auroc"]) <= bound + 1e-12
+        assert bound < 1e-3
+        assert result["classification"].keys() == expected_classification.keys()
+        for key, value in expected_classification.items():
+            assert result["classification"][key] == pytest.approx(value, rel=1e-12, abs=1e-15)
+        nll = -probs.gather(1, labels[:, None]).log().sum()
+        assert result["sums"]["count"] == 103
+        assert result["sums"]["nll_sum"] == pytest.approx(float(nll), rel=1e-12)
+
+
+def test_a_failing_rank_fails_the_run_with_its_error(tmp_path: Path) -> None:
+    done = run_scenario("fail", tmp_path)  # a hang would raise TimeoutExpired
+    assert done.returncode != 0
+    assert "DistributedRunError: rank 1 of 2 raised an exception" in done.stderr
+    assert "rank one broke on purpose" in done.stderr
