@@ -99,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         select_methods,
     )
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if getattr(args, "no_progress", False):  # log lines replace the progress bars
+        logging.getLogger("tradi").setLevel(logging.INFO)
     try:
         if args.command == "list":
             for name in config_names():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,9 +58,17 @@ TINY_CONFIG: dict[str, Any] = {
 
 @pytest.fixture
 def tiny_config() -> dict[str, Any]:
+    """A fresh copy to edit."""
     return copy.deepcopy(TINY_CONFIG)
 
 
-@pytest.fixture
-def benchmark() -> Benchmark:
-    return make_benchmark()
+@pytest.fixture(scope="session")
+def tiny_config_template() -> dict[str, Any]:
+    """The shared original: do not edit (module-scoped fixtures build runs from it)."""
+    return TINY_CONFIG
+
+
+@pytest.fixture(scope="session")
+def blobs() -> Callable[..., Benchmark]:
+    """``blobs(with_ood_val=True)`` builds the synthetic benchmark."""
+    return make_benchmark

@@ -229,7 +229,7 @@ def run_pair(
     artefacts: dict[str, Any] = {}
     for row in _table_rows(name, choice, untuned, config.scale_selection.report_untuned):
         evaluation = evaluate(
-            predictor(method, row.scale), benchmark, loaders.test, loaders.ood_test
+            partial(predictor, method, row.scale), benchmark, loaders.test, loaders.ood_test
         )
         result["rows"].append(_row_result(row, method, evaluation))
         artefacts[row.key] = {
@@ -257,15 +257,28 @@ def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, A
     }
 
 
+def _same_run(previous: ExperimentConfig, config: ExperimentConfig) -> bool:
+    """Whether finished pairs of ``previous`` belong to ``config``: everything but the seeds
+    and the set of methods must agree (a resumed run may add seeds or methods)."""
+    before, now = previous.to_dict(), config.to_dict()
+    shared = before["methods"].keys() & now["methods"].keys()
+    settings = [
+        {k: v for k, v in c.items() if k not in ("seeds", "methods")} for c in (before, now)
+    ]
+    return settings[0] == settings[1] and all(
+        before["methods"][m] == now["methods"][m] for m in shared
+    )
+
+
 def _prepare_out_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> None:
-    """Check that a resumed run has the same config; start a fresh run from a clean state."""
+    """Check that a resumed run has the same settings; start a fresh run from a clean state."""
     config_path = out_dir / "config.yaml"
     if resume and config_path.exists():
         previous = config_from_dict(yaml.safe_load(config_path.read_text()))
-        if previous.to_dict() != config.to_dict():
+        if not _same_run(previous, config):
             raise ConfigError(
-                f"{out_dir} holds a run of a different config; resume it with the same "
-                "config and options, or choose another --out"
+                f"{out_dir} holds a run with other settings; resume it with the same config "
+                "(only seeds and methods may be added), or choose another --out"
             )
     if not resume and (out_dir / "state").exists():
         logger.warning("starting afresh: removing the previous run's state in %s", out_dir)
@@ -341,10 +354,7 @@ def _run_pairs(
         bar.set_postfix_str(f"{name} seed {seed}")
         pair_dir = out_dir / "state" / name / f"seed_{seed}"
         result_path, artefact_path = pair_dir / "result.json", pair_dir / "artefacts.pt"
-        if result_path.exists() and artefact_path.exists():
-            result = json.loads(result_path.read_text())
-            pair_artefacts = torch.load(artefact_path, weights_only=True)
-        else:
+        if not (result_path.exists() and artefact_path.exists()):
             pair_dir.mkdir(parents=True, exist_ok=True)
             result, pair_artefacts = run_pair(
                 config, name, seed, benchmark, pair_dir, progress=progress
@@ -352,10 +362,23 @@ def _run_pairs(
             _save_atomic(artefact_path, pair_artefacts)
             _write_atomic(result_path, json.dumps(result, indent=1))
             shutil.rmtree(pair_dir / "checkpoint", ignore_errors=True)
+            logger.info("%s seed %d done: %s", name, seed, _headline(result))
+        else:
+            logger.info("%s seed %d: finished earlier, read from %s", name, seed, result_path)
+        result = json.loads(result_path.read_text())
+        pair_artefacts = torch.load(artefact_path, weights_only=True)
         pair_results.append(result)
         if seed == config.seeds[0]:
             artefacts.update(pair_artefacts)
     return pair_results, artefacts
+
+
+def _headline(result: dict[str, Any]) -> str:
+    first = result["rows"][0]["metrics"]
+    keys = [k for k in ("accuracy", "nll", "auroc", "fpr95_tpr_in") if k in first]
+    return (
+        ", ".join(f"{k} {first[k]:.4f}" for k in keys) + f", train {result['train_seconds']:.0f}s"
+    )
 
 
 def _benchmark_summary(benchmark: Benchmark) -> dict[str, Any]:

@@ -1,0 +1,274 @@
+"""The runner: results files, interruption and resume, honest scale selection, dense evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+import tradi.experiments.runner as runner
+import tradi.training.loop as loop
+from tradi.data import Benchmark, TensorSplit
+from tradi.experiments import config_from_dict, run_experiment
+from tradi.experiments.evaluation import evaluate
+from tradi.experiments.selection import pick_scale
+from tradi.metrics import classification_metrics, ood_metrics
+
+# Per seed: mcp (3 epoch checkpoints), deep_ensembles (2 members x 3), tradi (3).
+KILL_AFTER_SAVE = 3 + 6 + 2  # in tradi, seed 0, after its second epoch was saved
+
+
+@pytest.fixture(scope="module")
+def full_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_config_template: dict[str, Any],
+    blobs: Callable[..., Benchmark],
+) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("full")
+    config = config_from_dict(tiny_config_template)
+    results = run_experiment(
+        config, out, benchmark=blobs(), progress=False, command="tradi run tiny"
+    )
+    return results, out
+
+
+def _metrics_by_pair(results: dict[str, Any]) -> dict[tuple[str, int], Any]:
+    return {
+        (pair["method"], pair["seed"]): (
+            [(row["key"], row["scale"], row["metrics"]) for row in pair["rows"]],
+            pair["scale_selection"] and pair["scale_selection"]["grid"],
+        )
+        for pair in results["pairs"]
+    }
+
+
+def test_interrupted_run_resumes_to_the_same_results(
+    full_run: tuple[dict[str, Any], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_config: dict[str, Any],
+    blobs: Callable[..., Benchmark],
+) -> None:
+    config = config_from_dict(tiny_config)
+    saves = {"count": 0}
+    real_save = loop.save_atomic
+
+    def save_then_die(state: dict[str, Any], path: Path) -> None:
+        real_save(state, path)
+        saves["count"] += 1
+        if saves["count"] == KILL_AFTER_SAVE:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_atomic", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path, benchmark=blobs(), progress=False)
+    assert (tmp_path / "state/mcp/seed_0/result.json").exists()
+    assert (tmp_path / "state/tradi/seed_0/checkpoint/checkpoint.pt").exists()
+    assert not (tmp_path / "state/tradi/seed_0/result.json").exists()
+    monkeypatch.setattr(loop, "save_atomic", real_save)
+
+    trained_pairs: list[tuple[str, int]] = []
+    epochs = {"count": 0}
+    real_run_pair, real_epoch = runner.run_pair, loop._train_one_epoch
+
+    def counting_run_pair(config: Any, name: str, seed: int, *args: Any, **kwargs: Any) -> Any:
+        trained_pairs.append((name, seed))
+        return real_run_pair(config, name, seed, *args, **kwargs)
+
+    def counting_epoch(*args: Any, **kwargs: Any) -> Any:
+        epochs["count"] += 1
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_pair", counting_run_pair)
+    monkeypatch.setattr(loop, "_train_one_epoch", counting_epoch)
+    resumed = run_experiment(config, tmp_path, benchmark=blobs(), progress=False, resume=True)
+
+    # Finished pairs are read back; the interrupted one trains only its last epoch.
+    assert trained_pairs == [("tradi", 0), ("mcp", 1), ("deep_ensembles", 1), ("tradi", 1)]
+    assert epochs["count"] == 1 + 3 + 6 + 3
+    assert not (tmp_path / "state/tradi/seed_0/checkpoint").exists()
+    assert _metrics_by_pair(resumed) == _metrics_by_pair(full_run[0])
+
+
+def test_without_resume_a_run_starts_afresh(
+    tmp_path: Path, tiny_config: dict[str, Any], blobs: Callable[..., Benchmark]
+) -> None:
+    tiny_config["methods"] = {"mcp": {}}
+    tiny_config["seeds"] = [0]
+    stale = tmp_path / "state/mcp/seed_0/result.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("not json")
+    results = run_experiment(
+        config_from_dict(tiny_config), tmp_path, benchmark=blobs(), progress=False
+    )
+    assert results["pairs"][0]["method"] == "mcp"
+    assert json.loads(stale.read_text())["seed"] == 0
+
+
+def test_atomic_writes_keep_the_old_file_when_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "result.json"
+    runner._write_atomic(target, "old")
+
+    def killed(_: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runner._write_atomic(target, "new, but never completed")
+    with pytest.raises(KeyboardInterrupt):
+        runner._save_atomic(tmp_path / "artefacts.pt", {"x": torch.ones(3)})
+    assert target.read_text() == "old"
+    assert not (tmp_path / "artefacts.pt").exists()
+
+
+def test_results_json_and_csv(full_run: tuple[dict[str, Any], Path]) -> None:
+    results, out = full_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))  # what run_experiment returned
+    assert on_disk["seeds"] == [0, 1]
+    assert on_disk["config"]["methods"]["tradi"]["scale"] is None
+    assert on_disk["versions"]["torch"] == torch.__version__
+    assert on_disk["command"] == "tradi run tiny"
+    passes = {"mcp": 1, "deep_ensembles": 2, "tradi": 4}
+    for pair in on_disk["pairs"]:
+        assert pair["train_seconds"] > 0
+        for row in pair["rows"]:
+            assert row["forward_passes"] == passes[pair["method"]]
+            assert row["test_seconds"] > 0
+            assert set(row["metrics"]) >= {"accuracy", "nll", "ece", "auroc", "fpr95_tpr_in"}
+    keys = [row["key"] for row in on_disk["pairs"][2]["rows"]]
+    assert keys == ["tradi", "tradi_untuned"]
+
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 4  # (mcp, deep_ensembles, tradi chosen, tradi untuned) x 2 seeds
+    summary = on_disk["summary"]
+    for key in ("mcp", "tradi_untuned"):
+        values = np.array([float(r["auroc"]) for r in rows if r["key"] == key])
+        assert summary[key]["stats"]["auroc"]["mean"] == pytest.approx(values.mean(), abs=1e-12)
+        assert summary[key]["stats"]["auroc"]["std"] == pytest.approx(values.std(ddof=1), abs=1e-12)
+
+
+def test_ood_metrics_agree_with_scikit_learn(full_run: tuple[dict[str, Any], Path]) -> None:
+    results, out = full_run
+    artefacts = torch.load(out / "state/deep_ensembles/seed_0/artefacts.pt", weights_only=True)
+    scores_in = artefacts["deep_ensembles"]["scores_in"].numpy()
+    scores_out = artefacts["deep_ensembles"]["scores_out"].numpy()
+    assert len(scores_in) == 150 and len(scores_out) == 120
+    labels = np.r_[np.ones(len(scores_in)), np.zeros(len(scores_out))]
+    scores = np.r_[scores_in, scores_out]
+    metrics = results["pairs"][1]["rows"][0]["metrics"]
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
+    assert metrics["aupr_in"] == pytest.approx(average_precision_score(labels, scores), abs=1e-9)
+    assert metrics["aupr_out"] == pytest.approx(
+        average_precision_score(1 - labels, -scores), abs=1e-9
+    )
+
+
+def test_report_has_the_papers_layout_and_figures(full_run: tuple[dict[str, Any], Path]) -> None:
+    _, out = full_run
+    report = (out / "report.md").read_text()
+    lines = report.splitlines()
+    header = next(line for line in lines if line.startswith("| method | AUROC"))
+    assert "FPR95 % (in-dist. positive)" in header and "pooled ECE (paper's)" in header
+    tradi_row = next(line for line in lines if line.startswith("| TRADI (scale chosen on val.)"))
+    assert "(96.7)" in tradi_row and "(11.0)" in tradi_row  # the paper's figures beside ours
+    assert " ± " in tradi_row  # two seeds: mean ± std
+    for figure in ("reliability", "ood_curves", "ood_confidence"):
+        assert f"](figures/{figure}.png)" in report
+        assert (out / "figures" / f"{figure}.png").stat().st_size > 0
+    assert "tradi run tiny" in report and "Versions:" in report and "seeds 0, 1" in report
+
+
+def test_scale_selection_follows_its_rule(full_run: tuple[dict[str, Any], Path]) -> None:
+    results, _ = full_run
+    for pair in results["pairs"]:
+        choice = pair["scale_selection"]
+        if pair["method"] != "tradi":
+            assert choice is None
+            continue
+        rows = [{k: r[k] for k in ("scale", "val_nll", "val_auroc")} for r in choice["grid"]]
+        assert pick_scale(rows, choice["nll_limit"]) == (choice["scale"], choice["criterion"])
+        assert choice["nll_limit"] == pytest.approx(1.2 * choice["reference_nll"])
+        assert pair["rows"][0]["scale"] == choice["scale"]
+        assert pair["rows"][1]["scale"] == 1.0
+
+
+def test_pick_scale_rule() -> None:
+    rows = [
+        {"scale": 1.0, "val_nll": 0.10, "val_auroc": 0.90},
+        {"scale": 3.0, "val_nll": 0.11, "val_auroc": 0.95},
+        {"scale": 10.0, "val_nll": 0.115, "val_auroc": 0.95},
+        {"scale": 30.0, "val_nll": 0.30, "val_auroc": 0.99},
+    ]
+    assert pick_scale(rows, nll_limit=0.12) == (3.0, "val_ood_auroc")  # tie -> smaller
+    assert [r["admissible"] for r in rows] == [True, True, True, False]
+    assert pick_scale(rows, nll_limit=0.05) == (1.0, "val_nll")  # nothing admissible
+    assert pick_scale(rows, nll_limit=None) == (1.0, "val_nll")
+    assert rows[0]["admissible"] is None
+
+
+def test_the_ood_test_set_never_influences_the_chosen_scale(
+    tmp_path: Path, tiny_config: dict[str, Any], blobs: Callable[..., Benchmark]
+) -> None:
+    tiny_config["methods"] = {"tradi": tiny_config["methods"]["tradi"]}
+    config = config_from_dict(tiny_config)
+    base = blobs()
+    other = Benchmark(
+        **{**base.__dict__, "ood_test": TensorSplit(-base.ood_test.x, base.ood_test.y)}
+    )
+    choices = []
+    for bench, folder in ((base, "a"), (other, "b")):
+        result, _ = runner.run_pair(config, "tradi", 0, bench, tmp_path / folder, progress=False)
+        choices.append(result["scale_selection"]["grid"])
+    assert choices[0] == choices[1]
+
+
+def test_segmentation_is_evaluated_pixelwise() -> None:
+    generator = torch.Generator().manual_seed(0)
+    n, classes, ood_label, ignore = 6, 3, 3, 255
+    labels = torch.randint(0, classes + 1, (n, 5, 4), generator=generator)
+    labels[:, 0, 0] = ignore
+    probs = torch.softmax(3 * torch.randn(n, classes, 5, 4, generator=generator), dim=1)
+    split = TensorSplit(torch.zeros(n, 1, 5, 4), labels)
+    bench = Benchmark(
+        name="seg",
+        task="segmentation",
+        train=split,
+        val=split,
+        test=split,
+        ood_test=None,
+        ood_val=None,
+        num_classes=classes,
+        input_shape=(1, 5, 4),
+        class_names=("a", "b", "c"),
+        ignore_index=ignore,
+        ood_label=ood_label,
+    )
+    batches = [(split.x[i : i + 4], labels[i : i + 4]) for i in range(0, n, 4)]
+
+    def predictor() -> Any:
+        # two passes per batch whose mean is the fixed probability map
+        return lambda loader: (
+            torch.stack([probs[i : i + 4] * 0.5, probs[i : i + 4] * 1.5]) for i in range(0, n, 4)
+        )
+
+    evaluation = evaluate(predictor, bench, batches, None)
+    known = labels.masked_fill(labels == ood_label, ignore)
+    expected = classification_metrics(probs, known, ignore_index=ignore)
+    for key in ("accuracy", "nll", "brier", "ece", "mce"):
+        assert evaluation.metrics[key] == pytest.approx(expected[key], abs=1e-9)
+    scores = probs.max(dim=1).values
+    exact = ood_metrics(scores[known != ignore], scores[labels == ood_label])
+    assert evaluation.metrics["auroc"] == pytest.approx(exact["auroc"], abs=1e-4)
+    assert evaluation.scores_out is not None
+    assert evaluation.scores_out.numel() == int((labels == ood_label).sum())
