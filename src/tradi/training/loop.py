@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() at construction
 
+from tradi.distributed import all_reduce_sums, barrier, is_rank_zero
 from tradi.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng_state,
@@ -91,6 +92,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, device: torch.
 
     The loss is averaged over batches weighted by batch size. Targets outside ``[0, C)`` and
     equal to ``loss_fn.ignore_index`` (when the loss has one) are left out of the accuracy.
+    In a distributed run the sums are reduced over the ranks (each evaluates its own shard).
     """
     was_training = model.training
     model.eval()
@@ -107,9 +109,17 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, device: torch.
         correct += int((outputs.argmax(dim=1) == targets)[valid].sum())
         counted += int(valid.sum())
     model.train(was_training)
-    if count == 0:
+    # under DDP each rank sees its shard: summing over ranks gives every rank the same figures,
+    # hence the same selected epoch
+    totals = all_reduce_sums(
+        {"loss": loss_sum, "count": count, "correct": correct, "counted": counted}
+    )
+    if totals["count"] == 0:
         raise ValueError("the validation loader yielded no batches")
-    return {"val_loss": loss_sum / count, "val_accuracy": correct / max(counted, 1)}
+    return {
+        "val_loss": totals["loss"] / totals["count"],
+        "val_accuracy": totals["correct"] / max(totals["counted"], 1),
+    }
 
 
 def fit(
@@ -136,6 +146,10 @@ def fit(
     RNG states of torch/NumPy/Python and of the loader) is written atomically after every epoch;
     ``resume=True`` continues from it, giving results bit-identical to an uninterrupted run when
     the loader, model and optimizer are built the same way.
+
+    Under DDP (a process group is initialised) losses and validation figures are reduced over
+    the ranks, and only rank 0 logs, shows progress and writes checkpoints; it saves its own
+    random states, which all ranks restore on resume.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -156,6 +170,7 @@ def fit(
         loop = _restore(checkpoint_path, model, optimizer, scheduler, callbacks, train_loader)
         logger.info("resumed from %s at epoch %d", checkpoint_path, loop["epoch"])
 
+    progress = progress and is_rank_zero()
     epoch_bar = tqdm(range(loop["epoch"], epochs), desc="epochs", disable=not progress)
     for epoch in epoch_bar:
         started = time.perf_counter()
@@ -179,15 +194,17 @@ def fit(
         loop["epoch"] = epoch + 1
         if select != "last":
             loop["best"] = _better_snapshot(loop["best"], select, metrics, model, callbacks)
-        logger.info(
-            "epoch %d/%d %s",
-            epoch + 1,
-            epochs,
-            " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
-        )
         epoch_bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if "loss" in k})
-        if checkpoint_path is not None:
-            _save(checkpoint_path, loop, model, optimizer, scheduler, callbacks, train_loader)
+        if is_rank_zero():  # every rank holds the same state under DDP: one writes
+            logger.info(
+                "epoch %d/%d %s",
+                epoch + 1,
+                epochs,
+                " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
+            )
+            if checkpoint_path is not None:
+                _save(checkpoint_path, loop, model, optimizer, scheduler, callbacks, train_loader)
+        barrier()  # no rank may resume from a checkpoint that is still being written
 
     selected_epoch = loop["epoch"] - 1
     if loop["best"] is not None:
@@ -229,9 +246,10 @@ def _train_one_epoch(
             callback.on_after_step(model, optimizer, steps)
         loss_sum += loss.detach().double() * inputs.shape[0]
         count += inputs.shape[0]
-    if count == 0:
+    totals = all_reduce_sums({"loss": loss_sum, "count": count})
+    if totals["count"] == 0:
         raise ValueError("the training loader yielded no batches")
-    return float(loss_sum) / count, steps
+    return totals["loss"] / totals["count"], steps
 
 
 def _better_snapshot(
