@@ -201,6 +201,7 @@ def test_scale_selection_follows_its_rule(full_run: tuple[dict[str, Any], Path])
         assert choice["nll_limit"] == pytest.approx(1.2 * choice["reference_nll"])
         assert pair["rows"][0]["scale"] == choice["scale"]
         assert pair["rows"][1]["scale"] == 1.0
+        assert [row["scale_source"] for row in pair["rows"]] == ["chosen", "untuned"]
 
 
 def test_pick_scale_rule() -> None:

@@ -34,6 +34,16 @@ METHOD_LABELS: dict[str, str] = {
     "tradi": "TRADI",
 }
 
+#: Short names for figure panels and legends.
+_SHORT_LABELS: dict[str, str] = {
+    "mcp": "MCP",
+    "gaussian_perturbation": "Gauss. pert.",
+    "mc_dropout": "MC Dropout",
+    "deep_ensembles": "Deep Ens.",
+    "swag": "SWAG",
+    "tradi": "TRADI",
+}
+
 #: metric key -> (column header, factor, decimals)
 METRIC_FORMATS: dict[str, tuple[str, float, int]] = {
     "auroc": ("AUROC %", 100.0, 1),
@@ -83,6 +93,7 @@ def flat_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "method": pair["method"],
                     "seed": pair["seed"],
                     "scale": row["scale"],
+                    "scale_source": row["scale_source"],
                     "train_seconds": pair["train_seconds"],
                     "selection_seconds": pair["selection_seconds"],
                     "test_seconds": row["test_seconds"],
@@ -103,9 +114,14 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for key, rows in grouped.items():
         stats: dict[str, Any] = {}
         for name, value in rows[0].items():
-            if name in ("key", "label", "method", "seed", "scale") or not isinstance(
-                value, (int, float)
-            ):
+            if name in (
+                "key",
+                "label",
+                "method",
+                "seed",
+                "scale",
+                "scale_source",
+            ) or not isinstance(value, (int, float)):
                 continue
             values = np.array([r[name] for r in rows], dtype=np.float64)
             std = float(values.std(ddof=1)) if len(values) > 1 else None
@@ -115,6 +131,7 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "method": rows[0]["method"],
             "seeds": [r["seed"] for r in rows],
             "scales": [r["scale"] for r in rows],
+            "scale_source": rows[0]["scale_source"],
             "stats": stats,
         }
     return summary
@@ -249,11 +266,18 @@ def _selection_section(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _figure_label(row: dict[str, Any]) -> str:
+    """A panel title short enough for seven panels side by side (first seed's scale)."""
+    name = _SHORT_LABELS.get(row["method"], row["method"])
+    suffix = {"chosen": " (val.)", "untuned": " (untuned)"}.get(row["scale_source"])
+    return name if suffix is None else f"{name} {row['scales'][0]:g}{suffix}"
+
+
 def _figures(
     artefacts: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]], out_dir: Path
 ) -> list[tuple[str, str]]:
     """Draw the figures of the first seed; returns (caption, relative path) pairs."""
-    labels = {key: summary[key]["label"] for key in summary if key in artefacts}
+    labels = {key: _figure_label(summary[key]) for key in summary if key in artefacts}
     if not labels:
         return []
     figures = []

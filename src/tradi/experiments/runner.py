@@ -56,13 +56,16 @@ logger = logging.getLogger(__name__)
 class Row:
     """One line of the results table: a trained method predicting at one noise setting.
 
-    ``scale`` None: the method's own prediction (its configured scale, if any).
+    ``scale`` None: the method's own prediction (its configured scale, if any). ``scale_source``
+    says where a noise scale came from: "chosen" on validation, the "untuned" default, or
+    "config" (None for methods without one).
     """
 
     key: str
     method: str
     label: str
     scale: float | None = None
+    scale_source: str | None = None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -167,10 +170,11 @@ def _table_rows(
 ) -> list[Row]:
     label = METHOD_LABELS.get(name, name)
     if choice is None:
-        return [Row(name, name, label)]
-    rows = [Row(name, name, f"{label} (scale chosen on val.)", choice.scale)]
+        return [Row(name, name, label, scale_source="config" if name in SCALE_OPTIONS else None)]
+    rows = [Row(name, name, f"{label} (scale chosen on val.)", choice.scale, "chosen")]
     if untuned is not None and report_untuned:
-        rows.append(Row(f"{name}_untuned", name, f"{label} (untuned, scale {untuned:g})", untuned))
+        untuned_label = f"{label} (untuned, scale {untuned:g})"
+        rows.append(Row(f"{name}_untuned", name, untuned_label, untuned, "untuned"))
     return rows
 
 
@@ -251,6 +255,7 @@ def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, A
         "key": row.key,
         "label": row.label,
         "scale": scale,
+        "scale_source": row.scale_source,
         "forward_passes": method.forward_passes_per_input,
         "test_seconds": evaluation.test_seconds,
         "metrics": evaluation.metrics,
