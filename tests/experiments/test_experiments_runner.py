@@ -158,6 +158,19 @@ def test_results_json_and_csv(full_run: tuple[dict[str, Any], Path]) -> None:
         assert summary[key]["stats"]["auroc"]["std"] == pytest.approx(values.std(ddof=1), abs=1e-12)
 
 
+def test_methods_of_one_seed_share_the_training_trajectory(
+    full_run: tuple[dict[str, Any], Path],
+) -> None:
+    """Tracking does not change training: MCP and TRADI of a seed end at the same network,
+    and Deep Ensembles' first member is that network too."""
+    pairs = {(p["method"], p["seed"]): p for p in full_run[0]["pairs"]}
+    for seed in (0, 1):
+        mcp = pairs["mcp", seed]["final_val"][0]
+        assert pairs["tradi", seed]["final_val"][0] == mcp
+        assert pairs["deep_ensembles", seed]["final_val"][0] == mcp
+    assert pairs["mcp", 0]["final_val"] != pairs["mcp", 1]["final_val"]
+
+
 def test_ood_metrics_agree_with_scikit_learn(full_run: tuple[dict[str, Any], Path]) -> None:
     results, out = full_run
     artefacts = torch.load(out / "state/deep_ensembles/seed_0/artefacts.pt", weights_only=True)
