@@ -167,7 +167,7 @@ class Method(ABC):
         optimizer = make_optimizer(model, self.train)
         result = fit(
             model,
-            train_loader,  # type: ignore[arg-type]
+            train_loader,
             optimizer=optimizer,
             scheduler=make_scheduler(optimizer, self.train),
             epochs=self.train.epochs,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -34,7 +34,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def loader_generators(loader: DataLoader) -> list[torch.Generator]:
+def loader_generators(loader: Iterable[Any]) -> list[torch.Generator]:
     """The distinct generators that decide a loader's shuffling (its own and its sampler's)."""
     owners = (
         loader,
@@ -49,7 +49,7 @@ def loader_generators(loader: DataLoader) -> list[torch.Generator]:
     return found
 
 
-def capture_rng_state(loader: DataLoader) -> dict[str, Any]:
+def capture_rng_state(loader: Iterable[Any]) -> dict[str, Any]:
     """Every random state that training consumes: torch (CPU, CUDA), NumPy, Python, the loader."""
     numpy_state = np.random.get_state()
     return {
@@ -66,7 +66,7 @@ def capture_rng_state(loader: DataLoader) -> dict[str, Any]:
     }
 
 
-def restore_rng_state(state: dict[str, Any], loader: DataLoader) -> None:
+def restore_rng_state(state: dict[str, Any], loader: Iterable[Any]) -> None:
     """Inverse of ``capture_rng_state``; the loader must be built the same way as when captured."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():  # a GPU run resumed on a CPU keeps going

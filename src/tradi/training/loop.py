@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() at construction
 
 from tradi.distributed import all_reduce_sums, barrier, is_rank_zero
@@ -124,7 +123,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, device: torch.
 
 def fit(
     model: nn.Module,
-    train_loader: DataLoader,
+    train_loader: Iterable[Any],
     *,
     optimizer: torch.optim.Optimizer,
     epochs: int,
@@ -224,7 +223,7 @@ def fit(
 
 def _train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Any],
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
     callbacks: Sequence[Callback],
@@ -279,7 +278,7 @@ def _save(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     callbacks: Sequence[Callback],
-    loader: DataLoader,
+    loader: Iterable[Any],
 ) -> None:
     save_atomic(
         {
@@ -300,7 +299,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     callbacks: Sequence[Callback],
-    loader: DataLoader,
+    loader: Iterable[Any],
 ) -> dict[str, Any]:
     state = load_checkpoint(path)
     if len(state["callbacks"]) != len(callbacks):
