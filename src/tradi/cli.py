@@ -89,6 +89,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    command = shlex.join(["tradi", *(argv if argv is not None else sys.argv[1:])])
+    # Imported here so that `tradi --help` answers without loading torch.
     from tradi.experiments import (
         ConfigError,
         config_names,
@@ -114,14 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "reproduce" and source not in config_names():
             raise ConfigError(f"unknown config {source!r}; shipped: {', '.join(config_names())}")
         config = load_config(source)
+        out = args.out or Path("runs") / config.name
         if args.command == "run":
             config = select_methods(config, args.methods)
             if args.seeds is not None:
                 if args.seeds < 1:
                     raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
                 config = replace(config, seeds=tuple(range(args.seeds)))
-        out = args.out or Path("runs") / config.name
-        command = shlex.join(["tradi", *(argv if argv is not None else sys.argv[1:])])
         results = run_experiment(
             config,
             out,
@@ -134,12 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tradi: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"\ntradi: interrupted; continue with: {command} --resume"
-            if "command" in locals()
-            else "\ntradi: interrupted",
-            file=sys.stderr,
-        )
+        resume = "" if args.resume else " --resume"
+        print(f"\ntradi: interrupted; continue with: {command}{resume}", file=sys.stderr)
         return 130
     print(main_table(results))
     print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")

@@ -95,3 +95,14 @@ def test_a_misspelt_key_is_named(small_digits: Path, capsys: pytest.CaptureFixtu
     assert main(["run", str(small_digits)]) == 2
     error = capsys.readouterr().err
     assert "'batchsize'" in error and "allowed keys" in error and "batch_size" in error
+
+
+def test_ctrl_c_says_how_to_resume(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tradi.experiments.run_experiment", interrupted)
+    assert main(["run", "digits", "--out", str(tmp_path)]) == 130
+    assert f"continue with: tradi run digits --out {tmp_path} --resume" in capsys.readouterr().err

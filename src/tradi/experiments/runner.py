@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from tradi.training.loop import LossFn
 logger = logging.getLogger(__name__)
 
 
+ScaleSource = Literal["chosen", "untuned", "config"]
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of the results table: a trained method predicting at one noise setting.
@@ -65,7 +68,7 @@ class Row:
     method: str
     label: str
     scale: float | None = None
-    scale_source: str | None = None
+    scale_source: ScaleSource | None = None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -150,7 +153,7 @@ def _loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> _Load
     )
 
 
-def _rows_and_options(
+def _build_options(
     config: ExperimentConfig, name: str
 ) -> tuple[dict[str, Any], tuple[float, ...] | None, float | None]:
     """The options to build ``name`` with, the grid to choose its scale from (None: fixed) and
@@ -191,7 +194,7 @@ def run_pair(
 
     Returns the JSON-ready result and the figure artefacts (bins, scores) per row.
     """
-    options, grid, untuned = _rows_and_options(config, name)
+    options, grid, untuned = _build_options(config, name)
     factory = partial(
         build_model,
         config.model.name,
