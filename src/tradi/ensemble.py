@@ -93,8 +93,9 @@ class SampledEnsemble:
         batching: "vmap" evaluates `chunk_size` weight sets at once with torch.func.vmap;
             "loop" one after another; "auto" (default) tries vmap at the first prediction and
             falls back to the loop for good if the model cannot be vmapped.
-        chunk_size: weight sets per vmapped pass (default: all of them). Peak activation
-            memory grows linearly with it: lower it for large models or inputs.
+        chunk_size: weight sets per vmapped pass; None: all at once. Peak activation memory
+            is about chunk_size times that of one forward pass: the default 8 keeps most of
+            vmap's speed-up on the MLP while bounding memory (benchmarks/bench_inference.py).
 
     Class dimension is 1: outputs are [N, C] or dense [N, C, H, W]. `batching_used` tells,
     after the first prediction, which evaluation was chosen.
@@ -111,7 +112,7 @@ class SampledEnsemble:
         seed: int = 0,
         cache: bool = True,
         batching: Batching = "auto",
-        chunk_size: int | None = None,
+        chunk_size: int | None = 8,
     ) -> None:
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")

@@ -1,0 +1,189 @@
+"""Ensemble inference (issue 6): the cost of a 20-sample prediction, and each method's train and
+test time relative to the MCP baseline on mnist-notmnist.
+
+- ensemble_cost_*: one 20-sample `SampledEnsemble` prediction over 20 plain forward passes of
+  the same model on the same 1000 inputs, vmap against the loop, interleaved in one process;
+  peak memory is the most memory allocated at once during one call (torch profiler events).
+- method_times_mnist_notmnist: every method trained and tested one after the other in this
+  process on the real data (TRADI_DATA_DIR), with the paper's MLP recipe for a reduced number
+  of epochs; times are divided by MCP's, which is measured first and last and averaged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.data import DataLoader
+
+import tradi
+from benchmarks.common import Result, interleaved
+from tradi.models import build_model
+
+N_SAMPLES = 20
+BATCH = 1000
+INPUT_SHAPE = (1, 28, 28)
+METHOD_EPOCHS = 3
+
+
+def _ensemble_setup(
+    model_name: str, batching: str, chunk_size: int | None
+) -> tuple[torch.nn.Module, tradi.SampledEnsemble, torch.Tensor]:
+    """A model, its 20-sample ensemble (TRADI's diagonal posterior) and 1000 inputs."""
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=10, input_shape=INPUT_SHAPE).eval()
+    tracker = tradi.WeightTracker(model, init_mean="weights", init_variance=1e-4)
+    ensemble = tradi.SampledEnsemble(
+        model,
+        tracker.posterior("diag"),
+        N_SAMPLES,
+        batching=batching,  # type: ignore[arg-type]
+        chunk_size=chunk_size,
+    )
+    return model, ensemble, torch.randn(BATCH, *INPUT_SHAPE)
+
+
+def _plain_passes(model: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        for _ in range(N_SAMPLES):
+            model(x)
+
+
+def peak_allocated_mib(fn: Callable[[], object]) -> float:
+    """Peak of the CPU memory allocated by `fn` and still live, from the profiler's allocation
+    events (each op's own allocations, and frees, in time order)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def ensemble_cost(model_name: str) -> Result:
+    configs: dict[str, tuple[str, int | None]] = {
+        "plain_20_passes": ("plain", None),
+        "vmap_all_20": ("vmap", None),
+        "vmap_chunk_8": ("vmap", 8),  # the default
+        "loop": ("loop", None),
+    }
+    fns: dict[str, Callable[[], None]] = {}
+    for name, (mode, chunk_size) in configs.items():
+        model, ensemble, x = _ensemble_setup(
+            model_name, "loop" if mode == "plain" else mode, chunk_size
+        )
+        fns[name] = (
+            (lambda m=model, x=x: _plain_passes(m, x))
+            if mode == "plain"
+            else (lambda e=ensemble, x=x: e(x))
+        )
+    steps, rounds = (3, 7) if model_name == "mlp" else (1, 5)
+    seconds = interleaved(fns, steps, rounds)
+    peaks = {name: peak_allocated_mib(fn) for name, fn in fns.items()}
+    plain = seconds["plain_20_passes"]
+    return {
+        "model": model_name,
+        "inputs": BATCH,
+        "n_samples": N_SAMPLES,
+        "ms": {name: 1e3 * s for name, s in seconds.items()},
+        "ratio_to_20_plain_passes": {name: s / plain for name, s in seconds.items()},
+        "vmap_over_loop": seconds["vmap_chunk_8"] / seconds["loop"],
+        "peak_memory_mib": peaks,
+    }
+
+
+# ---------------------------------------------------------------------- methods on mnist-notmnist
+METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    # noise scales fixed (the defaults where there is one) so that no validation search is timed
+    "mc_dropout": {},
+    "deep_ensembles": {},
+    "swag": {},
+    "gaussian_perturbation": {"sigma": 1e-3},
+    "tradi": {},
+}
+
+
+def _timed_method(name: str, benchmark: Any, options: dict[str, Any]) -> dict[str, float]:
+    from tradi.methods import build_method
+
+    train_loader = DataLoader(
+        benchmark.train, 128, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    test_loaders = [DataLoader(benchmark.test, 1000), DataLoader(benchmark.ood_test, 1000)]
+    method = build_method(
+        name,
+        lambda: build_model("mlp", benchmark.num_classes, benchmark.input_shape),
+        train={
+            "epochs": METHOD_EPOCHS,
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "weight_decay": 1e-2,
+            "scheduler": "step",
+            "step_size": 10,
+            "gamma": 0.1,
+            "progress": False,
+        },
+        **options,
+    )
+    info = method.fit(train_loader)
+    started = time.perf_counter()
+    for loader in test_loaders:  # the first prediction also builds a sampled ensemble
+        method.predict(loader)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    for loader in test_loaders:
+        method.predict(loader)
+    test = time.perf_counter() - started
+    return {
+        "train_seconds": info.train_seconds,
+        "test_seconds": test,
+        "ensemble_build_seconds": max(first - test, 0.0),
+        "forward_passes_per_input": method.forward_passes_per_input,
+    }
+
+
+def method_times() -> Result:
+    from tradi.data.benchmarks import load_benchmark
+
+    if not os.environ.get("TRADI_DATA_DIR"):
+        return {"skipped": "TRADI_DATA_DIR is not set (the Makefile sets it)"}
+    benchmark = load_benchmark("mnist-notmnist")
+    mcp_first = _timed_method("mcp", benchmark, {})
+    others = {name: _timed_method(name, benchmark, opts) for name, opts in METHOD_OPTIONS.items()}
+    mcp_last = _timed_method("mcp", benchmark, {})
+    mcp = {key: (mcp_first[key] + mcp_last[key]) / 2 for key in ("train_seconds", "test_seconds")}
+    rows = {
+        "mcp": {
+            **mcp_first,
+            "train_seconds": mcp["train_seconds"],
+            "test_seconds": mcp["test_seconds"],
+        }
+    }
+    rows.update(others)
+    return {
+        "benchmark": "mnist-notmnist",
+        "model": "mlp (paper recipe: Adam 1e-3, wd 1e-2, StepLR(10, 0.1), batch 128)",
+        "epochs": METHOD_EPOCHS,
+        "test_inputs": len(benchmark.test) + len(benchmark.ood_test),
+        "mcp_seconds_first_and_last": [mcp_first["train_seconds"], mcp_last["train_seconds"]],
+        "methods": {
+            name: {
+                **row,
+                "train_vs_mcp": row["train_seconds"] / mcp["train_seconds"],
+                "test_vs_mcp": row["test_seconds"] / mcp["test_seconds"],
+            }
+            for name, row in rows.items()
+        },
+    }
+
+
+BENCHMARKS: dict[str, Callable[[], Result]] = {
+    "ensemble_cost_mlp": lambda: ensemble_cost("mlp"),
+    "ensemble_cost_lenet5": lambda: ensemble_cost("lenet5"),
+    "method_times_mnist_notmnist": method_times,
+}
