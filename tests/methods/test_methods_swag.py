@@ -115,3 +115,41 @@ def test_swag_refuses_a_start_epoch_after_training(model_factory, train_loader) 
     method = build_method("swag", model_factory, train=TRAIN, start_epoch=5)
     with pytest.raises(ValueError, match="nothing would be collected"):
         method.fit(train_loader)
+
+
+class Interrupt(Callback):
+    def __init__(self, at: int | None) -> None:
+        self.at = at
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_swa_learning_rate_from_the_start_epoch_and_resume(
+    model_factory, make_loader, tmp_path
+) -> None:
+    """With swa_lr, torch's SWALR takes over at start_epoch; its state resumes bit-identically."""
+    train = {**TRAIN, "lr": 0.1, "scheduler": "step", "step_size": 2}
+    options = {"start_epoch": 3, "swa_lr": 0.05, "rank": 2, "n_samples": 2}
+
+    def run(directory, interrupt_at):
+        method = build_method("swag", model_factory, train=train, **options)
+        method._callbacks = _with(method._callbacks, Interrupt(interrupt_at))  # type: ignore[method-assign]
+        info = method.fit(make_loader(192, seed=1, shuffle=True), checkpoint_dir=directory)
+        return method, info
+
+    reference, info = run(tmp_path / "a", None)
+    lrs = [h["lr"] for h in info.runs[0].history]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.05, 0.05])
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", 3)
+    resumed, resumed_info = run(tmp_path / "b", None)
+    assert resumed_info.runs[0].history == info.runs[0].history
+    assert reference.collector is not None and resumed.collector is not None
+    for name, mean in reference.collector.mean().items():
+        assert torch.equal(mean, resumed.collector.mean()[name])
+    with pytest.raises(ValueError, match="start_epoch >= 1"):
+        build_method("swag", model_factory, train=train, start_epoch=0, swa_lr=0.05).fit(
+            make_loader(96, seed=1)
+        )

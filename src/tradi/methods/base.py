@@ -25,7 +25,7 @@ from tradi.metrics import ClassificationMetrics
 from tradi.posterior import WeightPosterior
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
 from tradi.training.checkpoint import loader_generators
-from tradi.training.loop import LossFn
+from tradi.training.loop import LossFn, Scheduler
 
 ModelFactory = Callable[[], nn.Module]
 Criterion = Literal["nll", "brier"]
@@ -86,8 +86,8 @@ class Method(ABC):
     """Base class: the shared training path, prediction over loaders and option checking.
 
     Subclasses set ``name`` and ``options_type`` and implement ``sample_probs`` and
-    ``forward_passes_per_input``; they change training only through ``_callbacks`` and
-    ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
+    ``forward_passes_per_input``; they change training only through ``_callbacks``,
+    ``_scheduler`` and ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
     """
 
     name: ClassVar[str]
@@ -169,7 +169,7 @@ class Method(ABC):
             model,
             train_loader,
             optimizer=optimizer,
-            scheduler=make_scheduler(optimizer, self.train),
+            scheduler=self._scheduler(optimizer),
             epochs=self.train.epochs,
             loss_fn=self.loss_fn,
             val_loader=val_loader,
@@ -180,6 +180,10 @@ class Method(ABC):
             checkpoint_dir=checkpoint_dir,
         )
         return model, result
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
+        """The shared learning-rate schedule of ``TrainConfig``."""
+        return make_scheduler(optimizer, self.train)
 
     def _built_model(self) -> nn.Module:
         """A fresh network from the factory, for ``load_state_dict``."""

@@ -6,10 +6,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch.optim.swa_utils import SWALR
+
 from tradi.methods.base import FitInfo, SamplingMethod, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.posterior.swag import SWAGCollector
 from tradi.training import Callback, SWAGCallback
+from tradi.training.loop import Scheduler
 
 COVARIANCE_SCALE_GRID: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
 
@@ -23,7 +27,9 @@ class SWAGOptions:
     ``covariance_scale``: multiplies the covariance of the samples (SWAG's 0.5); None chooses it
     on validation data from ``covariance_scale_grid``. ``n_samples``: weight sets (30).
     ``bn_update``: re-estimate BatchNorm statistics for every sample on the training data.
-    SWAG uses the shared learning-rate schedule (no separate constant SWA rate).
+    ``swa_lr``: None keeps the shared learning-rate schedule throughout (the same budget as every
+    other method); a value switches, from ``start_epoch`` on, to torch's `SWALR`, which anneals
+    (cosine, over ``swa_anneal_epochs``; 1 = at once) to this constant rate, as SWAG does.
     """
 
     rank: int = 20
@@ -32,6 +38,8 @@ class SWAGOptions:
     covariance_scale_grid: tuple[float, ...] = COVARIANCE_SCALE_GRID
     n_samples: int = 30
     bn_update: bool = True
+    swa_lr: float | None = None
+    swa_anneal_epochs: int = 1
 
     def __post_init__(self) -> None:
         check_sampling_options(
@@ -41,6 +49,60 @@ class SWAGOptions:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.start_epoch is not None and self.start_epoch < 0:
             raise ValueError(f"start_epoch must be >= 0, got {self.start_epoch}")
+        if self.swa_lr is not None and self.swa_lr <= 0:
+            raise ValueError(
+                f"swa_lr must be > 0 (or None: the shared schedule), got {self.swa_lr}"
+            )
+        if self.swa_anneal_epochs < 1:
+            raise ValueError(f"swa_anneal_epochs must be >= 1, got {self.swa_anneal_epochs}")
+
+
+class SWALRFrom:
+    """The shared schedule until epoch ``start_epoch`` (0-based), torch's `SWALR` from then on.
+
+    The loop steps the schedule at the end of each epoch, so SWALR's first step comes at the
+    end of epoch ``start_epoch - 1``: epoch ``start_epoch`` already trains at the SWA rate (with
+    one anneal epoch). SWALR is built up front, as torch documents; its construction leaves the
+    learning rate as it is.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        base: Scheduler | None,
+        *,
+        start_epoch: int,
+        swa_lr: float,
+        anneal_epochs: int,
+    ) -> None:
+        if start_epoch < 1:
+            raise ValueError(
+                "an SWA learning rate needs start_epoch >= 1 (one epoch at the base rate)"
+            )
+        self.base = base
+        self.swalr = SWALR(optimizer, swa_lr=swa_lr, anneal_epochs=anneal_epochs)
+        self.start_epoch = start_epoch
+        self.epochs_done = 0
+
+    def step(self) -> None:
+        if self.epochs_done + 1 >= self.start_epoch:
+            self.swalr.step()
+        elif self.base is not None:
+            self.base.step()
+        self.epochs_done += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.state_dict() if self.base is not None else None,
+            "swalr": self.swalr.state_dict(),
+            "epochs_done": self.epochs_done,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.base is not None:
+            self.base.load_state_dict(state_dict["base"])
+        self.swalr.load_state_dict(state_dict["swalr"])
+        self.epochs_done = int(state_dict["epochs_done"])
 
 
 class SWAG(SamplingMethod):
@@ -66,6 +128,18 @@ class SWAG(SamplingMethod):
                 f"swag start_epoch {self.start_epoch} is not before the end of training "
                 f"({self.train.epochs} epochs): nothing would be collected"
             )
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
+        base = super()._scheduler(optimizer)
+        if self.options.swa_lr is None:
+            return base
+        return SWALRFrom(
+            optimizer,
+            base,
+            start_epoch=self.start_epoch,
+            swa_lr=self.options.swa_lr,
+            anneal_epochs=self.options.swa_anneal_epochs,
+        )
 
     def _callbacks(self) -> Sequence[Callback]:
         self._callback = SWAGCallback(start_epoch=self.start_epoch, max_rank=self.options.rank)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,17 @@ from tradi.training.config import Selection
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class Scheduler(Protocol):
+    """What the loop needs of a learning-rate schedule: one ``step()`` per epoch, and state."""
+
+    def step(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
 
 _SELECTION_METRIC: dict[str, tuple[str, float]] = {
     # selection -> (history key, sign that turns "best" into "smallest")
@@ -128,7 +139,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     epochs: int,
     loss_fn: LossFn = F.cross_entropy,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: Scheduler | None = None,
     val_loader: Iterable | None = None,
     select: Selection = "last",
     callbacks: Sequence[Callback] = (),
@@ -276,7 +287,7 @@ def _save(
     loop: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scheduler: Scheduler | None,
     callbacks: Sequence[Callback],
     loader: Iterable[Any],
 ) -> None:
@@ -297,7 +308,7 @@ def _restore(
     path: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scheduler: Scheduler | None,
     callbacks: Sequence[Callback],
     loader: Iterable[Any],
 ) -> dict[str, Any]:
