@@ -15,6 +15,7 @@ from tradi.posterior.swag import SWAGCollector
 from tradi.training import Callback, SWAGCallback
 from tradi.training.loop import Scheduler
 
+# Used only when covariance_scale is None: around SWAG's 0.5, from a tenth to the full covariance.
 COVARIANCE_SCALE_GRID: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
 
 
