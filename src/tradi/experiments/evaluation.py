@@ -24,6 +24,7 @@ from tradi.metrics import (
     CalibrationBins,
     ClassificationMetrics,
     OODMetrics,
+    SegmentationMetrics,
     calibration_bins,
     classification_metrics,
     ood_metrics,
@@ -34,6 +35,8 @@ Predictor = Callable[[Iterable[Any]], Iterator[Tensor]]
 
 #: Pixels kept (per in/out set) for the score figures of a segmentation benchmark.
 FIGURE_PIXELS = 200_000
+#: Test images kept whole (image, labels, prediction, confidence map) for the segmentation figures.
+PANEL_IMAGES = 3
 
 
 def predictor(method: Method, scale: float | None = None) -> Predictor:
@@ -65,6 +68,7 @@ class Evaluation:
     bins: CalibrationBins
     scores_in: Tensor | None
     scores_out: Tensor | None
+    panels: dict[str, Tensor] | None = None
 
 
 def evaluate(
@@ -102,37 +106,67 @@ def _evaluate_classification(
     return Evaluation(metrics, 0.0, calibration_bins(probs, labels), scores_in, scores_out)
 
 
+def panel_indices(loader: Iterable[Any], ood_label: int, count: int = PANEL_IMAGES) -> Tensor:
+    """Test images for the figures, chosen from the labels alone: the loader's images split into
+    ``count`` consecutive runs (CamVid's test set is two video sequences in order, so the picks
+    are not near-identical frames), and in each run the image with the most ``ood_label``
+    (pedestrian) pixels, the earliest on ties."""
+    counts = torch.cat([(labels == ood_label).flatten(1).sum(dim=1) for _, labels in loader])
+    runs = torch.arange(len(counts)).tensor_split(min(count, len(counts)))
+    return torch.stack([run[counts[run].argmax()] for run in runs])
+
+
 def _evaluate_segmentation(
     predict: Predictor, benchmark: Benchmark, test_loader: Iterable[Any]
 ) -> Evaluation:
     """Dense predictions streamed batch by batch: known-class pixels give the classification
-    metrics, pedestrian (``ood_label``) pixels are the OOD set, ignored pixels count nowhere."""
+    and segmentation (mIoU) metrics, pedestrian (``ood_label``) pixels are the OOD set, ignored
+    pixels count nowhere. The images of `panel_indices` are kept whole for the figures."""
     ignore, ood_label = benchmark.ignore_index, benchmark.ood_label
     if ignore is None or ood_label is None:
         raise ValueError(
             f"{benchmark.name}: a segmentation benchmark needs ignore_index and ood_label"
         )
     calibration = ClassificationMetrics(ignore_index=ignore)
+    segmentation = SegmentationMetrics(benchmark.num_classes, ignore_index=ignore)
     ood = OODMetrics()
     kept_in: list[Tensor] = []
     kept_out: list[Tensor] = []
+    chosen = panel_indices(test_loader, ood_label)
+    panels: dict[str, list[Tensor]] = {
+        k: [] for k in ("index", "image", "labels", "prediction", "confidence")
+    }
     generator = torch.Generator().manual_seed(0)
-    for probs, (_, labels) in zip(predict(test_loader), test_loader, strict=True):
+    start = 0
+    for probs, (images, labels) in zip(predict(test_loader), test_loader, strict=True):
         mean = probs.mean(dim=0)
         is_ood = labels == ood_label
         valid = labels != ignore
-        calibration.update(mean, labels.masked_fill(is_ood, ignore))
-        scores = mean.max(dim=1).values
-        ood.update(scores, is_ood, valid)
+        known = labels.masked_fill(is_ood, ignore)
+        calibration.update(mean, known)
+        segmentation.update(mean, known)
+        confidence, prediction = mean.max(dim=1)
+        ood.update(confidence, is_ood, valid)
         for kept, mask in ((kept_in, valid & ~is_ood), (kept_out, is_ood)):
-            kept.append(_subsample(scores[mask], FIGURE_PIXELS // 10, generator))
-    metrics = {**calibration.compute(), **ood.compute()}
+            kept.append(_subsample(confidence[mask], FIGURE_PIXELS // 10, generator))
+        here = chosen[(chosen >= start) & (chosen < start + len(labels))]
+        for key, values in (
+            ("index", here),
+            ("image", images[here - start]),
+            ("labels", labels[here - start]),
+            ("prediction", prediction[here - start]),
+            ("confidence", confidence[here - start]),
+        ):
+            panels[key].append(values)
+        start += len(labels)
+    metrics = {**calibration.compute(), **segmentation.compute(), **ood.compute()}
     return Evaluation(
         metrics,
         0.0,
         calibration.calibration_bins(),
         _subsample(torch.cat(kept_in), FIGURE_PIXELS, generator),
         _subsample(torch.cat(kept_out), FIGURE_PIXELS, generator),
+        {key: torch.cat(values) for key, values in panels.items()},
     )
 
 

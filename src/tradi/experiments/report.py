@@ -22,7 +22,13 @@ from torch import Tensor
 
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.metrics import CalibrationBins
-from tradi.plots import confidence_histograms, ood_curves, reliability_diagram, save_figure
+from tradi.plots import (
+    confidence_histograms,
+    ood_curves,
+    reliability_diagram,
+    save_figure,
+    segmentation_panels,
+)
 
 #: Table labels of the paper's methods.
 METHOD_LABELS: dict[str, str] = {
@@ -58,6 +64,9 @@ METRIC_FORMATS: dict[str, tuple[str, float, int]] = {
     "accuracy": ("accuracy %", 100.0, 2),
     "nll": ("NLL", 1.0, 4),
     "brier": ("Brier", 1.0, 4),
+    "miou": ("mIoU %", 100.0, 1),
+    "pixel_accuracy": ("pixel acc. %", 100.0, 1),
+    "mean_class_accuracy": ("class acc. %", 100.0, 1),
 }
 _OOD_COLUMNS = (
     "auroc",
@@ -70,6 +79,8 @@ _OOD_COLUMNS = (
     "nll",
 )
 _CLASSIFICATION_COLUMNS = ("nll", "accuracy", "ece", "brier")
+#: The paper's CamVid-OOD layout (AUROC / AUPR / FPR95 / ECE), then segmentation quality.
+_SEGMENTATION_COLUMNS = ("auroc", "aupr_out", "fpr95_tpr_in", "ece", "miou", "pixel_accuracy")
 _CONVENTIONS = (
     "Score: maximum class probability (MCP) of the averaged prediction. AUROC does not depend on "
     "the positive class. AUPR-in: in-distribution positive; AUPR-out: OOD positive (anomaly "
@@ -78,6 +89,16 @@ _CONVENTIONS = (
     "test data only (the calibration figure). Pooled ECE: the paper's table ECE, in-distribution "
     "and OOD test data pooled with every OOD prediction counted wrong; shown only to compare "
     "with the paper."
+)
+_SEGMENTATION_CONVENTIONS = (
+    "Per pixel, accumulated over the whole test set (score histograms and a confusion matrix, "
+    "never all pixels at once). Score: maximum class probability (MCP) of the averaged "
+    "prediction at each pixel. OOD pixels: the class never trained on (pedestrian); "
+    "in-distribution pixels: every known-class pixel; unlabelled pixels count nowhere. AUROC "
+    "does not depend on the positive class; AUPR-out: OOD pixels positive; FPR95: share of OOD "
+    "pixels accepted at the threshold that keeps 95% of known-class pixels. ECE (15 bins), mIoU "
+    "(mean over known classes of TP / (TP + FP + FN)) and pixel accuracy: known-class pixels "
+    "only."
 )
 
 
@@ -174,7 +195,10 @@ def _markdown(header: list[str], lines: Iterable[list[str]]) -> str:
 def main_columns(summary: dict[str, dict[str, Any]]) -> tuple[str, ...]:
     """The paper's layout: OOD metrics first when the benchmark has an OOD set."""
     present = set().union(*(s["stats"] for s in summary.values()))
-    columns = _OOD_COLUMNS if "auroc" in present else _CLASSIFICATION_COLUMNS
+    if "miou" in present:
+        columns = _SEGMENTATION_COLUMNS
+    else:
+        columns = _OOD_COLUMNS if "auroc" in present else _CLASSIFICATION_COLUMNS
     return tuple(c for c in columns if c in present)
 
 
@@ -273,10 +297,55 @@ def _figure_label(row: dict[str, Any]) -> str:
     return name if suffix is None else f"{name} {row['scales'][0]:g}{suffix}"
 
 
+def _segmentation_figures(
+    artefacts: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+    benchmark: dict[str, Any],
+    out_dir: Path,
+) -> list[tuple[str, str]]:
+    """One figure per kept test image: the image, its ground truth (OOD pixels outlined), and
+    every method's prediction and confidence map side by side (untuned-scale rows left out)."""
+    keys = [k for k in labels if artefacts[k].get("panels") is not None]
+    keys = [k for k in keys if not k.endswith("_untuned")] or keys
+    if not keys:
+        return []
+    first = artefacts[keys[0]]["panels"]
+    num_classes = benchmark["num_classes"]
+    figures = []
+    for position, index in enumerate(first["index"].tolist()):
+        ground_truth = first["labels"][position]
+        predictions = {
+            labels[k]: (
+                artefacts[k]["panels"]["prediction"][position],
+                artefacts[k]["panels"]["confidence"][position].float(),
+            )
+            for k in keys
+        }
+        figure = segmentation_panels(
+            first["image"][position],
+            predictions,
+            num_classes,
+            ground_truth=ground_truth,
+            ood_mask=ground_truth == num_classes,
+            class_names=benchmark.get("class_names"),
+        )
+        name = f"segmentation_test_{index}"
+        save_figure(figure, out_dir / "figures" / name)
+        figures.append(
+            (
+                f"Test image {index}: prediction and per-pixel confidence (MCP) of each method; "
+                "unseen-class (pedestrian) pixels outlined, unlabelled pixels black",
+                f"figures/{name}.png",
+            )
+        )
+    return figures
+
+
 def _figures(
-    artefacts: dict[str, dict[str, Any]], summary: dict[str, dict[str, Any]], out_dir: Path
+    artefacts: dict[str, dict[str, Any]], results: dict[str, Any], out_dir: Path
 ) -> list[tuple[str, str]]:
     """Draw the figures of the first seed; returns (caption, relative path) pairs."""
+    summary = results["summary"]
     labels = {key: _figure_label(summary[key]) for key in summary if key in artefacts}
     if not labels:
         return []
@@ -299,7 +368,14 @@ def _figures(
         figures.append(("ROC and precision-recall curves, MCP score", "figures/ood_curves.png"))
         save_figure(confidence_histograms(scores), out_dir / "figures" / "ood_confidence")
         figures.append(("MCP of in-distribution and OOD test data", "figures/ood_confidence.png"))
+    if results["benchmark"]["task"] == "segmentation":
+        figures += _segmentation_figures(artefacts, labels, results["benchmark"], out_dir)
     return figures
+
+
+def _input_size(benchmark: dict[str, Any]) -> str:
+    shape = benchmark.get("input_shape")
+    return "" if shape is None else "; inputs " + " × ".join(map(str, shape))
 
 
 def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> str:
@@ -314,13 +390,16 @@ def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> 
         f"Benchmark `{config['benchmark']}` ({results['benchmark']['task']}; train "
         f"{results['benchmark']['train']}, val {results['benchmark']['val']}, test "
         f"{results['benchmark']['test']}, OOD test {results['benchmark']['ood_test']}, OOD val "
-        f"{results['benchmark']['ood_val']}), model `{config['model']['name']}`, seeds {seeds}. "
+        f"{results['benchmark']['ood_val']}{_input_size(results['benchmark'])}), model "
+        f"`{config['model']['name']}`, seeds {seeds}. "
         "Ours: mean ± std over seeds"
         + (f"; in brackets: the paper ({paper.caption})." if paper else "."),
         "",
         main_table(results),
         "",
-        _CONVENTIONS,
+        _SEGMENTATION_CONVENTIONS
+        if results["benchmark"]["task"] == "segmentation"
+        else _CONVENTIONS,
     ]
     if paper and paper.notes:
         parts += ["", *(f"- {note}" for note in paper.notes)]
@@ -379,7 +458,7 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Add the summary to ``results`` and write results.json, results.csv, figures, report.md."""
     results = {**results, "summary": summarize(results)}
-    figures = _figures(artefacts, results["summary"], out_dir)
+    figures = _figures(artefacts, results, out_dir)
     _write_text(out_dir / "results.json", json.dumps(results, indent=1))
     _write_text(out_dir / "results.csv", _csv(flat_rows(results)))
     _write_text(out_dir / "report.md", report_markdown(results, figures))

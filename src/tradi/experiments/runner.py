@@ -246,6 +246,7 @@ def run_pair(
             },
             "scores_in": evaluation.scores_in,
             "scores_out": evaluation.scores_out,
+            "panels": evaluation.panels,
         }
     return result, artefacts
 
@@ -397,6 +398,8 @@ def _benchmark_summary(benchmark: Benchmark) -> dict[str, Any]:
         "name": benchmark.name,
         "task": benchmark.task,
         "num_classes": benchmark.num_classes,
+        "class_names": list(benchmark.class_names),
+        "input_shape": list(benchmark.input_shape),
         "train": size(benchmark.train),
         "val": size(benchmark.val),
         "test": size(benchmark.test),

@@ -21,6 +21,10 @@ Functional (whole tensors in memory):
 Accumulating (batch by batch, DDP-reducible torchmetrics Metrics with the same output keys):
     ClassificationMetrics, OODMetrics (score histograms, with `error_bounds()`).
 
+Segmentation (`tradi.metrics.segmentation`): segmentation_metrics(probs, labels, ignore_index)
+    -> {"miou", "pixel_accuracy", "mean_class_accuracy"} from one confusion matrix, and its
+    streaming twin SegmentationMetrics(num_classes, ignore_index).
+
 Values in the dicts are Python floats (JSON-ready); single metrics return float64 tensors.
 """
 
@@ -44,20 +48,29 @@ from tradi.metrics.scores import (
     sampled_variance,
     uncertainty_scores,
 )
+from tradi.metrics.segmentation import (
+    SegmentationMetrics,
+    confusion_matrix,
+    iou_per_class,
+    segmentation_metrics,
+)
 from tradi.metrics.streaming import ClassificationMetrics, OODMetrics, score_bin_edges
 
 __all__ = [
     "CalibrationBins",
     "ClassificationMetrics",
     "OODMetrics",
+    "SegmentationMetrics",
     "accuracy",
     "adaptive_calibration_bins",
     "adaptive_ece",
     "brier_score",
     "calibration_bins",
     "classification_metrics",
+    "confusion_matrix",
     "ece",
     "fpr_at_tpr",
+    "iou_per_class",
     "mce",
     "mutual_information",
     "nll",
@@ -68,5 +81,6 @@ __all__ = [
     "predictive_entropy",
     "sampled_variance",
     "score_bin_edges",
+    "segmentation_metrics",
     "uncertainty_scores",
 ]
