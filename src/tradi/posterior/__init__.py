@@ -5,5 +5,14 @@ taken from the model as it is.
 """
 
 from tradi.posterior.gaussian import DiagonalGaussian, KernelGaussian, WeightPosterior
+from tradi.posterior.isotropic import IsotropicGaussian
+from tradi.posterior.swag import SWAGCollector, SWAGPosterior
 
-__all__ = ["DiagonalGaussian", "KernelGaussian", "WeightPosterior"]
+__all__ = [
+    "DiagonalGaussian",
+    "IsotropicGaussian",
+    "KernelGaussian",
+    "SWAGCollector",
+    "SWAGPosterior",
+    "WeightPosterior",
+]
