@@ -89,7 +89,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    command = shlex.join(["tradi", *(argv if argv is not None else sys.argv[1:])])
+    # The command that reruns this experiment from scratch (recorded in results and report).
+    arguments = argv if argv is not None else sys.argv[1:]
+    command = shlex.join(["tradi", *(a for a in arguments if a != "--resume")])
     # Imported here so that `tradi --help` answers without loading torch.
     from tradi.experiments import (
         ConfigError,
@@ -135,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tradi: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = "" if args.resume else " --resume"
-        print(f"\ntradi: interrupted; continue with: {command}{resume}", file=sys.stderr)
+        print(f"\ntradi: interrupted; continue with: {command} --resume", file=sys.stderr)
         return 130
     print(main_table(results))
     print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")

@@ -106,3 +106,5 @@ def test_ctrl_c_says_how_to_resume(
     monkeypatch.setattr("tradi.experiments.run_experiment", interrupted)
     assert main(["run", "digits", "--out", str(tmp_path)]) == 130
     assert f"continue with: tradi run digits --out {tmp_path} --resume" in capsys.readouterr().err
+    assert main(["run", "digits", "--resume", "--out", str(tmp_path)]) == 130
+    assert f"continue with: tradi run digits --out {tmp_path} --resume" in capsys.readouterr().err

@@ -294,7 +294,10 @@ def _figure_label(row: dict[str, Any]) -> str:
     """A panel title short enough for seven panels side by side (first seed's scale)."""
     name = _SHORT_LABELS.get(row["method"], row["method"])
     suffix = {"chosen": " (val.)", "untuned": " (untuned)"}.get(row["scale_source"])
-    return name if suffix is None else f"{name} {row['scales'][0]:g}{suffix}"
+    if suffix is None:
+        return name
+    prefix = "σ=" if row["method"] == "gaussian_perturbation" else "×"
+    return f"{name} {prefix}{row['scales'][0]:g}{suffix}"
 
 
 def _segmentation_figures(
