@@ -22,7 +22,7 @@ class PaperTable:
 
 
 _MNIST_NOTMNIST = PaperTable(
-    caption="MNIST / notMNIST, MLP with 3 hidden layers (paper, Table 1)",
+    caption="MNIST / notMNIST, MLP with 3 hidden layers",
     rows={
         "mcp": {
             "auroc": 94.0,
@@ -83,7 +83,7 @@ _MNIST_NOTMNIST = PaperTable(
 )
 
 _MNIST = PaperTable(
-    caption="MNIST classification, LeNet-5 (paper, Table 2)",
+    caption="MNIST classification, LeNet-5",
     rows={
         "deep_ensembles": {"nll": 0.035, "accuracy": 98.88},
         "mc_dropout": {"nll": 0.065, "accuracy": 98.19},
@@ -93,7 +93,7 @@ _MNIST = PaperTable(
 )
 
 _CIFAR10 = PaperTable(
-    caption="CIFAR-10 classification (paper, Table 2)",
+    caption="CIFAR-10 classification",
     rows={
         "deep_ensembles": {"nll": 0.173, "accuracy": 95.67},
         "mc_dropout": {"nll": 0.205, "accuracy": 95.27},
@@ -110,7 +110,7 @@ _CIFAR10 = PaperTable(
 )
 
 _CAMVID_OOD = PaperTable(
-    caption="CamVid-OOD, ENet (paper, Table 3)",
+    caption="CamVid-OOD, ENet",
     rows={
         "mcp": {
             "auroc": 75.4,
