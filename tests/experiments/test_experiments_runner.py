@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import tradi.experiments.runner as runner
 import tradi.training.loop as loop
 from tradi.data import Benchmark, TensorSplit
 from tradi.experiments import config_from_dict, run_experiment
+from tradi.experiments._files import write_text_atomic
 from tradi.experiments.evaluation import evaluate
 from tradi.experiments.selection import pick_scale
 from tradi.metrics import classification_metrics, ood_metrics
+from tradi.training.checkpoint import save_atomic
 
 # Per seed: mcp (3 epoch checkpoints), deep_ensembles (2 members x 3), tradi (3).
 KILL_AFTER_SAVE = 3 + 6 + 2  # in tradi, seed 0, after its second epoch was saved
@@ -116,16 +119,16 @@ def test_atomic_writes_keep_the_old_file_when_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "result.json"
-    runner._write_atomic(target, "old")
+    write_text_atomic(target, "old")
 
     def killed(_: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.os, "fsync", killed)
+    monkeypatch.setattr(os, "fsync", killed)  # the kill lands after the data, before the rename
     with pytest.raises(KeyboardInterrupt):
-        runner._write_atomic(target, "new, but never completed")
+        write_text_atomic(target, "new, but never completed")
     with pytest.raises(KeyboardInterrupt):
-        runner._save_atomic(tmp_path / "artefacts.pt", {"x": torch.ones(3)})
+        save_atomic({"x": torch.ones(3)}, tmp_path / "artefacts.pt")
     assert target.read_text() == "old"
     assert not (tmp_path / "artefacts.pt").exists()
 

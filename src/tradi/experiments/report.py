@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import yaml
 from torch import Tensor
 
+from tradi.experiments._files import write_text_atomic
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.metrics import CalibrationBins
 from tradi.plots import (
@@ -442,12 +442,6 @@ def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> 
     return "\n".join(parts) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _csv(rows: list[dict[str, Any]]) -> str:
     fields: list[str] = []
     for row in rows:
@@ -465,7 +459,7 @@ def write_outputs(
     """Add the summary to ``results`` and write results.json, results.csv, figures, report.md."""
     results = {**results, "summary": summarize(results)}
     figures = _figures(artefacts, results, out_dir)
-    _write_text(out_dir / "results.json", json.dumps(results, indent=1))
-    _write_text(out_dir / "results.csv", _csv(flat_rows(results)))
-    _write_text(out_dir / "report.md", report_markdown(results, figures))
+    write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1))
+    write_text_atomic(out_dir / "results.csv", _csv(flat_rows(results)))
+    write_text_atomic(out_dir / "report.md", report_markdown(results, figures))
     return results

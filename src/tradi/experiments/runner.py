@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
@@ -40,6 +39,7 @@ from tqdm.auto import tqdm
 
 import tradi
 from tradi.data import Benchmark, load_benchmark
+from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
 from tradi.experiments.evaluation import Evaluation, evaluate, predictor
 from tradi.experiments.loaders import TensorBatches
@@ -47,6 +47,7 @@ from tradi.experiments.report import METHOD_LABELS, write_outputs
 from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
 from tradi.methods import Method, SamplingMethod, build_method
 from tradi.models import build_model
+from tradi.training.checkpoint import save_atomic
 from tradi.training.loop import LossFn
 
 logger = logging.getLogger(__name__)
@@ -69,25 +70,6 @@ class Row:
     label: str
     scale: float | None = None
     scale_source: ScaleSource | None = None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` is either the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _save_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(value, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -293,7 +275,7 @@ def _prepare_out_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> N
         logger.warning("starting afresh: removing the previous run's state in %s", out_dir)
         shutil.rmtree(out_dir / "state")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def select_methods(config: ExperimentConfig, methods: Sequence[str] | None) -> ExperimentConfig:
@@ -368,8 +350,8 @@ def _run_pairs(
             result, pair_artefacts = run_pair(
                 config, name, seed, benchmark, pair_dir, progress=progress
             )
-            _save_atomic(artefact_path, pair_artefacts)
-            _write_atomic(result_path, json.dumps(result, indent=1))
+            save_atomic(pair_artefacts, artefact_path)
+            write_text_atomic(result_path, json.dumps(result, indent=1))
             shutil.rmtree(pair_dir / "checkpoint", ignore_errors=True)
             logger.info("%s seed %d done: %s", name, seed, _headline(result))
         else:
