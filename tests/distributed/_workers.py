@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 import tradi.distributed as td
-from tradi.metrics import ClassificationMetrics, OODMetrics
+from tradi.ensemble import SampledEnsemble
 from tradi.tracking import WeightTracker
 from tradi.training import fit
 from tradi.training.callbacks import TrackingCallback
@@ -88,6 +88,10 @@ def evaluation_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def scenario_metrics(out: Path) -> None:
+    # heavy imports (torchmetrics, FSDP) stay in the scenarios that use them: the spawned
+    # processes of the other scenarios start seconds faster
+    from tradi.metrics import ClassificationMetrics, OODMetrics
+
     probs, labels, ood_scores = evaluation_data()
     local = td.shard_dataset(TensorDataset(probs, labels))
     local_ood = td.shard_dataset(TensorDataset(ood_scores))
@@ -116,12 +120,47 @@ def scenario_metrics(out: Path) -> None:
     )
 
 
-def scenario_train_and_metrics(out: Path) -> None:
-    """Both in one run: starting processes is the slow part of these tests."""
-    (out / "train").mkdir(exist_ok=True)
-    (out / "metrics").mkdir(exist_ok=True)
-    scenario_train(out / "train")
-    scenario_metrics(out / "metrics")
+def ensemble_inputs() -> torch.Tensor:
+    return torch.randn(9, 6, generator=torch.Generator().manual_seed(3))
+
+
+def scenario_fsdp(out: Path) -> None:
+    """FSDP2: each Linear and the root sharded on dim 0 (16 rows: 8 + 8; 3 rows: 2 + 1)."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = tiny_model()
+    for module in (model[0], model[2], model):
+        fully_shard(module)
+    loader = td.shard_loader(training_data(), GLOBAL_BATCH, shuffle=True, seed=5)
+    callbacks, _, _ = train(model, loader)
+    tracker = callbacks[0].tracker
+    assert tracker is not None
+    plain = tiny_model()
+    plain.load_state_dict(td.full_state_dict(model))
+    posterior = tracker.posterior("kernel", scale=3.0)  # gathered on every rank
+    ensemble = SampledEnsemble(plain, posterior, 4, seed=2)
+    torch.save(
+        {
+            "local_mean": tracker.mean(),
+            "local_variance": tracker.variance(),
+            "gradient_local_variance": callbacks[1].tracker.variance(),  # type: ignore[union-attr]
+            "gathered_mean": posterior.mean,  # type: ignore[attr-defined]
+            "weights": plain.state_dict(),
+            "probs": ensemble(ensemble_inputs()),
+        },
+        out / f"rank{td.rank()}.pt",
+    )
+
+
+def scenario_all(out: Path) -> None:
+    """DDP training, evaluation and FSDP2 in one run: starting processes is the slow part."""
+    for name, scenario in (
+        ("train", scenario_train),
+        ("metrics", scenario_metrics),
+        ("fsdp", scenario_fsdp),
+    ):
+        (out / name).mkdir(exist_ok=True)
+        scenario(out / name)
 
 
 def scenario_fail(out: Path) -> None:
@@ -132,8 +171,7 @@ def scenario_fail(out: Path) -> None:
 
 SCENARIOS = {
     "train": scenario_train,
-    "metrics": scenario_metrics,
-    "train_and_metrics": scenario_train_and_metrics,
+    "all": scenario_all,
     "fail": scenario_fail,
 }
 

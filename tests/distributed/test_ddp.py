@@ -1,6 +1,6 @@
 """Two gloo processes on the CPU: trackers identical across ranks and equal to one process over
-the same global batches, evaluation reduced exactly, one rank writing, and a failing rank
-failing the whole run instead of hanging."""
+the same global batches (DDP), or following each rank's shard (FSDP2); evaluation reduced
+exactly, one rank writing, and a failing rank failing the whole run instead of hanging."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
+from tradi.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics, OODMetrics, classification_metrics, ood_metrics
 
 HERE = Path(__file__).parent
@@ -61,7 +62,7 @@ def load_ranks(folder: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One 2-process run through `tradi.distributed.launch`: training, then evaluation.
+    """One 2-process run through `tradi.distributed.launch`: DDP training, evaluation, FSDP2.
 
     Shared by the pytest-xdist workers (a lock in their common temporary folder), so that the
     run happens once however the tests are distributed.
@@ -71,7 +72,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with FileLock(shared / "ddp_launched.lock"):
         if not (out / "done").exists():
             out.mkdir(exist_ok=True)
-            done = run_scenario("train_and_metrics", out)
+            done = run_scenario("all", out)
             assert done.returncode == 0, done.stderr[-3000:]
             (out / "done").touch()
     return out
@@ -87,11 +88,17 @@ def single_process() -> dict[str, Any]:
         generator=torch.Generator().manual_seed(5),
     )
     callbacks, model, _ = workers.train(workers.tiny_model(), loader)
+    tracker = callbacks[0].tracker
+    ensemble = SampledEnsemble(model, tracker.posterior("kernel", scale=3.0), 4, seed=2)
     return {
-        "delta": callbacks[0].tracker.state_dict(),
+        "delta": tracker.state_dict(),
         "gradient": callbacks[1].tracker.state_dict(),
         "weights": model.state_dict(),
         "batches_per_epoch": len(loader),
+        "mean": tracker.mean(),
+        "variance": tracker.variance(),
+        "gradient_variance": callbacks[1].tracker.variance(),
+        "probs": ensemble(workers.ensemble_inputs()),
     }
 
 
@@ -183,5 +190,30 @@ def test_streaming_metrics_reduce_to_the_single_process_values(launched: Path) -
 def test_a_failing_rank_fails_the_run_with_its_error(tmp_path: Path) -> None:
     done = run_scenario("fail", tmp_path)  # a hang would raise TimeoutExpired
     assert done.returncode != 0
-    assert "DistributedRunError: rank 1 of 2 raised an exception" in done.stderr
+    assert "DistributedRunError: rank 1 of 2 failed first" in done.stderr
     assert "rank one broke on purpose" in done.stderr
+
+
+def test_fsdp2_trackers_follow_the_local_shards_and_gather_for_prediction(
+    launched: Path, single_process: dict[str, Any]
+) -> None:
+    ranks = load_ranks(launched / "fsdp")
+    # each rank tracks its rows of every parameter (dim 0: 16 -> 8 + 8, 3 -> 2 + 1) ...
+    assert ranks[0]["local_mean"]["2.weight"].shape == (2, 16)
+    assert ranks[1]["local_mean"]["2.weight"].shape == (1, 16)
+    for key, reference in (
+        ("local_mean", "mean"),
+        ("local_variance", "variance"),
+        ("gradient_local_variance", "gradient_variance"),
+    ):
+        for name, expected in single_process[reference].items():
+            joined = torch.cat([ranks[0][key][name], ranks[1][key][name]])
+            torch.testing.assert_close(joined, expected, **FLOAT32_STEPS)
+    # ... and sampling and prediction see whole tensors, the same on both ranks
+    for result in ranks:
+        for name, expected in single_process["mean"].items():
+            torch.testing.assert_close(result["gathered_mean"][name], expected, **FLOAT32_STEPS)
+        for name, expected in single_process["weights"].items():
+            torch.testing.assert_close(result["weights"][name], expected, **FLOAT32_STEPS)
+        torch.testing.assert_close(result["probs"], single_process["probs"], rtol=1e-4, atol=1e-5)
+    assert torch.equal(ranks[0]["probs"], ranks[1]["probs"])

@@ -19,6 +19,7 @@ from tradi.distributed.context import (
 )
 from tradi.distributed.data import ShardedBatchSampler, shard_dataset, shard_loader
 from tradi.distributed.launch import DistributedRunError, launch
+from tradi.distributed.sharded import full_state_dict
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -28,6 +29,7 @@ __all__ = [
     "all_gather_tensors",
     "all_reduce_sums",
     "barrier",
+    "full_state_dict",
     "init_from_env",
     "is_rank_zero",
     "launch",

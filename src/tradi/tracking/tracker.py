@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.distributed.context import unwrap
+from tradi.distributed.sharded import gather_like, is_sharded, local_shard
 from tradi.posterior import DiagonalGaussian, KernelGaussian, WeightPosterior
 from tradi.tracking.kalman import KalmanConfig, gain_step
 
@@ -104,8 +105,9 @@ class WeightTracker:
         self.num_skipped = 0
         self._warned = False
 
-        self._shapes = [p.shape for p in self._params]
-        self._sizes = [p.numel() for p in self._params]
+        # under FSDP2 the state covers this rank's shard of each parameter only
+        self._shapes = [local_shard(p).shape for p in self._params]
+        self._sizes = [local_shard(p).numel() for p in self._params]
         weights = self._gather_weights()
         self._mean = weights.clone() if init_mean == "weights" else torch.zeros_like(weights)
         self._var = torch.cat(
@@ -117,7 +119,7 @@ class WeightTracker:
                     else math.sqrt(2.0 / (shape[0] if len(shape) else 1)),
                     device=weights.device,
                 )
-                for n, shape in zip(self._sizes, self._shapes, strict=True)
+                for n, shape in zip(self._sizes, [p.shape for p in self._params], strict=True)
             ]
         )
         # w(t-1) is only needed for the real step; views give per-parameter access to flat state
@@ -130,7 +132,7 @@ class WeightTracker:
 
     def _gather_weights(self) -> Tensor:
         """All tracked weights as one flat float32 vector."""
-        return torch.cat([p.detach().reshape(-1) for p in self._params]).float()
+        return torch.cat([local_shard(p.detach()).reshape(-1) for p in self._params]).float()
 
     # ------------------------------------------------------------------ the Kalman step
     @torch.no_grad()
@@ -162,9 +164,8 @@ class WeightTracker:
             sigma2_new = (1 - K_s2) (sigma2 + d^2) + K_s2 (1 - K_mu)^2 (prev - mu)^2.
         """
         assert self._previous is not None
-        weights = [
-            p.detach() if p.dtype == torch.float32 else p.detach().float() for p in self._params
-        ]
+        weights = [local_shard(p.detach()) for p in self._params]
+        weights = [w if w.dtype == torch.float32 else w.float() for w in weights]
         # w(t-1) is finite by induction, so d is finite iff w is; the norms are NaN/Inf iff
         # some weight is (or if they overflow: such a step is skipped too)
         if not bool(torch.isfinite(torch.stack(torch._foreach_norm(weights))).all()):
@@ -188,7 +189,7 @@ class WeightTracker:
         }
         steps = torch.cat(
             [
-                (p.grad.detach().reshape(-1).float() * -float(lr_of.get(id(p), 0.0)))
+                (local_shard(p.grad.detach()).reshape(-1).float() * -float(lr_of.get(id(p), 0.0)))
                 if p.grad is not None
                 else torch.zeros(n, device=self._mean.device)
                 for p, n in zip(self._params, self._sizes, strict=True)
@@ -221,8 +222,15 @@ class WeightTracker:
             for n, c, shape in zip(self.names, chunks, self._shapes, strict=True)
         }
 
+    def _whole(self, local: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Whole tensors from this rank's shards (FSDP2; collective), else `local` itself."""
+        if not is_sharded(self._params):
+            return local
+        return gather_like(dict(zip(self.names, self._params, strict=True)), local)
+
     def mean(self) -> dict[str, Tensor]:
-        """Tracked means {parameter name: float32 tensor} (copies)."""
+        """Tracked means {parameter name: float32 tensor} (copies; this rank's shards under
+        FSDP2: `posterior()` gathers them)."""
         return self._unflatten(self._mean)
 
     def variance(self) -> dict[str, Tensor]:
@@ -246,13 +254,14 @@ class WeightTracker:
         "kernel" is the low-rank random-Fourier-feature covariance anchored at the current
         weights w*, with one phase per feature; phase="weight" is the public code's variant,
         whose samples are diagonal in effect (only for comparison).
+        Under FSDP2 the shards are gathered into whole tensors: every rank must call this.
         """
+        mean, variance = self._whole(self.mean()), self._whole(self.variance())
         if covariance == "diag":
-            return DiagonalGaussian(self.mean(), self.variance(), scale=scale)
+            return DiagonalGaussian(mean, variance, scale=scale)
         if covariance == "kernel":
-            return KernelGaussian(
-                self.mean(), self.variance(), self.weights(), rank=rank, scale=scale, phase=phase
-            )
+            weights = self._whole(self.weights())
+            return KernelGaussian(mean, variance, weights, rank=rank, scale=scale, phase=phase)
         raise ValueError(f"covariance must be 'diag' or 'kernel', got {covariance!r}")
 
     # ------------------------------------------------------------------ checkpointing
