@@ -76,6 +76,49 @@ def update_bn_stats(
         model.train(was_training)
 
 
+@torch.no_grad()
+def _bn_stats_vmap(
+    model: nn.Module, loader: Iterable[Any], stacked: dict[str, Tensor], device: torch.device
+) -> dict[str, Tensor]:
+    """`update_bn_stats` for k weight sets at once (`stacked`: [k, ...] tensors), in one pass.
+
+    The running statistics are stacked [k, C] and updated in place under vmap; the batch
+    counter stays shared (every set sees the same batches), so the cumulative average's factor
+    1 / count is a plain number. Dropout draws different masks for different sets.
+    """
+    k = next(iter(stacked.values())).shape[0]
+    tracked = {
+        name: bn
+        for name, bn in model.named_modules()
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_mean is not None
+    }
+    momenta = {bn: bn.momentum for bn in tracked.values()}
+    was_training = model.training
+    stats: dict[str, Tensor] = {}
+    for name, bn in tracked.items():
+        bn.reset_running_stats()
+        bn.momentum = None
+        stats[f"{name}.running_mean"] = bn.running_mean.expand(k, -1).clone()
+        stats[f"{name}.running_var"] = bn.running_var.expand(k, -1).clone()  # type: ignore[union-attr]
+
+    def forward(tensors: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(model, tensors, (x,))
+
+    batched = vmap(forward, in_dims=(0, None), randomness="different")
+    model.train()
+    try:
+        for batch in loader:
+            batched({**stacked, **stats}, _inputs(batch).to(device))
+    finally:
+        for bn, momentum in momenta.items():
+            bn.momentum = momentum
+        model.train(was_training)
+    for name, bn in tracked.items():
+        if bn.num_batches_tracked is not None:
+            stats[f"{name}.num_batches_tracked"] = bn.num_batches_tracked.expand(k).clone()
+    return stats
+
+
 class SampledEnsemble:
     """An ensemble of `n_samples` weight sets drawn from `posterior`, evaluated on a model copy.
 
@@ -86,7 +129,8 @@ class SampledEnsemble:
         average: "probs" averages softmax probabilities (the paper, eq. 6); "logits" averages
             logits before one softmax (the public code; offered only for comparison).
         bn_loader: if given, BatchNorm running statistics are re-estimated for each sample on
-            this loader (training data), as SWAG does and the public code does for TRADI.
+            this loader (training data), as SWAG does and the public code does for TRADI;
+            batched like prediction, `chunk_size` weight sets per pass over the loader.
         seed: the weight sets are a deterministic function of `seed`.
         cache: keep the drawn weight sets in memory (n_samples copies of the sampled tensors)
             rather than redrawing them for each batch; turn off for very large models.
@@ -141,16 +185,35 @@ class SampledEnsemble:
         self._cached: list[dict[str, Tensor]] | None = None
         self._stacked_buffers: dict[str, Tensor] | None = None
         self._buffers: list[dict[str, Tensor]] | None = None
-        if bn_loader is not None and _bn_modules(self.model):
-            per_sample = []
-            for weights in self._weight_sets():
-                update_bn_stats(self.model, bn_loader, weights, self.device)
-                per_sample.append({n: b.clone() for n, b in self.model.named_buffers()})
-            self._stacked_buffers = _stack(per_sample)
-            self._buffers = _unstack(self._stacked_buffers, n_samples)
         if cache:
             self._stacked = _stack(list(self._weight_sets()))
             self._cached = _unstack(self._stacked, n_samples)
+        if bn_loader is not None and _bn_modules(self.model):
+            self._stacked_buffers = self._bn_statistics(bn_loader)
+            self._buffers = _unstack(self._stacked_buffers, n_samples)
+
+    def _bn_statistics(self, loader: Iterable[Any]) -> dict[str, Tensor]:
+        """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...].
+
+        Chunks of weight sets share each pass over the loader under vmap; a model vmap cannot
+        trace in training mode falls back to one pass per weight set (batching="auto").
+        """
+        if self.batching != "loop":
+            try:
+                chunks = [
+                    _bn_stats_vmap(self.model, loader, chunk, self.device)
+                    for chunk in self._stacked_chunks()
+                ]
+                return {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
+            except Exception as error:
+                if self.batching == "vmap":
+                    raise
+                logger.info("SampledEnsemble: BatchNorm update under vmap failed (%s)", error)
+        per_sample = []
+        for weights in self._weight_sets():
+            update_bn_stats(self.model, loader, weights, self.device)
+            per_sample.append({n: b.clone() for n, b in self.model.named_buffers()})
+        return _stack(per_sample)
 
     def _draw(self, index: int) -> dict[str, Tensor]:
         generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])

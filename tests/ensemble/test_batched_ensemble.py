@@ -64,9 +64,15 @@ def test_vmap_and_loop_agree_with_a_plain_reference(bn_update: bool) -> None:
     torch.testing.assert_close(by_loop.sample_logits(x), expected, rtol=0, atol=0)
     torch.testing.assert_close(by_vmap.sample_logits(x), expected, **LOGIT_TOLERANCE)
     torch.testing.assert_close(by_vmap(x), by_loop(x), rtol=0, atol=1e-6)
-    # the per-sample BN statistics really differ, so stacking them is exercised
+    # the per-sample BN statistics really differ, so stacking them is exercised, and the vmapped
+    # re-estimation (all weight sets per pass over the loader) equals one pass per set
     if bn_update:
         assert not torch.equal(by_vmap._buffers[0]["1.running_mean"], model[1].running_mean)
+        assert by_vmap._stacked_buffers is not None and by_loop._stacked_buffers is not None
+        for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+            torch.testing.assert_close(
+                by_vmap._stacked_buffers[name], by_loop._stacked_buffers[name], **LOGIT_TOLERANCE
+            )
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -102,9 +108,10 @@ class DataDependent(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.linear = nn.Linear(4, 3)
+        self.norm = nn.BatchNorm1d(3)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.linear(x)
+        out = self.norm(self.linear(x))
         return out * 2 if out.sum() > 0 else out - 1
 
 
@@ -113,10 +120,16 @@ def test_untraceable_model_falls_back_to_the_loop_once() -> None:
     model = DataDependent()
     posterior = posterior_of(model)
     x = torch.randn(5, 4)
+    bn_loader = [torch.randn(6, 4) for _ in range(3)]
     with pytest.raises(RuntimeError, match="data-dependent control flow"):
         SampledEnsemble(model, posterior, 4, batching="vmap")(x)
-    auto = SampledEnsemble(model, posterior, 4)
-    loop = SampledEnsemble(model, posterior, 4, batching="loop")
+    with pytest.raises(RuntimeError, match="data-dependent control flow"):
+        SampledEnsemble(model, posterior, 4, batching="vmap", bn_loader=bn_loader)
+    auto = SampledEnsemble(model, posterior, 4, bn_loader=bn_loader)
+    loop = SampledEnsemble(model, posterior, 4, batching="loop", bn_loader=bn_loader)
+    assert auto._stacked_buffers is not None and loop._stacked_buffers is not None
+    for name, stacked in loop._stacked_buffers.items():
+        assert torch.equal(auto._stacked_buffers[name], stacked)
     torch.testing.assert_close(auto.sample_logits(x), loop.sample_logits(x), rtol=0, atol=0)
     assert auto.batching_used == "loop"
     expected = reference_logits(model, loop, -x)
