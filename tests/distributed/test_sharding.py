@@ -122,3 +122,24 @@ def test_unwrap_and_tracker_names_look_through_ddp(tmp_path: Path) -> None:
         )
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_sharded_batches_split_every_global_batch_of_a_loader() -> None:
+    data = TensorDataset(torch.arange(27).float(), torch.arange(27))
+    generator = torch.Generator().manual_seed(4)
+    loader = DataLoader(data, 8, shuffle=True, generator=generator)  # batches 8, 8, 8, 3
+    start = generator.get_state()
+    expected = [y for _, y in loader]  # what one process sees
+    parts = []
+    for rank in range(3):
+        generator.set_state(start)  # every rank starts from the same seed
+        sharded = td.ShardedBatches(loader, rank=rank, world_size=3)
+        parts.append([y for _, y in sharded])
+    assert sharded.generator is generator and len(sharded) == 4
+    for index, batch in enumerate(expected):
+        assert torch.equal(torch.cat([parts[r][index] for r in range(3)]), batch)
+        assert [len(parts[r][index]) for r in range(3)] in ([3, 3, 2], [1, 1, 1])
+    tensors_only = td.ShardedBatches([torch.arange(6), torch.arange(1)], rank=1, world_size=2)
+    assert [t.tolist() for t in tensors_only] == [[3, 4, 5]]  # the 1-sample batch is skipped
+    with pytest.raises(ValueError, match="rank"):
+        td.ShardedBatches(loader, rank=3, world_size=3)

@@ -17,7 +17,12 @@ from tradi.distributed.context import (
     unwrap,
     world_size,
 )
-from tradi.distributed.data import ShardedBatchSampler, shard_dataset, shard_loader
+from tradi.distributed.data import (
+    ShardedBatches,
+    ShardedBatchSampler,
+    shard_dataset,
+    shard_loader,
+)
 from tradi.distributed.launch import DistributedRunError, launch
 from tradi.distributed.sharded import full_state_dict
 
@@ -26,6 +31,7 @@ __all__ = [
     "DistributedContext",
     "DistributedRunError",
     "ShardedBatchSampler",
+    "ShardedBatches",
     "all_gather_tensors",
     "all_reduce_sums",
     "barrier",

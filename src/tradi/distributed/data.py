@@ -1,8 +1,9 @@
 """Which samples each rank sees.
 
 Training: `shard_loader` keeps the single-process run's global batches and gives rank r the r-th
-part of each one. DDP averages the ranks' gradients, so every optimizer step is the step one
-process would take on the whole global batch, and trackers match a single-process run.
+part of each one (`ShardedBatches` does the same to an existing loader of in-memory batches).
+DDP averages the ranks' gradients, so every optimizer step is the step one process would take
+on the whole global batch, and trackers match a single-process run.
 
 Evaluation: `shard_dataset` gives each rank one contiguous block, every sample exactly once (no
 padding, unlike DistributedSampler), so predictions gathered in rank order are the dataset's.
@@ -10,7 +11,7 @@ padding, unlike DistributedSampler), so predictions gathered in rank order are t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 import torch
@@ -110,3 +111,42 @@ def shard_dataset(dataset: Dataset[Any]) -> Subset[Any]:
         raise TypeError("shard_dataset needs a dataset with a length")
     start, stop = _split_bounds(len(dataset), context.world_size(), context.rank())
     return Subset(dataset, range(start, stop))
+
+
+class ShardedBatches:
+    """Rank r's part of every global batch of an existing loader, split along dim 0.
+
+    For loaders whose batches are tensors already in memory (the runner's `TensorBatches`):
+    every rank iterates the same global batches (same seed, same augmentation draws) and keeps
+    its near-equal contiguous part, so a run of N processes sees the single-process batches.
+    Each rank materialises whole global batches: for datasets read from disk, `shard_loader`
+    reads only this rank's samples. A last global batch with fewer samples than ranks is
+    skipped (a rank without data would stall the others); `len()` still counts it.
+    `generator` is the wrapped loader's, so checkpoints save and restore the shuffling.
+    """
+
+    def __init__(
+        self, loader: Iterable[Any], *, rank: int | None = None, world_size: int | None = None
+    ) -> None:
+        self.loader = loader
+        self.rank = context.rank() if rank is None else rank
+        self.world_size = context.world_size() if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must lie in [0, {self.world_size}), got {self.rank}")
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return getattr(self.loader, "generator", None)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            parts = batch if isinstance(batch, (tuple, list)) else (batch,)
+            size = parts[0].shape[0]
+            if size < self.world_size:
+                return
+            start, stop = _split_bounds(size, self.world_size, self.rank)
+            local = [part[start:stop] for part in parts]
+            yield type(batch)(local) if isinstance(batch, (tuple, list)) else local[0]
