@@ -4,6 +4,9 @@
   fixed 8 batches of 10 images (not a full 37-batch CamVid epoch: the methods differ per
   optimizer step, by TRADI's tracker update, so a fixed number of batches measures the ratio
   of whole epochs), interleaved in one process. Each call builds a fresh ENet, on both sides.
+  Beside it, the same ratio one optimizer step at a time (a step with `tracker.update()` over
+  one without, on one network), which is less exposed to the machine's load: the two epoch
+  timings are seconds apart, the step pairs milliseconds.
 - tradi_inference_enet: per-image time of a 20-sample TRADI ensemble (the kernel posterior of
   a tracked run, BatchNorm statistics re-estimated per sample beforehand, which is a one-off
   cost per ensemble and not timed) over 20 plain forward passes of the trained ENet, on the
@@ -85,8 +88,9 @@ def epoch_ratio() -> Result:
         seconds = interleaved(
             {"mcp": lambda: mcp.fit(batches), "tradi": lambda: tradi_method.fit(batches)},
             steps=1,
-            rounds=5,
+            rounds=9,
         )
+        steps = _step_times(batches, loss)
     return {
         "model": "enet (dropout 0.1), 90 x 120, batch 10, one thread",
         "data": data,
@@ -95,8 +99,33 @@ def epoch_ratio() -> Result:
         "epoch_seconds_mcp": seconds["mcp"],
         "epoch_seconds_tradi": seconds["tradi"],
         "tradi_over_mcp": seconds["tradi"] / seconds["mcp"],
+        "step_ms_plain": 1e3 * steps["plain"],
+        "step_ms_tracked": 1e3 * steps["tracked"],
+        "tracked_step_over_plain_step": steps["tracked"] / steps["plain"],
         "goal": "<= 1.03",
     }
+
+
+def _step_times(batches: list[tuple[Tensor, Tensor]], loss: nn.Module) -> dict[str, float]:
+    """Seconds per optimizer step with and without TRADI's tracker update, interleaved."""
+    torch.manual_seed(0)
+    model = build_model("enet", NUM_CLASSES, CAMVID_SHAPE, dropout=0.1)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=TRAIN["lr"], weight_decay=TRAIN["weight_decay"]
+    )
+    tracker = tradi.WeightTracker(model, init_mean="weights", init_variance=0.0)
+    x, y = batches[0]
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+        optimizer.step()
+
+    def tracked_step() -> None:
+        step()
+        tracker.update()
+
+    return interleaved({"plain": step, "tracked": tracked_step}, steps=4, rounds=9)
 
 
 def inference_ratio() -> Result:
