@@ -5,6 +5,7 @@ rank's weights, `WeightTracker` and SWAG statistics stay identical without any c
 their own; only evaluation needs reduction, and rank 0 alone writes. See docs/distributed.md.
 """
 
+from tradi.distributed.batchnorm import GlobalBatchNorm
 from tradi.distributed.collectives import all_gather_tensors, all_reduce_sums
 from tradi.distributed.context import (
     DEFAULT_TIMEOUT_S,
@@ -20,9 +21,11 @@ from tradi.distributed.context import (
 from tradi.distributed.data import (
     ShardedBatches,
     ShardedBatchSampler,
+    global_batches,
     shard_dataset,
     shard_loader,
 )
+from tradi.distributed.ddp import data_parallel
 from tradi.distributed.launch import DistributedRunError, launch
 from tradi.distributed.sharded import full_state_dict
 
@@ -30,12 +33,15 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DistributedContext",
     "DistributedRunError",
+    "GlobalBatchNorm",
     "ShardedBatchSampler",
     "ShardedBatches",
     "all_gather_tensors",
     "all_reduce_sums",
     "barrier",
+    "data_parallel",
     "full_state_dict",
+    "global_batches",
     "init_from_env",
     "is_rank_zero",
     "launch",

@@ -22,11 +22,12 @@ def all_gather_tensors(tensor: Tensor, dim: int = 0) -> Tensor:
 
     Sizes along `dim` may differ between ranks (the blocks of `shard_dataset`); the other
     dimensions and the dtype must agree. With contiguous shards the result is in dataset order.
+    The result is on `tensor`'s device (NCCL moves CPU tensors through this rank's GPU).
     """
     if world_size() == 1:
         return tensor
     dim = dim % tensor.dim()
-    local = tensor.contiguous()
+    local = tensor.to(_communication_device(tensor)).contiguous()
     size = torch.tensor([local.shape[dim]], device=local.device)
     sizes = [torch.empty_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)
@@ -36,7 +37,8 @@ def all_gather_tensors(tensor: Tensor, dim: int = 0) -> Tensor:
     padded = torch.cat([local, local.new_zeros(padding)], dim=dim)
     gathered = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(gathered, padded)
-    return torch.cat([g.narrow(dim, 0, int(n)) for g, n in zip(gathered, sizes, strict=True)], dim)
+    blocks = [g.narrow(dim, 0, int(n)) for g, n in zip(gathered, sizes, strict=True)]
+    return torch.cat(blocks, dim).to(tensor.device)
 
 
 def all_reduce_sums(sums: Mapping[str, float | Tensor]) -> dict[str, float]:
@@ -45,11 +47,13 @@ def all_reduce_sums(sums: Mapping[str, float | Tensor]) -> dict[str, float]:
     names = list(sums)
     local = torch.tensor([float(sums[name]) for name in names], dtype=torch.float64)
     if world_size() > 1:
-        device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else local.device
-        local = local.to(device)
+        local = local.to(_communication_device(local))
         dist.all_reduce(local, op=dist.ReduceOp.SUM)
     return {name: float(value) for name, value in zip(names, local.cpu(), strict=True)}
 
 
-def _nccl() -> bool:
-    return dist.is_initialized() and dist.get_backend() == "nccl"
+def _communication_device(tensor: Tensor) -> torch.device:
+    """This rank's GPU under NCCL (which cannot send CPU tensors), the tensor's device otherwise."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return tensor.device

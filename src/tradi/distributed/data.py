@@ -150,3 +150,13 @@ class ShardedBatches:
             start, stop = _split_bounds(size, self.world_size, self.rank)
             local = [part[start:stop] for part in parts]
             yield type(batch)(local) if isinstance(batch, (tuple, list)) else local[0]
+
+
+def global_batches(loader: Iterable[Any]) -> Iterable[Any]:
+    """The loader of whole global batches inside a `ShardedBatches` (any other loader as is).
+
+    Passes over the training data that are not training steps (the per-sample BatchNorm
+    re-estimation of sampled weight sets) iterate it, so that every rank computes what one
+    process computes, without collectives.
+    """
+    return loader.loader if isinstance(loader, ShardedBatches) else loader
