@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() at construction
 
-from tradi.distributed import all_reduce_sums, barrier, is_rank_zero
+from tradi.distributed import all_reduce_sums, barrier, is_rank_zero, unwrap, world_size
 from tradi.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng_state,
@@ -159,7 +159,10 @@ def fit(
 
     Under DDP (a process group is initialised) losses and validation figures are reduced over
     the ranks, and only rank 0 logs, shows progress and writes checkpoints; it saves its own
-    random states, which all ranks restore on resume.
+    random states, which all ranks restore on resume. ``model`` may be the DDP wrapper: it
+    trains, while callbacks, validation, snapshots and checkpoints see the network inside
+    (``unwrap``), so their names carry no ``module.`` prefix and no forward pass outside
+    training runs a collective.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -172,12 +175,13 @@ def fit(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    network = unwrap(model)
 
     loop = {"epoch": 0, "steps": 0, "seconds": 0.0, "history": [], "best": None}
     for callback in callbacks:
-        callback.on_train_start(model, optimizer)
+        callback.on_train_start(network, optimizer)
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        loop = _restore(checkpoint_path, model, optimizer, scheduler, callbacks, train_loader)
+        loop = _restore(checkpoint_path, network, optimizer, scheduler, callbacks, train_loader)
         logger.info("resumed from %s at epoch %d", checkpoint_path, loop["epoch"])
 
     progress = progress and is_rank_zero()
@@ -185,16 +189,16 @@ def fit(
     for epoch in epoch_bar:
         started = time.perf_counter()
         for callback in callbacks:
-            callback.on_epoch_start(model, epoch)
+            callback.on_epoch_start(network, epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, loop["steps"] = _train_one_epoch(
             model, train_loader, optimizer, loss_fn, callbacks, device, loop["steps"], progress
         )
         metrics = {"epoch": float(epoch), "lr": lr, "train_loss": train_loss}
         if val_loader is not None:
-            metrics.update(evaluate(model, val_loader, loss_fn, device))
+            metrics.update(evaluate(network, val_loader, loss_fn, device))
         for callback in callbacks:
-            callback.on_epoch_end(model, epoch, metrics)
+            callback.on_epoch_end(network, epoch, metrics)
         if scheduler is not None:
             scheduler.step()
         if device.type == "cuda":
@@ -203,7 +207,7 @@ def fit(
         loop["history"].append(metrics)
         loop["epoch"] = epoch + 1
         if select != "last":
-            loop["best"] = _better_snapshot(loop["best"], select, metrics, model, callbacks)
+            loop["best"] = _better_snapshot(loop["best"], select, metrics, network, callbacks)
         epoch_bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if "loss" in k})
         if is_rank_zero():  # every rank holds the same state under DDP: one writes
             logger.info(
@@ -213,13 +217,13 @@ def fit(
                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
             )
             if checkpoint_path is not None:
-                _save(checkpoint_path, loop, model, optimizer, scheduler, callbacks, train_loader)
+                _save(checkpoint_path, loop, network, optimizer, scheduler, callbacks, train_loader)
         barrier()  # no rank may resume from a checkpoint that is still being written
 
     selected_epoch = loop["epoch"] - 1
     if loop["best"] is not None:
         best = loop["best"]
-        model.load_state_dict(best["model"])
+        network.load_state_dict(best["model"])
         for callback, state in zip(callbacks, best["callbacks"], strict=True):
             callback.load_state_dict(copy.deepcopy(state))
         selected_epoch = best["epoch"]
@@ -249,17 +253,26 @@ def _train_one_epoch(
         inputs, targets = inputs.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(inputs), targets)
-        loss.backward()
+        (loss * _share_of_global_batch(inputs.shape[0])).backward()
         optimizer.step()
         steps += 1
         for callback in callbacks:
-            callback.on_after_step(model, optimizer, steps)
+            callback.on_after_step(unwrap(model), optimizer, steps)
         loss_sum += loss.detach().double() * inputs.shape[0]
         count += inputs.shape[0]
     totals = all_reduce_sums({"loss": loss_sum, "count": count})
     if totals["count"] == 0:
         raise ValueError("the training loader yielded no batches")
     return totals["loss"] / totals["count"], steps
+
+
+def _share_of_global_batch(rows: int) -> float:
+    """The weight that makes DDP's average of the ranks' gradients the gradient of the mean loss
+    over the global batch: rows * world_size / global rows (1 when the parts are equal, and
+    outside a distributed run). It corrects the uneven split of a last, odd-sized batch."""
+    if world_size() == 1:
+        return 1.0
+    return rows * world_size() / all_reduce_sums({"rows": rows})["rows"]
 
 
 def _better_snapshot(
