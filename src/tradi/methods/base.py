@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tradi.distributed import data_parallel, global_batches
 from tradi.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics
 from tradi.posterior import WeightPosterior
@@ -158,27 +159,30 @@ class Method(ABC):
         """Build a network from ``seed`` and train it with the shared loop and config.
 
         The seed fixes the initial weights, dropout masks and shuffling (the global torch state
-        and the training loader's own generators), so a run depends on ``seed`` alone.
+        and the training loader's own generators), so a run depends on ``seed`` alone. In a
+        distributed run the network trains as `DistributedDataParallel` (`data_parallel`) and is
+        returned plain.
         """
         torch.manual_seed(seed)
         for generator in loader_generators(train_loader):
             generator.manual_seed(seed)
         model = self.model_factory().to(self.device)
         optimizer = make_optimizer(model, self.train)
-        result = fit(
-            model,
-            train_loader,
-            optimizer=optimizer,
-            scheduler=self._scheduler(optimizer),
-            epochs=self.train.epochs,
-            loss_fn=self.loss_fn,
-            val_loader=val_loader,
-            select=self.train.select,
-            callbacks=callbacks,
-            progress=self.train.progress,
-            device=self.device,
-            checkpoint_dir=checkpoint_dir,
-        )
+        with data_parallel(model) as trained:
+            result = fit(
+                trained,
+                train_loader,
+                optimizer=optimizer,
+                scheduler=self._scheduler(optimizer),
+                epochs=self.train.epochs,
+                loss_fn=self.loss_fn,
+                val_loader=val_loader,
+                select=self.train.select,
+                callbacks=callbacks,
+                progress=self.train.progress,
+                device=self.device,
+                checkpoint_dir=checkpoint_dir,
+            )
         return model, result
 
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
@@ -254,7 +258,9 @@ class SamplingMethod(Method):
         *,
         checkpoint_dir: str | Path | None = None,
     ) -> FitInfo:
-        self.bn_loader = train_loader
+        # the whole global batches on every rank of a distributed run: its sampled weight sets
+        # then get the single-process BatchNorm statistics
+        self.bn_loader = global_batches(train_loader)
         self._ensemble = None
         return super().fit(train_loader, val_loader, checkpoint_dir=checkpoint_dir)
 
