@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from tradi.data import Benchmark
+from tradi.distributed import all_gather_tensors
 from tradi.methods import Method, SamplingMethod
 from tradi.methods.base import batch_inputs
 from tradi.metrics import (
@@ -93,13 +94,15 @@ def evaluate(
 def _evaluate_classification(
     predict: Predictor, test_loader: Iterable[Any], ood_loader: Iterable[Any] | None
 ) -> Evaluation:
-    probs = mean_probs(predict, test_loader)
-    labels = torch.cat([targets for _, targets in test_loader])
+    """In a distributed run the loaders hold this rank's block of each set: the predictions are
+    gathered in rank (= dataset) order, and every metric is computed on the whole set."""
+    probs = all_gather_tensors(mean_probs(predict, test_loader))
+    labels = all_gather_tensors(torch.cat([targets for _, targets in test_loader]))
     metrics = classification_metrics(probs, labels)
     scores_in = probs.max(dim=1).values
     scores_out = None
     if ood_loader is not None:
-        probs_ood = mean_probs(predict, ood_loader)
+        probs_ood = all_gather_tensors(mean_probs(predict, ood_loader))
         scores_out = probs_ood.max(dim=1).values
         metrics.update(ood_metrics(scores_in, scores_out))
         metrics["pooled_ece"] = float(paper_pooled_ece(probs, labels, probs_ood))

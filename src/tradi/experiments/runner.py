@@ -13,6 +13,12 @@ Resume: a finished pair is read back, never retrained; the pair in progress cont
 last epoch checkpoint (model, optimizer, scheduler, tracker, RNG and loader states), so the
 final results equal an uninterrupted run's. Everything after training is a deterministic
 function of the trained state and the seed.
+
+Distributed (N processes, `tradi run --nproc N` or torchrun): each rank trains on its part of
+every single-process global batch under DDP, validates on its block of the validation set (the
+loop reduces the sums), chooses noise scales on the whole validation set (every rank the same
+choice), predicts its block of the test sets and gathers the predictions, so the metrics are
+computed on the whole test set. Rank 0 alone writes; the folder must be shared by the ranks.
 """
 
 from __future__ import annotations
@@ -38,7 +44,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import tradi
-from tradi.data import Benchmark, load_benchmark
+from tradi.data import Benchmark, TensorSplit, load_benchmark
+from tradi.distributed import (
+    ShardedBatches,
+    barrier,
+    is_rank_zero,
+    shard_dataset,
+    world_size,
+)
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
 from tradi.experiments.evaluation import Evaluation, evaluate, predictor
@@ -106,31 +119,61 @@ def loss_function(benchmark: Benchmark) -> LossFn:
 
 @dataclass
 class _Loaders:
-    train: TensorBatches
+    """``val`` is the whole validation set (scale selection); ``val_shard`` this rank's block of
+    it, for the training loop's validation, which reduces its sums over the ranks. The test
+    loaders hold this rank's block (the evaluation gathers the predictions). With one process
+    every block is the whole split."""
+
+    train: TensorBatches | ShardedBatches
     val: TensorBatches
+    val_shard: TensorBatches
     test: TensorBatches
     ood_test: TensorBatches | None
     ood_val: TensorBatches | None
 
 
+def _rank_block(split: TensorSplit) -> TensorSplit:
+    """This rank's contiguous block of ``split`` (the split itself in a single process)."""
+    if world_size() == 1:
+        return split
+    return split.subset(torch.as_tensor(list(shard_dataset(split).indices)))
+
+
 def _loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> _Loaders:
-    """Fresh loaders for one pair; the training loader's shuffling is seeded by ``seed``."""
+    """Fresh loaders for one pair; the training loader's shuffling is seeded by ``seed``.
+
+    In a distributed run every rank draws the single-process global batches and keeps its part
+    (`ShardedBatches`), so DDP's averaged gradient is the single-process one.
+    """
     size = config.data.eval_batch_size
 
     def fixed(split: Any) -> TensorBatches | None:
         return None if split is None else TensorBatches(split, size)
 
+    train = TensorBatches(
+        benchmark.train,
+        config.data.batch_size,
+        shuffle=True,
+        seed=seed,
+        augment=benchmark.augment,
+    )
+    val = TensorBatches(benchmark.val, size)
+    if world_size() == 1:
+        return _Loaders(
+            train,
+            val,
+            val,
+            TensorBatches(benchmark.test, size),
+            fixed(benchmark.ood_test),
+            fixed(benchmark.ood_val),
+        )
+    ood_test = None if benchmark.ood_test is None else _rank_block(benchmark.ood_test)
     return _Loaders(
-        train=TensorBatches(
-            benchmark.train,
-            config.data.batch_size,
-            shuffle=True,
-            seed=seed,
-            augment=benchmark.augment,
-        ),
-        val=TensorBatches(benchmark.val, size),
-        test=TensorBatches(benchmark.test, size),
-        ood_test=fixed(benchmark.ood_test),
+        train=ShardedBatches(train),
+        val=val,
+        val_shard=TensorBatches(_rank_block(benchmark.val), size),
+        test=TensorBatches(_rank_block(benchmark.test), size),
+        ood_test=fixed(ood_test),
         ood_val=fixed(benchmark.ood_val),
     )
 
@@ -192,7 +235,7 @@ def run_pair(
         **options,
     )
     loaders = _loaders(benchmark, config, seed)
-    info = method.fit(loaders.train, loaders.val, checkpoint_dir=pair_dir / "checkpoint")
+    info = method.fit(loaders.train, loaders.val_shard, checkpoint_dir=pair_dir / "checkpoint")
     choice = None
     if grid is not None:
         assert isinstance(method, SamplingMethod)
@@ -271,11 +314,13 @@ def _prepare_out_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> N
                 f"{out_dir} holds a run with other settings; resume it with the same config "
                 "(only seeds and methods may be added), or choose another --out"
             )
-    if not resume and (out_dir / "state").exists():
-        logger.warning("starting afresh: removing the previous run's state in %s", out_dir)
-        shutil.rmtree(out_dir / "state")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if is_rank_zero():
+        if not resume and (out_dir / "state").exists():
+            logger.warning("starting afresh: removing the previous run's state in %s", out_dir)
+            shutil.rmtree(out_dir / "state")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    barrier()  # no rank looks for finished pairs before the old state is gone
 
 
 def select_methods(config: ExperimentConfig, methods: Sequence[str] | None) -> ExperimentConfig:
@@ -304,10 +349,9 @@ def run_experiment(
     """Train and evaluate every method x seed of ``config`` and write results and report.
 
     ``benchmark`` replaces loading ``config.benchmark`` (tests use synthetic ones). Returns the
-    content of results.json.
+    content of results.json (in a distributed run on rank 0, which writes it; {} elsewhere).
     """
     out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, config, resume)
     if benchmark is None:
         benchmark = load_benchmark(
             config.benchmark,
@@ -315,6 +359,12 @@ def run_experiment(
             val_fraction=config.data.val_fraction,
             seed=config.data.split_seed,
         )
+    if world_size() > 1 and benchmark.task == "segmentation":
+        raise ConfigError(
+            f"{config.name}: segmentation runs in one process only (the streamed dense "
+            "evaluation and its figures are not sharded across ranks yet); drop --nproc"
+        )
+    _prepare_out_dir(out_dir, config, resume)
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -322,6 +372,8 @@ def run_experiment(
         pair_results, artefacts = _run_pairs(config, benchmark, out_dir, progress)
     finally:
         torch.set_num_threads(threads)
+    if not is_rank_zero():
+        return {}
     results = {
         "config": config.to_dict(),
         "command": command,
@@ -336,26 +388,36 @@ def run_experiment(
 def _run_pairs(
     config: ExperimentConfig, benchmark: Benchmark, out_dir: Path, progress: bool
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Every method x seed, finished pairs read back; artefacts of the first seed only."""
+    """Every method x seed, finished pairs read back; artefacts of the first seed only.
+
+    In a distributed run every rank trains and evaluates each pair, rank 0 writes it and alone
+    reads the results back (other ranks return empty ones).
+    """
     pairs = [(name, seed) for seed in config.seeds for name in config.methods]
     pair_results: list[dict[str, Any]] = []
     artefacts: dict[str, dict[str, Any]] = {}
+    progress = progress and is_rank_zero()
     bar = tqdm(pairs, desc="method x seed", disable=not progress, file=sys.stderr)
     for name, seed in bar:
         bar.set_postfix_str(f"{name} seed {seed}")
         pair_dir = out_dir / "state" / name / f"seed_{seed}"
         result_path, artefact_path = pair_dir / "result.json", pair_dir / "artefacts.pt"
         if not (result_path.exists() and artefact_path.exists()):
-            pair_dir.mkdir(parents=True, exist_ok=True)
+            if is_rank_zero():
+                pair_dir.mkdir(parents=True, exist_ok=True)
             result, pair_artefacts = run_pair(
                 config, name, seed, benchmark, pair_dir, progress=progress
             )
-            save_atomic(pair_artefacts, artefact_path)
-            write_text_atomic(result_path, json.dumps(result, indent=1))
-            shutil.rmtree(pair_dir / "checkpoint", ignore_errors=True)
-            logger.info("%s seed %d done: %s", name, seed, _headline(result))
-        else:
+            if is_rank_zero():
+                save_atomic(pair_artefacts, artefact_path)
+                write_text_atomic(result_path, json.dumps(result, indent=1))
+                shutil.rmtree(pair_dir / "checkpoint", ignore_errors=True)
+                logger.info("%s seed %d done: %s", name, seed, _headline(result))
+            barrier()  # every rank sees the pair finished before looking at the next one
+        elif is_rank_zero():
             logger.info("%s seed %d: finished earlier, read from %s", name, seed, result_path)
+        if not is_rank_zero():
+            continue
         result = json.loads(result_path.read_text())
         pair_artefacts = torch.load(artefact_path, weights_only=True)
         pair_results.append(result)
