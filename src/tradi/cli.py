@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tradi.data import DATA_DIR_ENV, DatasetNotFoundError
+
+if TYPE_CHECKING:
+    from tradi.experiments import ExperimentConfig
 
 DESCRIPTION = """\
 TRADI (Franchi et al., ECCV 2020) and its baselines: train every method of an experiment, then
@@ -21,6 +27,8 @@ measure calibration and out-of-distribution detection.
   tradi run digits                   all six methods on the embedded digits (about a minute)
   tradi run my.yaml --methods mcp tradi --seeds 3 --out runs/mine
   tradi run mnist-notmnist --out runs/mnist-notmnist --resume   continue an interrupted run
+  tradi run digits --nproc 2         data-parallel (DDP) on 2 local processes; or with torchrun:
+      torchrun --nproc_per_node 2 -m tradi.cli run digits
   tradi reproduce mnist-notmnist     the paper's settings, written to runs/mnist-notmnist
 
 A run writes OUT/results.json (every metric, train and test time, forward passes, per method and
@@ -84,6 +92,38 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--out is discarded)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train with N local processes under DistributedDataParallel (gloo on CPU, NCCL on "
+        "GPU): the single-process global batches split across them, metrics on the whole test "
+        "set, files written once (default 1; under torchrun, use its --nproc_per_node instead)",
+    )
+
+
+def _configure_logging(no_progress: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if no_progress:  # log lines replace the progress bars
+        logging.getLogger("tradi").setLevel(logging.INFO)
+
+
+def run_rank(
+    config: ExperimentConfig,
+    out: Path,
+    resume: bool,
+    data_dir: Path | None,
+    no_progress: bool,
+    command: str,
+) -> None:
+    """What each process of `--nproc N` runs (module-level: `launch` spawns and pickles it)."""
+    from tradi.experiments import run_experiment
+
+    _configure_logging(no_progress)
+    run_experiment(
+        config, out, resume=resume, data_dir=data_dir, progress=not no_progress, command=command
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = argv if argv is not None else sys.argv[1:]
     command = shlex.join(["tradi", *(a for a in arguments if a != "--resume")])
     # Imported here so that `tradi --help` answers without loading torch.
+    from tradi.distributed import DistributedRunError, init_from_env, is_rank_zero, launch
     from tradi.experiments import (
         ConfigError,
         config_names,
@@ -103,9 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         select_methods,
     )
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    if getattr(args, "no_progress", False):  # log lines replace the progress bars
-        logging.getLogger("tradi").setLevel(logging.INFO)
+    _configure_logging(getattr(args, "no_progress", False))
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
         if args.command == "list":
             for name in config_names():
@@ -125,20 +165,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.seeds < 1:
                     raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
                 config = replace(config, seeds=tuple(range(args.seeds)))
-        results = run_experiment(
-            config,
-            out,
-            resume=args.resume,
-            data_dir=args.data_dir,
-            progress=not args.no_progress,
-            command=command,
-        )
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+        if under_torchrun and args.nproc > 1:
+            raise ConfigError(
+                "under torchrun the processes come from --nproc_per_node: drop --nproc"
+            )
+        if args.nproc > 1:
+            launch(
+                run_rank,
+                args.nproc,
+                (config, out, args.resume, args.data_dir, args.no_progress, command),
+            )
+            results = json.loads((out / "results.json").read_text())
+        else:
+            if under_torchrun:  # torchrun started this process: join its group first
+                init_from_env()
+            results = run_experiment(
+                config,
+                out,
+                resume=args.resume,
+                data_dir=args.data_dir,
+                progress=not args.no_progress,
+                command=command,
+            )
     except (ConfigError, DatasetNotFoundError) as error:
         print(f"tradi: error: {error}", file=sys.stderr)
         return 2
+    except DistributedRunError as error:
+        print(f"tradi: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ntradi: interrupted; continue with: {command} --resume", file=sys.stderr)
         return 130
+    if not is_rank_zero():
+        return 0
     print(main_table(results))
     print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
     return 0
