@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from tradi.data import Benchmark, TensorSplit
+from tradi.experiments import evaluation
 from tradi.experiments.evaluation import evaluate, panel_indices
 from tradi.metrics import segmentation_metrics
 
@@ -75,3 +76,38 @@ def test_dense_evaluation_keeps_known_pixels_and_panels() -> None:
     confidence, prediction = probs[index].max(dim=1)
     torch.testing.assert_close(panels["prediction"], prediction)
     torch.testing.assert_close(panels["confidence"], confidence)
+
+
+def test_figure_scores_keep_the_test_sets_share_of_ood_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both pixel sets are thinned at one rate, so the figures' PR curves see the test set's
+    in/out ratio; with room for every pixel, every pixel is kept."""
+    generator = torch.Generator().manual_seed(1)
+    n = 20
+    labels = torch.randint(0, CLASSES, (n, 20, 20), generator=generator)
+    labels[:, :4] = OOD  # 20% of the pixels
+    labels[:, 4] = IGNORE
+    probs = torch.softmax(torch.randn(n, CLASSES, 20, 20, generator=generator), dim=1)
+    bench = _benchmark(labels)
+    batches = [(bench.test.x[i : i + 5], labels[i : i + 5]) for i in range(0, n, 5)]
+
+    def make_predictor() -> Any:
+        return lambda loader: (probs[i : i + 5].unsqueeze(0) for i in range(0, n, 5))
+
+    scores = probs.max(dim=1).values
+    n_in, n_out = int(((labels != IGNORE) & (labels != OOD)).sum()), int((labels == OOD).sum())
+    everything = evaluate(make_predictor, bench, batches, None)
+    assert everything.scores_in is not None and everything.scores_out is not None
+    torch.testing.assert_close(
+        everything.scores_out.sort().values, scores[labels == OOD].sort().values
+    )
+    assert everything.scores_in.numel() == n_in
+
+    monkeypatch.setattr(evaluation, "FIGURE_PIXELS", 1500)  # a rate of 1500 / 6400
+    thinned = evaluate(make_predictor, bench, batches, None)
+    assert thinned.scores_in is not None and thinned.scores_out is not None
+    rate = 1500 / (n_in + n_out)
+    for kept, total in ((thinned.scores_in, n_in), (thinned.scores_out, n_out)):
+        sd = (total * rate * (1 - rate)) ** 0.5
+        assert abs(kept.numel() - total * rate) < 4 * sd

@@ -34,7 +34,9 @@ from tradi.metrics import (
 
 Predictor = Callable[[Iterable[Any]], Iterator[Tensor]]
 
-#: Pixels kept (per in/out set) for the score figures of a segmentation benchmark.
+#: Labelled pixels kept (in expectation) for the score figures of a segmentation benchmark.
+#: Known-class and OOD pixels are kept at the same rate, so that the figures' PR curves see the
+#: test set's share of OOD pixels (AUPR depends on it).
 FIGURE_PIXELS = 200_000
 #: Test images kept whole (image, labels, prediction, confidence map) for the segmentation figures.
 PANEL_IMAGES = 3
@@ -136,6 +138,8 @@ def _evaluate_segmentation(
     kept_in: list[Tensor] = []
     kept_out: list[Tensor] = []
     chosen = panel_indices(test_loader, ood_label)
+    labelled = sum(int((labels != ignore).sum()) for _, labels in test_loader)
+    figure_rate = min(1.0, FIGURE_PIXELS / max(labelled, 1))
     panels: dict[str, list[Tensor]] = {
         k: [] for k in ("index", "image", "labels", "prediction", "confidence")
     }
@@ -150,8 +154,9 @@ def _evaluate_segmentation(
         segmentation.update(mean, known)
         confidence, prediction = mean.max(dim=1)
         ood.update(confidence, is_ood, valid)
-        for kept, mask in ((kept_in, valid & ~is_ood), (kept_out, is_ood)):
-            kept.append(_subsample(confidence[mask], FIGURE_PIXELS // 10, generator))
+        drawn = torch.rand(confidence.shape, generator=generator) < figure_rate
+        kept_in.append(confidence[drawn & valid & ~is_ood])
+        kept_out.append(confidence[drawn & is_ood])
         here = chosen[(chosen >= start) & (chosen < start + len(labels))]
         for key, values in (
             ("index", here),
@@ -167,13 +172,7 @@ def _evaluate_segmentation(
         metrics,
         0.0,
         calibration.calibration_bins(),
-        _subsample(torch.cat(kept_in), FIGURE_PIXELS, generator),
-        _subsample(torch.cat(kept_out), FIGURE_PIXELS, generator),
+        torch.cat(kept_in),
+        torch.cat(kept_out),
         {key: torch.cat(values) for key, values in panels.items()},
     )
-
-
-def _subsample(values: Tensor, limit: int, generator: torch.Generator) -> Tensor:
-    if values.numel() <= limit:
-        return values
-    return values[torch.randperm(values.numel(), generator=generator)[:limit]]
