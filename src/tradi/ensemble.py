@@ -35,6 +35,10 @@ def _inputs(batch: Any) -> Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
 def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -136,7 +140,8 @@ class SampledEnsemble:
             rather than redrawing them for each batch; turn off for very large models.
         batching: "vmap" evaluates `chunk_size` weight sets at once with torch.func.vmap;
             "loop" one after another; "auto" (default) tries vmap at the first prediction and
-            falls back to the loop for good if the model cannot be vmapped.
+            falls back to the loop for good if the model cannot be vmapped; on the CPU it takes
+            the loop at once for models with convolutions (vmap makes them grouped, slower).
         chunk_size: weight sets per vmapped pass; None: all at once. Peak activation memory
             is about chunk_size times that of one forward pass: the default 8 keeps most of
             vmap's speed-up on the MLP while bounding memory (benchmarks/bench_inference.py).
@@ -167,6 +172,11 @@ class SampledEnsemble:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 (or None: all samples), got {chunk_size}")
         self.model = copy.deepcopy(model).eval()
+        self.device = next(self.model.parameters()).device
+        if batching == "auto" and self.device.type == "cpu" and _has_conv(self.model):
+            # on the CPU vmap turns each convolution into a grouped one, slower than a loop
+            # (benchmarks: ENet 1.5-1.8x the cost of 20 plain passes under vmap, 1.15x looped)
+            batching = "loop"
         self.posterior = posterior
         self.n_samples = n_samples
         self.average: Average = average
@@ -176,7 +186,6 @@ class SampledEnsemble:
         self.batching_used: Literal["vmap", "loop"] | None = (
             None if batching == "auto" else batching
         )
-        self.device = next(self.model.parameters()).device
         seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
         self._seeds = [int(s) for s in seeds]
         self._dtypes = {n: p.dtype for n, p in self.model.named_parameters()}

@@ -94,12 +94,33 @@ def test_chunking_does_not_change_the_prediction(cache: bool) -> None:
     )
 
 
+def mlp_net() -> nn.Module:
+    """No convolution: "auto" tries vmap on it (a conv net on the CPU takes the loop)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5)
+    )
+
+
 def test_auto_chooses_vmap_for_a_traceable_model() -> None:
-    model, data = bn_dropout_net()
+    model = mlp_net()
     ens = SampledEnsemble(model, posterior_of(model), 3)
     assert ens.batching_used is None
-    ens(data[0][0])
+    ens(torch.randn(4, 1, 8, 8))
     assert ens.batching_used == "vmap"
+
+
+def test_auto_takes_the_loop_for_conv_nets_on_the_cpu() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+    x = torch.randn(5, 1, 8, 8)
+    posterior = posterior_of(model)
+    auto = SampledEnsemble(model, posterior, 3)
+    assert auto.batching_used == "loop"  # decided before any prediction
+    forced = SampledEnsemble(model, posterior, 3, batching="vmap")
+    torch.testing.assert_close(auto.sample_logits(x), forced.sample_logits(x), **LOGIT_TOLERANCE)
 
 
 class DataDependent(nn.Module):
@@ -137,10 +158,10 @@ def test_untraceable_model_falls_back_to_the_loop_once() -> None:
 
 
 def test_an_input_error_raises_and_leaves_the_choice_open() -> None:
-    model, _ = bn_dropout_net()
+    model = mlp_net()
     ens = SampledEnsemble(model, posterior_of(model), 2)
     with pytest.raises(RuntimeError):
-        ens(torch.randn(3, 2, 8, 8))  # wrong number of channels: the loop fails too
+        ens(torch.randn(3, 2, 8, 8))  # twice the input features: the loop fails too
     assert ens.batching_used is None
 
 
