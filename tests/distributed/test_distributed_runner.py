@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 # A hung run is a failure, not a wait: each run below takes 10-25 s on 2 busy cores.
 RUN_LIMIT_S = 90
@@ -111,16 +112,23 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same config in one process, in two (`--nproc 2`) and in two started by torchrun."""
-    root = tmp_path_factory.mktemp("runs")
-    outs = {name: root / name for name in ("one", "nproc", "torchrun")}
-    for name, launcher, options in (
-        ("one", [sys.executable], []),
-        ("nproc", [sys.executable], ["--nproc", "2"]),
-        ("torchrun", TORCHRUN, []),
-    ):
-        done = tradi_run(outs[name], launcher, options)
-        assert done.returncode == 0, done.stderr[-4000:]
+    """The same config in one process, in two (`--nproc 2`) and in two started by torchrun.
+
+    Shared by the pytest-xdist workers (a lock in their common temporary folder), so that the
+    runs happen once however the tests are distributed.
+    """
+    shared = tmp_path_factory.getbasetemp().parent / "distributed_runner"
+    shared.mkdir(exist_ok=True)
+    outs = {name: shared / name for name in ("one", "nproc", "torchrun")}
+    with FileLock(shared / "runs.lock"):
+        for name, launcher, options in (
+            ("one", [sys.executable], []),
+            ("nproc", [sys.executable], ["--nproc", "2"]),
+            ("torchrun", TORCHRUN, []),
+        ):
+            if not (outs[name] / "results.json").exists():
+                done = tradi_run(outs[name], launcher, options)
+                assert done.returncode == 0, done.stderr[-4000:]
     return outs
 
 
