@@ -61,8 +61,12 @@ def init_from_env(
     *,
     device: str | torch.device | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    init_method: str = "env://",
 ) -> DistributedContext:
     """Join the process group described by torchrun's environment variables.
+
+    `init_method` is where the ranks meet: torchrun's MASTER_ADDR/MASTER_PORT by default;
+    `launch` passes a file store of its own, which needs no free port.
 
     Without WORLD_SIZE (or with WORLD_SIZE=1) nothing is initialised: a single-process run.
     The backend defaults to NCCL when CUDA is used and gloo otherwise; each process takes the
@@ -84,6 +88,7 @@ def init_from_env(
     if not dist.is_initialized():
         dist.init_process_group(
             backend or ("nccl" if wants_cuda else "gloo"),
+            init_method=init_method,
             rank=rank,
             world_size=world_size,
             timeout=timedelta(seconds=timeout_s),

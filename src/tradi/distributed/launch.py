@@ -1,7 +1,8 @@
 """Start N processes on this machine, as `tradi run --nproc N` does, without torchrun.
 
-Each process gets torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR,
-MASTER_PORT), joins the process group and calls the function. When a rank fails, its peers
+Each process gets torchrun's rank variables (RANK, LOCAL_RANK, WORLD_SIZE), joins the process
+group through a file store in a folder of the launch's own (no port to probe) and calls the
+function. When a rank fails, its peers
 usually fail a moment later in a collective ("connection closed by peer"); `launch` stops every
 rank and raises `DistributedRunError` naming the rank that failed FIRST, with its traceback, and
 listing the others' errors after it: a failure never leaves the run hanging, and the message
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import tempfile
 import time
 import traceback
@@ -36,16 +36,9 @@ class DistributedRunError(RuntimeError):
     """A rank of a distributed run failed; the message names it and carries its traceback."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _worker(
     rank: int,
     nproc: int,
-    port: int,
     backend: str | None,
     timeout_s: float,
     errors: str,
@@ -56,13 +49,13 @@ def _worker(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(nproc),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
     )
     if "OMP_NUM_THREADS" not in os.environ:  # N processes share the cores, as torchrun does
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
     try:
-        init_from_env(backend, timeout_s=timeout_s)
+        # the ranks meet in a file store in this launch's own folder: no port to probe, so two
+        # launches at once (two test workers, say) can never race for the same port
+        init_from_env(backend, timeout_s=timeout_s, init_method=f"file://{errors}/rendezvous")
         fn(*args)
     except BaseException:
         report = Path(errors) / f"rank{rank}.txt"
@@ -92,12 +85,11 @@ def launch(
         fn(*args)
         return
     context = mp.get_context("spawn")
-    port = _free_port()
     with tempfile.TemporaryDirectory(prefix="tradi-launch-") as errors:
         processes = [
             context.Process(
                 target=_worker,
-                args=(rank, nproc, port, backend, timeout_s, errors, fn, args),
+                args=(rank, nproc, backend, timeout_s, errors, fn, args),
                 name=f"tradi-rank{rank}",
             )
             for rank in range(nproc)
