@@ -35,8 +35,15 @@ def _inputs(batch: Any) -> Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-def _has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+def _prefers_loop(device: torch.device) -> bool:
+    """Whether batching="auto" takes the loop at once, without trying vmap.
+
+    On the CPU the loop measured as fast as vmap or faster (benchmarks/bench_inference.py and
+    bench_segmentation.py, one thread: 20-sample cost over 20 plain passes MLP 1.04 looped vs
+    1.26 under vmap, ENet 1.15 vs 1.5-1.8: vmap turns convolutions into grouped ones), and it
+    needs no memory for stacked activations. On accelerators vmap's larger kernels pay.
+    """
+    return device.type == "cpu"
 
 
 def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -141,7 +148,7 @@ class SampledEnsemble:
         batching: "vmap" evaluates `chunk_size` weight sets at once with torch.func.vmap;
             "loop" one after another; "auto" (default) tries vmap at the first prediction and
             falls back to the loop for good if the model cannot be vmapped; on the CPU it takes
-            the loop at once for models with convolutions (vmap makes them grouped, slower).
+            the loop at once (measured no slower there; see `_prefers_loop`).
         chunk_size: weight sets per vmapped pass; None: all at once. Peak activation memory
             is about chunk_size times that of one forward pass: the default 8 keeps most of
             vmap's speed-up on the MLP while bounding memory (benchmarks/bench_inference.py).
@@ -173,9 +180,7 @@ class SampledEnsemble:
             raise ValueError(f"chunk_size must be >= 1 (or None: all samples), got {chunk_size}")
         self.model = copy.deepcopy(model).eval()
         self.device = next(self.model.parameters()).device
-        if batching == "auto" and self.device.type == "cpu" and _has_conv(self.model):
-            # on the CPU vmap turns each convolution into a grouped one, slower than a loop
-            # (benchmarks: ENet 1.5-1.8x the cost of 20 plain passes under vmap, 1.15x looped)
+        if batching == "auto" and _prefers_loop(self.device):
             batching = "loop"
         self.posterior = posterior
         self.n_samples = n_samples

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import tradi.ensemble
 from tradi import SampledEnsemble, WeightTracker
 from tradi.posterior import DiagonalGaussian
 
@@ -102,6 +103,13 @@ def mlp_net() -> nn.Module:
     )
 
 
+@pytest.fixture
+def auto_tries_vmap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make batching="auto" behave as on an accelerator: try vmap first, fall back if needed."""
+    monkeypatch.setattr(tradi.ensemble, "_prefers_loop", lambda device: False)
+
+
+@pytest.mark.usefixtures("auto_tries_vmap")
 def test_auto_chooses_vmap_for_a_traceable_model() -> None:
     model = mlp_net()
     ens = SampledEnsemble(model, posterior_of(model), 3)
@@ -110,7 +118,7 @@ def test_auto_chooses_vmap_for_a_traceable_model() -> None:
     assert ens.batching_used == "vmap"
 
 
-def test_auto_takes_the_loop_for_conv_nets_on_the_cpu() -> None:
+def test_auto_takes_the_loop_on_the_cpu() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
@@ -136,6 +144,7 @@ class DataDependent(nn.Module):
         return out * 2 if out.sum() > 0 else out - 1
 
 
+@pytest.mark.usefixtures("auto_tries_vmap")
 def test_untraceable_model_falls_back_to_the_loop_once() -> None:
     torch.manual_seed(0)
     model = DataDependent()
@@ -157,6 +166,7 @@ def test_untraceable_model_falls_back_to_the_loop_once() -> None:
     torch.testing.assert_close(auto.sample_logits(-x), expected, rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("auto_tries_vmap")
 def test_an_input_error_raises_and_leaves_the_choice_open() -> None:
     model = mlp_net()
     ens = SampledEnsemble(model, posterior_of(model), 2)
