@@ -8,6 +8,7 @@ from typing import Any
 
 import torch.nn.functional as F
 
+from tradi.adapters import DEFAULT_IO, ModelIO
 from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod, ScaleSearch
 from tradi.methods.deep_ensembles import DeepEnsembles, DeepEnsemblesOptions
 from tradi.methods.gaussian_perturbation import (
@@ -33,12 +34,14 @@ def build_method(
     *,
     train: TrainConfig | Mapping[str, Any] | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    io: ModelIO = DEFAULT_IO,
     **options: Any,
 ) -> Method:
     """The method called ``name`` (see ``METHODS``) with its options given as keywords.
 
     ``train`` is the shared `TrainConfig` (or a mapping of its fields, e.g. from YAML); unknown
-    option keys raise a ValueError that lists the valid ones.
+    option keys raise a ValueError that lists the valid ones. ``io`` (`tradi.ModelIO`) says how
+    batches become model inputs and targets and which output holds the logits.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -52,6 +55,7 @@ def build_method(
         options_from_mapping(cls.options_type, options),
         train=config,
         loss_fn=loss_fn,
+        io=io,
     )
 
 

@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tradi.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.distributed import data_parallel, global_batches
 from tradi.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics
 from tradi.posterior import WeightPosterior
+from tradi.structure import unwrap
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
 from tradi.training.checkpoint import loader_generators
 from tradi.training.loop import LossFn, Scheduler
@@ -78,9 +80,9 @@ def seeded_randomness(
                 generator.set_state(state)
 
 
-def batch_inputs(batch: Any) -> Tensor:
-    """The inputs of an ``(inputs, targets)`` batch, or the batch itself when it is a tensor."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+def batch_inputs(batch: Any, io: ModelIO = DEFAULT_IO) -> Any:
+    """The model inputs of a batch as ``io`` reads them (`ModelIO.inputs`)."""
+    return io.inputs(batch)
 
 
 class Method(ABC):
@@ -101,6 +103,7 @@ class Method(ABC):
         *,
         train: TrainConfig | None = None,
         loss_fn: LossFn = F.cross_entropy,
+        io: ModelIO = DEFAULT_IO,
     ) -> None:
         options = self.options_type() if options is None else options
         if not isinstance(options, self.options_type):
@@ -111,6 +114,7 @@ class Method(ABC):
         self.options = options
         self.train = train or TrainConfig()
         self.loss_fn = loss_fn
+        self.io = io
         self.device = torch.device(self.train.device)
         self.model: nn.Module | None = None
         self.fit_info: FitInfo | None = None
@@ -182,6 +186,7 @@ class Method(ABC):
                 progress=self.train.progress,
                 device=self.device,
                 checkpoint_dir=checkpoint_dir,
+                io=self.io,
             )
         return model, result
 
@@ -211,11 +216,15 @@ class Method(ABC):
     def iter_predict(self, loader: Iterable[Any]) -> Iterator[Tensor]:
         """``sample_probs`` batch by batch, on the CPU: for dense outputs too big to concatenate."""
         for batch in loader:
-            yield self.sample_probs(batch_inputs(batch)).cpu()
+            yield self.sample_probs(self.io.inputs(batch)).cpu()
 
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a loader: [S, N, C, ...] on the CPU."""
         return torch.cat(list(self.iter_predict(loader)), dim=1)
+
+    def _network_probs(self, model: nn.Module, x: Any) -> Tensor:
+        """Class probabilities [N, C, ...] of one network on model inputs ``x`` (via ``io``)."""
+        return self.io.logits(self.io.forward(model, to_device(x, self.device))).softmax(dim=1)
 
     def predict_mean(self, x: Tensor) -> Tensor:
         """The method's predictive distribution for one batch: the mean over its S passes."""
@@ -224,12 +233,13 @@ class Method(ABC):
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to predict again without training (here: the trained network)."""
-        return {"model": self._require_model().state_dict()}
+        return {"model": unwrap(self._require_model()).state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Rebuild the trained method from ``state_dict()``'s output."""
+        """Rebuild the trained method from ``state_dict()``'s output (the network's own names:
+        states move between a wrapped and a plain model factory)."""
         model = self._built_model()
-        model.load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         self.model = model
 
 
@@ -291,6 +301,7 @@ class SamplingMethod(Method):
                 self.options.n_samples,
                 bn_loader=bn_loader,
                 seed=self.train.seed,
+                io=self.io,
             )
 
     def sample_probs(self, x: Tensor) -> Tensor:
@@ -334,8 +345,8 @@ class SamplingMethod(Method):
     ) -> float:
         """Mean NLL or Brier score of the ensemble's averaged prediction over ``loader``."""
         metrics = ClassificationMetrics(ignore_index=self._ignore_index())
-        for inputs, targets in loader:
-            metrics.update(ensemble(inputs).cpu(), targets)
+        for batch in loader:
+            metrics.update(ensemble(self.io.inputs(batch)).cpu(), self.io.targets(batch))
         return float(metrics.compute()[criterion])
 
     def _ignore_index(self) -> int | None:
