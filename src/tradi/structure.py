@@ -120,6 +120,11 @@ def named_parameters_with_owner(model: nn.Module) -> list[NamedParameter]:
     return named
 
 
+def has_uninitialised_parameters(model: nn.Module) -> bool:
+    """Whether a lazy layer of `model` still waits for its first forward pass."""
+    return any(isinstance(p, UninitializedParameter) for p in model.parameters())
+
+
 def evaluation_copy(model: nn.Module) -> nn.Module:
     """A deep copy of `model` with every wrapper (outer and inner) replaced by what it wraps.
 

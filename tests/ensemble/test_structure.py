@@ -206,3 +206,19 @@ def test_a_lazy_layer_must_run_once_first() -> None:
         WeightTracker(model)
     model(torch.randn(2, 3))
     assert WeightTracker(model).num_tracked == 16
+
+
+@pytest.mark.parametrize("name", ["tradi", "swag"])
+def test_methods_initialise_lazy_layers_before_tracking(name: str) -> None:
+    def lazy() -> nn.Module:
+        return nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(4))
+
+    loader = DataLoader(TensorDataset(torch.randn(32, 3), torch.randint(0, 4, (32,))), 16)
+    method = build_method(name, lazy, train=TRAIN, n_samples=2)
+    method.fit(loader)
+    restored = build_method(name, lazy, train=TRAIN, n_samples=2)
+    restored.load_state_dict(method.state_dict())
+    restored.bn_loader = loader
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(restored.sample_probs(x), method.sample_probs(x))
+    assert method.sample_probs(x).shape == (2, 4, 4)

@@ -25,7 +25,7 @@ from tradi.distributed import data_parallel, global_batches
 from tradi.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics
 from tradi.posterior import WeightPosterior
-from tradi.structure import unwrap
+from tradi.structure import has_uninitialised_parameters, unwrap
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
 from tradi.training.checkpoint import loader_generators
 from tradi.training.loop import LossFn, Scheduler
@@ -163,14 +163,17 @@ class Method(ABC):
         """Build a network from ``seed`` and train it with the shared loop and config.
 
         The seed fixes the initial weights, dropout masks and shuffling (the global torch state
-        and the training loader's own generators), so a run depends on ``seed`` alone. In a
+        and the training loader's own generators), so a run depends on ``seed`` alone. Lazy
+        layers are initialised first by `_dry_run`. In a
         distributed run the network trains as `DistributedDataParallel` (`data_parallel`) and is
         returned plain.
         """
         torch.manual_seed(seed)
+        model = self.model_factory().to(self.device)
+        if has_uninitialised_parameters(model):
+            self._dry_run(model, train_loader)
         for generator in loader_generators(train_loader):
             generator.manual_seed(seed)
-        model = self.model_factory().to(self.device)
         optimizer = make_optimizer(model, self.train)
         with data_parallel(model) as trained:
             result = fit(
@@ -189,6 +192,15 @@ class Method(ABC):
                 io=self.io,
             )
         return model, result
+
+    @torch.no_grad()
+    def _dry_run(self, model: nn.Module, loader: Iterable[Any]) -> None:
+        """Initialise lazy layers (`nn.LazyLinear`, ...) with one eval-mode pass of a batch,
+        before the optimizer, tracker or SWAG collector sees the parameters."""
+        batch = next(iter(loader))
+        model.eval()
+        self.io.forward(model, to_device(self.io.inputs(batch), self.device))
+        model.train()
 
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
         """The shared learning-rate schedule of ``TrainConfig``."""
