@@ -11,9 +11,9 @@ Defaults, used when a function is not given:
 
 | what | handled by default | otherwise |
 |---|---|---|
-| inputs of a batch | a tensor; ``(inputs,)``; ``(inputs, targets)``; a dict with exactly one of the keys ``"input"``, ``"inputs"``, ``"x"`` | ``inputs_fn`` |
-| targets of a batch | ``(inputs, targets)``; a dict with exactly one of ``"target"``, ``"targets"``, ``"y"``, ``"label"``, ``"labels"`` | ``targets_fn`` |
-| logits (classification) | a tensor; a dict or object with ``logits`` (Hugging Face outputs, namedtuples, dataclasses) | ``output_fn`` |
+| inputs of a batch | a tensor; ``(inputs,)``; ``(inputs, targets)``; a dict, namedtuple or dataclass with exactly one of the fields ``input``, ``inputs``, ``x`` | ``inputs_fn`` |
+| targets of a batch | ``(inputs, targets)``; a dict, namedtuple or dataclass with exactly one of ``target``, ``targets``, ``y``, ``label``, ``labels`` | ``targets_fn`` |
+| logits (classification) | a tensor; a dict, namedtuple, dataclass or Hugging Face output with ``logits`` | ``output_fn`` |
 | regression output | a tensor (the mean); a pair of same-shaped tensors ``(mean, variance)`` | ``output_fn`` |
 
 A structure the defaults do not handle raises a `TypeError` naming the function to pass.
@@ -21,6 +21,7 @@ A structure the defaults do not handle raises a `TypeError` naming the function 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,9 +49,22 @@ def _unhandled(what: str, value: Any, fn: str) -> TypeError:
     )
 
 
-def _by_key(batch: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    found = [key for key in keys if key in batch]
-    return batch[found[0]] if len(found) == 1 else None
+def _fields(value: Any) -> Mapping[str, Any] | None:
+    """The named fields of a dict, namedtuple or dataclass instance (None for anything else)."""
+    if isinstance(value, Mapping):  # Hugging Face ModelOutput is an OrderedDict
+        return value
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return value._asdict()  # type: ignore[no-any-return]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return None
+
+
+def _by_key(value: Any, keys: tuple[str, ...]) -> Any:
+    """The one field of `value` named by one of `keys` (None if none or several)."""
+    fields = _fields(value)
+    found = [key for key in keys if fields is not None and key in fields]
+    return fields[found[0]] if fields is not None and len(found) == 1 else None
 
 
 def default_inputs(batch: Any) -> Any:
@@ -59,7 +73,7 @@ def default_inputs(batch: Any) -> Any:
         return batch
     if type(batch) in (tuple, list) and len(batch) in (1, 2):
         return batch[0]
-    if isinstance(batch, Mapping) and _by_key(batch, _INPUT_KEYS) is not None:
+    if _by_key(batch, _INPUT_KEYS) is not None:
         return _by_key(batch, _INPUT_KEYS)
     raise _unhandled("model inputs", batch, "inputs_fn")
 
@@ -68,7 +82,7 @@ def default_targets(batch: Any) -> Any:
     """The targets of a batch by the defaults in the module docstring (TypeError if none)."""
     if type(batch) in (tuple, list) and len(batch) == 2:
         return batch[1]
-    if isinstance(batch, Mapping) and _by_key(batch, _TARGET_KEYS) is not None:
+    if _by_key(batch, _TARGET_KEYS) is not None:
         return _by_key(batch, _TARGET_KEYS)
     raise _unhandled("targets", batch, "targets_fn")
 
@@ -77,11 +91,8 @@ def default_logits(output: Any) -> Any:
     """The logits in a model output by the defaults in the module docstring."""
     if isinstance(output, Tensor):
         return output
-    if isinstance(output, Mapping) and "logits" in output:
-        return output["logits"]
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
+    if _by_key(output, ("logits",)) is not None:
+        return _by_key(output, ("logits",))
     raise _unhandled("logits", output, "output_fn")
 
 

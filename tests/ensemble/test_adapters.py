@@ -138,6 +138,8 @@ def test_default_batches_and_the_errors_that_name_the_argument() -> None:
     assert io.inputs(x) is x and io.inputs([x]) is x and io.inputs((x, y)) is x
     assert io.inputs({"x": x, "y": y}) is x and io.targets({"x": x, "label": y}) is y
     assert io.targets((x, y)) is y
+    pair = namedtuple("Pair", ["x", "label"])(x, y)
+    assert io.inputs(pair) is x and io.targets(pair) is y
     with pytest.raises(TypeError, match=r"targets in a tuple of 3 items.*targets_fn="):
         io.targets((x, x, y))
     with pytest.raises(TypeError, match=r"keys \['input', 'x'\].*inputs_fn="):
