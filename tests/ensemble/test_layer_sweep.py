@@ -24,7 +24,10 @@ from tradi import KalmanConfig, ModelIO, SampledEnsemble, WeightTracker
 from tradi.adapters import DEFAULT_IO, as_arguments
 
 # vmap's per-sample fallback for ops without a batching rule is slow, not wrong
-pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning"),
+]
 N = 3  # batch size
 FIRST = ModelIO(output_fn=lambda out: out[0])  # layers returning (output, state) tuples
 
@@ -47,9 +50,9 @@ def _tokens(length: int = 5, vocabulary: int = 11) -> Tensor:
 class _LogProb(nn.Module):
     """AdaptiveLogSoftmaxWithLoss predicts through log_prob (its forward needs targets)."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_features: int = 8, div_value: float = 2.0) -> None:
         super().__init__()
-        self.head = nn.AdaptiveLogSoftmaxWithLoss(8, 10, cutoffs=[4, 8], div_value=2.0)
+        self.head = nn.AdaptiveLogSoftmaxWithLoss(in_features, 10, [4, 8], div_value=div_value)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head.log_prob(x)
@@ -161,6 +164,8 @@ CASES: dict[str, Callable[[], Case]] = {
     "parametrize-custom": lambda: Case(_symmetric(), _x(4)),
     "weight_norm-hooks": lambda: Case(_old_weight_norm(), _x(4)),
     "AdaptiveLogSoftmaxWithLoss": lambda: Case(_LogProb(), _x(8)),
+    # 6 // 4**2 = 0: a tail projection with a zero-size weight
+    "AdaptiveLogSoftmaxWithLoss-empty-tail": lambda: Case(_LogProb(6, 4.0), _x(6)),
 }
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
@@ -196,7 +201,7 @@ def _reference_step(w0: np.ndarray, w1: np.ndarray, shape0: int) -> tuple[np.nda
     k_var = config.q_var / (config.q_var + config.r_var)
     d = w1 - w0
     mu = (1 - k_mean) * (0.0 + d) + k_mean * w1
-    var = (1 - k_var) * (np.sqrt(2.0 / shape0) + d**2) + k_var * (w1 - mu) ** 2
+    var = (1 - k_var) * (np.sqrt(2.0 / max(shape0, 1)) + d**2) + k_var * (w1 - mu) ** 2
     return mu, var
 
 

@@ -111,7 +111,7 @@ class WeightTracker:
                     (n,),
                     init_variance
                     if init_variance is not None
-                    else math.sqrt(2.0 / (shape[0] if len(shape) else 1)),
+                    else math.sqrt(2.0 / max(shape[0] if len(shape) else 1, 1)),
                     device=weights.device,
                 )
                 for n, shape in zip(self._sizes, [p.shape for p in self._params], strict=True)
