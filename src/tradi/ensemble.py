@@ -30,7 +30,7 @@ from torch.func import vmap
 from tradi.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.posterior import WeightPosterior
 from tradi.regression import GaussianPrediction, mixture_moments
-from tradi.structure import evaluation_copy, unwrap
+from tradi.structure import evaluation_copy, named_parameters_with_owner, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,15 @@ class SampledEnsemble:
         )
         seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
         self._seeds = [int(s) for s in seeds]
-        self._dtypes = {n: p.dtype for n, p in self.model.named_parameters()}
+        # tradi's names (tracker, posteriors) -> the copy's own, which keep a user wrapper's prefix
+        named = list(self.model.named_parameters())
+        self._names = {
+            name: own
+            for (name, _, _), (own, _) in zip(
+                named_parameters_with_owner(self.model), named, strict=True
+            )
+        }
+        self._dtypes = {own: p.dtype for own, p in named}
         # stacked [n_samples, *shape] tensors; the per-sample lists hold views into them
         self._stacked: dict[str, Tensor] | None = None
         self._cached: list[dict[str, Tensor]] | None = None
@@ -261,14 +269,15 @@ class SampledEnsemble:
     def _draw(self, index: int) -> dict[str, Tensor]:
         generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
         sample = self.posterior.sample(generator)
-        unknown = sample.keys() - self._dtypes.keys()
+        unknown = sample.keys() - self._names.keys()
         if unknown:
             raise KeyError(
                 f"posterior returned names that are not model parameters: {sorted(unknown)}; "
                 "parameters are named as named_parameters() names them on the model without "
                 "its wrappers, tied tensors once under their first name (tradi.structure)"
             )
-        return {n: w.to(self.device, self._dtypes[n]) for n, w in sample.items()}
+        own = self._names
+        return {own[n]: w.to(self.device, self._dtypes[own[n]]) for n, w in sample.items()}
 
     def _weight_sets(self) -> Iterator[dict[str, Tensor]]:
         if self._cached is not None:

@@ -9,7 +9,10 @@ parameters as `named_parameters()` does on the network with every wrapper remove
 - a *wrapper* is a module with exactly one child, stored as ``.module``, ``._orig_mod`` or
   ``._checkpoint_wrapped_module``, and no parameter of its own (DDP, DataParallel,
   OptimizedModule, AveragedModel, CheckpointWrapper and any user class built the same way);
-  its forward is taken to be its child's;
+- torch's own wrappers, whose forward is their child's, are also removed where the network is
+  run (`unwrap`, `evaluation_copy`): DDP's forward would run collectives, DataParallel and
+  TorchScript refuse `functional_call`. A user's wrapper keeps its forward (it may add
+  computation): only its attribute leaves the names;
 - a tensor shared by several modules (tied weights) appears once, under the first name
   `named_parameters()` gives it, and sampled networks keep the tie
   (`torch.func.functional_call(..., tie_weights=True)` writes it under all its names).
@@ -26,10 +29,16 @@ import sys
 from collections.abc import Iterator
 
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 from torch.nn.parameter import UninitializedParameter
+from torch.optim.swa_utils import AveragedModel
 
 #: The attributes under which wrappers keep the network they wrap.
 WRAPPER_ATTRIBUTES: tuple[str, ...] = ("module", "_orig_mod", "_checkpoint_wrapped_module")
+
+#: torch's wrappers whose forward is their child's: removed where the network is run.
+_TORCH_WRAPPERS = (DistributedDataParallel, DataParallel, AveragedModel)
+_TORCH_WRAPPER_ATTRIBUTES = ("_orig_mod", "_checkpoint_wrapped_module")  # compile, checkpointing
 
 NamedParameter = tuple[str, nn.Module, nn.Parameter]
 
@@ -53,8 +62,19 @@ def is_wrapper(module: nn.Module) -> bool:
     )
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside every wrapper around `model` (nested ones too); `model` if unwrapped.
+def is_torch_wrapper(module: nn.Module) -> bool:
+    """Whether `module` is one of torch's wrappers, whose forward is its child's."""
+    return is_wrapper(module) and (
+        isinstance(module, _TORCH_WRAPPERS)
+        or next(iter(module._modules)) in _TORCH_WRAPPER_ATTRIBUTES
+    )
+
+
+def unwrap(model: nn.Module, *, names_only: bool = False) -> nn.Module:
+    """The network inside torch's wrappers around `model` (nested ones too); `model` if none.
+
+    With ``names_only`` every wrapper is removed, users' ones too: the module whose parameter
+    names tradi uses (its forward may differ from `model`'s; never run it for `model`).
 
     Raises:
         TypeError: `model` is an FSDP1 `FullyShardedDataParallel`, whose flat sharded
@@ -67,7 +87,7 @@ def unwrap(model: nn.Module) -> nn.Module:
                 "cannot name or sample them: shard with FSDP2 (torch.distributed.fsdp."
                 "fully_shard), which tradi supports, or use DistributedDataParallel"
             )
-        if not is_wrapper(model):
+        if not (is_wrapper(model) if names_only else is_torch_wrapper(model)):
             return model
         model = next(iter(model._modules.values()))  # type: ignore[assignment]
 
@@ -80,7 +100,7 @@ def named_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     seen: set[int] = set()
 
     def visit(prefix: str, module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-        module = unwrap(module)
+        module = unwrap(module, names_only=True)
         if id(module) in seen:
             return
         seen.add(id(module))
@@ -95,8 +115,9 @@ def named_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 def named_parameters_with_owner(model: nn.Module) -> list[NamedParameter]:
     """Every distinct parameter of `model` once: (name, the module holding it, parameter).
 
-    Names and order are those of `unwrap`-ped `named_parameters()` with inner wrappers removed
-    too; a tied tensor is listed once, under its first name, with its first owner.
+    Names and order are those of `named_parameters()` on the network with every wrapper
+    removed, inner ones too; a tied tensor is listed once, under its first name, with its first
+    owner.
 
     Raises:
         ValueError: a parameter is still uninitialised (a lazy layer such as `nn.LazyLinear`
@@ -126,11 +147,11 @@ def has_uninitialised_parameters(model: nn.Module) -> bool:
 
 
 def evaluation_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` with every wrapper (outer and inner) replaced by what it wraps.
+    """A deep copy of `model` with torch's wrappers (outer and inner) replaced by what they wrap.
 
-    Its `named_parameters()` are `named_parameters_with_owner(model)`'s names, so weight sets
-    named by the tracker or a posterior apply to it with `functional_call`. Wrappers are never
-    copied (a DDP or compiled wrapper cannot be), and ties survive the copy.
+    `functional_call` can evaluate it; its `named_parameters()` match
+    `named_parameters_with_owner` one to one, in order (they differ only where a user's wrapper
+    adds its attribute). torch's wrappers are never copied (DDP cannot be); ties survive.
 
     Raises:
         TypeError: `model` is (or contains) a TorchScript module, which
@@ -145,7 +166,7 @@ def evaluation_copy(model: nn.Module) -> nn.Module:
                 "cannot evaluate it with sampled weights; pass the nn.Module before "
                 "torch.jit.script/trace (the tracker itself works on either)"
             )
-        if is_wrapper(module) or _is_fsdp1(module):
+        if is_torch_wrapper(module) or _is_fsdp1(module):
             memo[id(module)] = copy.deepcopy(unwrap(module), memo)
     return copy.deepcopy(root, memo)
 

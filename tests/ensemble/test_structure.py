@@ -156,7 +156,7 @@ def test_every_wrapper_is_looked_through(kind: str) -> None:
     wrapped = _wrappers(plain)[kind]
     names = [n for n, _ in plain.named_parameters()]
     assert [n for n, _, _ in named_parameters_with_owner(wrapped)] == names
-    assert [n for n, _ in evaluation_copy(wrapped).named_parameters()] == names
+    assert [n for n, _, _ in named_parameters_with_owner(evaluation_copy(wrapped))] == names
     tracker = WeightTracker(wrapped, init_mean="weights", init_variance=1e-3)
     with torch.no_grad():
         for param in wrapped.parameters():
@@ -174,6 +174,20 @@ def test_every_wrapper_is_looked_through(kind: str) -> None:
     for model in (wrapped, unwrap(wrapped)):
         ens = SampledEnsemble(model, tracker.posterior(scale=0.0), 2, batching="loop")
         torch.testing.assert_close(ens.sample_logits(x)[0], reference)
+
+
+def test_a_user_wrapper_keeps_its_forward() -> None:
+    class Doubling(Wrapper):
+        def forward(self, *args: object) -> Tensor:
+            return 2.0 * self.module(*args)
+
+    model, x = Doubling(mlp()), torch.randn(5, 3)
+    assert unwrap(model) is model  # run as it is; only its ".module" leaves the names
+    tracker = WeightTracker(model, init_mean="weights")
+    assert tracker.names == [n for n, _ in model.module.named_parameters()]
+    ens = SampledEnsemble(model, tracker.posterior(scale=0.0), 2, batching="vmap")
+    with torch.no_grad():
+        torch.testing.assert_close(ens.sample_logits(x)[1], model(x))
 
 
 def test_method_states_move_between_a_wrapped_and_a_plain_factory() -> None:
