@@ -38,6 +38,7 @@ METHOD_LABELS: dict[str, str] = {
     "deep_ensembles": "Deep Ensembles",
     "swag": "SWAG",
     "tradi": "TRADI",
+    "ivon": "IVON",
 }
 
 #: Short names for figure panels and legends.
@@ -48,6 +49,7 @@ _SHORT_LABELS: dict[str, str] = {
     "deep_ensembles": "Deep Ens.",
     "swag": "SWAG",
     "tradi": "TRADI",
+    "ivon": "IVON",
 }
 
 #: metric key -> (column header, factor, decimals)

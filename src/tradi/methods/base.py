@@ -88,7 +88,7 @@ class Method(ABC):
 
     Subclasses set ``name`` and ``options_type`` and implement ``sample_probs`` and
     ``forward_passes_per_input``; they change training only through ``_callbacks``,
-    ``_scheduler`` and ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
+    ``_optimizer``, ``_scheduler`` and ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
     """
 
     name: ClassVar[str]
@@ -167,7 +167,7 @@ class Method(ABC):
         for generator in loader_generators(train_loader):
             generator.manual_seed(seed)
         model = self.model_factory().to(self.device)
-        optimizer = make_optimizer(model, self.train)
+        optimizer = self._optimizer(model)
         with data_parallel(model) as trained:
             result = fit(
                 trained,
@@ -184,6 +184,10 @@ class Method(ABC):
                 checkpoint_dir=checkpoint_dir,
             )
         return model, result
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The shared optimizer of ``TrainConfig`` (IVON brings its own)."""
+        return make_optimizer(model, self.train)
 
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
         """The shared learning-rate schedule of ``TrainConfig``."""
