@@ -22,7 +22,7 @@ import yaml
 
 from tradi.data import BenchmarkName
 from tradi.methods import METHODS
-from tradi.models import MLP, ENet, LeNet5, ModelName, ResNet20, WideResNet
+from tradi.models import MLP, ENet, LeNet5, ModelName, PSPNet, ResNet20, WideResNet
 from tradi.training import TrainConfig
 
 T = TypeVar("T")
@@ -37,6 +37,7 @@ _MODEL_CLASSES: dict[str, type] = {
     "resnet20": ResNet20,
     "wrn28_10": WideResNet,
     "enet": ENet,
+    "pspnet": PSPNet,
 }
 #: TrainConfig fields the runner sets itself (per seed, from the top-level ``device``, the CLI).
 _TRAIN_KEYS_SET_BY_RUNNER = {"seed": "seeds", "device": "device", "progress": "--no-progress"}
