@@ -50,14 +50,24 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     """How the benchmark is split and batched. ``split_seed`` fixes the validation split for
-    every seed, so seeds differ by training randomness only."""
+    every seed, so seeds differ by training randomness only. ``image_size`` [H, W] resizes the
+    anomaly benchmarks' images (streethazards, bdd-anomaly) as they are read."""
 
     val_fraction: float = 0.1
     split_seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 1000
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.image_size is not None and (
+            len(self.image_size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in self.image_size)
+            or min(self.image_size) < 1
+        ):
+            raise ValueError(
+                f"image_size must be [height, width], two integers >= 1, got {self.image_size}"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
