@@ -4,6 +4,7 @@ resizing, the missing-data message, the shipped configs and the report's convent
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from tradi.data import DatasetNotFoundError, load_benchmark
 from tradi.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from tradi.data.files import DOWNLOADS, Archive
 from tradi.experiments import config_from_dict, config_names, load_config, run_experiment
 from tradi.experiments.config import config_text
 from tradi.experiments.report import main_table
@@ -216,3 +218,20 @@ def test_a_fixture_runs_end_to_end_with_the_cpu_config(tmp_path: Path) -> None:
     metrics = results["pairs"][0]["rows"][0]["metrics"]
     assert {"auroc", "aupr_out", "fpr95_tpr_out", "miou"} <= set(metrics)
     assert "anomaly pixels positive" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_download_unpacks_the_published_tars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tars unpack train/ and test/; download=True fetches them (here from file URLs)."""
+    _write_streethazards(tmp_path / "published")
+    for part in ("train", "test"):
+        archive = tmp_path / f"streethazards_{part}.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(tmp_path / "published" / "streethazards" / part, arcname=part)
+        source = Archive(archive.as_uri(), None, part)
+        monkeypatch.setitem(DOWNLOADS, f"streethazards/{part}", source)
+    bench = load_benchmark("streethazards", tmp_path / "data", download=True)
+    expected = load_benchmark("streethazards", tmp_path / "published", checksums=SKIP)
+    torch.testing.assert_close(bench.test.y, expected.test.y)
+    assert len(bench.train) == 3
