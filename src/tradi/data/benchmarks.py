@@ -257,40 +257,30 @@ def _digits(val_fraction: float, seed: int) -> Benchmark:
 
 
 def _camvid_ood(load: partial[TensorSplit]) -> Benchmark:
-    known = {source: target for target, source in enumerate(CAMVID_KNOWN_CLASSES)}
     splits = {split: load("camvid", split) for split in ("train", "val", "test")}
-    train, val = (TensorSplit(s.x, _remap(s.y, known)) for s in (splits["train"], splits["val"]))
-    test = TensorSplit(
-        splits["test"].x, _remap(splits["test"].y, {**known, CAMVID_PEDESTRIAN: CAMVID_OOD_LABEL})
-    )
     names = CLASS_NAMES["camvid"]
-    return Benchmark(
-        name="camvid-ood",
-        task="segmentation",
-        train=train,
-        val=val,
-        test=test,
-        ood_test=None,
-        ood_val=None,
-        num_classes=len(CAMVID_KNOWN_CLASSES),
-        input_shape=_image_shape(test.x),
-        class_names=tuple(names[c] for c in CAMVID_KNOWN_CLASSES),
-        augment=random_horizontal_flip,
-        ignore_index=IGNORE_INDEX,
-        ood_label=CAMVID_OOD_LABEL,
-        class_weights=median_frequency_weights(train.y, len(CAMVID_KNOWN_CLASSES)),
+    return _unseen_class_benchmark(
+        "camvid-ood",
+        splits,
+        CAMVID_KNOWN_CLASSES,
+        (CAMVID_PEDESTRIAN,),
+        tuple(names[c] for c in CAMVID_KNOWN_CLASSES),
+        class_weighted=True,
     )
 
 
-def _anomaly_benchmark(
+def _unseen_class_benchmark(
     name: str,
     splits: Mapping[str, TensorSplit],
     known: tuple[int, ...],
     anomalies: tuple[int, ...],
     class_names: tuple[str, ...],
+    *,
+    class_weighted: bool = False,
 ) -> Benchmark:
     """Known label values -> classes 0..K-1 in order, anomaly values -> ``ood_label`` K in the
-    test split only (ignored in train and val), every other value -> ``ignore_index``."""
+    test split only (ignored in train and val), every other value -> ``ignore_index``. With
+    ``class_weighted``, SegNet's median-frequency weights of the known classes of train."""
     classes = {value: target for target, value in enumerate(known)}
     ood = dict.fromkeys(anomalies, len(known))
     train, val = (TensorSplit(splits[s].x, _remap(splits[s].y, classes)) for s in ("train", "val"))
@@ -309,13 +299,14 @@ def _anomaly_benchmark(
         augment=random_horizontal_flip,
         ignore_index=IGNORE_INDEX,
         ood_label=len(known),
+        class_weights=median_frequency_weights(train.y, len(known)) if class_weighted else None,
     )
 
 
 def _streethazards(load: partial[TensorSplit]) -> Benchmark:
     splits = {split: load("streethazards", split) for split in ("train", "val", "test")}
     names = CLASS_NAMES["streethazards"]  # file value v is names[v - 1]
-    return _anomaly_benchmark(
+    return _unseen_class_benchmark(
         "streethazards",
         splits,
         STREETHAZARDS_KNOWN,
@@ -339,7 +330,7 @@ def _bdd_anomaly(load: partial[TensorSplit]) -> Benchmark:
     if len(test) == 0:
         raise ValueError("bdd-anomaly: no image holds a motorcycle or train pixel: no test set")
     names = CLASS_NAMES["bdd100k"]
-    return _anomaly_benchmark(
+    return _unseen_class_benchmark(
         "bdd-anomaly",
         {**normal, "test": test},
         BDD_ANOMALY_KNOWN,
