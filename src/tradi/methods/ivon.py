@@ -20,14 +20,12 @@ import math
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from tradi.distributed import global_batches
-from tradi.methods.base import FitInfo, SamplingMethod
+from tradi.methods.base import FitInfo, SamplingMethod, seeded_randomness
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 from tradi.training import Callback
 
@@ -145,22 +143,11 @@ class IVON(SamplingMethod):
         self._names: list[str] = []
         self._callback: IVONCallback | None = None
 
-    def fit(
-        self,
-        train_loader: Iterable[Any],
-        val_loader: Iterable[Any] | None = None,
-        *,
-        checkpoint_dir: str | Path | None = None,
-    ) -> FitInfo:
-        self._ess = self.options.ess
-        if self._ess is None:  # the training-set size: the samples of one (global) epoch
-            self._ess = float(sum(len(batch[1]) for batch in global_batches(train_loader)))
-        return super().fit(train_loader, val_loader, checkpoint_dir=checkpoint_dir)
-
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self._names = [n for n, _ in named]
         options = self.options
+        self._ess = options.ess if options.ess is not None else self._training_set_size()
         return _ivon_class()(
             [p for _, p in named],
             lr=options.lr,
@@ -171,6 +158,15 @@ class IVON(SamplingMethod):
             weight_decay=options.weight_decay,
             clip_radius=math.inf if options.clip_radius is None else options.clip_radius,
         )
+
+    def _training_set_size(self) -> float:
+        """The samples of one (global) epoch of the training loader, counted without moving its
+        shuffling or any random state."""
+        loader = self.bn_loader  # the training loader's global batches (SamplingMethod.fit)
+        if loader is None:
+            raise RuntimeError("ivon: ess=None counts the training loader; call fit()")
+        with seeded_randomness(self.train.seed, self.device, [loader]):
+            return float(sum(len(batch[1]) for batch in loader))
 
     def _callbacks(self) -> Sequence[Callback]:
         self._callback = IVONCallback()
