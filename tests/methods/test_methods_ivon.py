@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader
 
 from tradi.methods import IVON, build_method
+from tradi.training import Callback
 
 ivon = pytest.importorskip("ivon")
 
@@ -136,3 +138,36 @@ def test_bad_options_are_refused(model_factory: Callable[[], nn.Module]) -> None
     for bad in ({"lr": 0.0}, {"ess": -1.0}, {"beta2": 1.5}, {"n_samples": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             build_method("ivon", model_factory, **bad)
+
+
+class Interrupt(Callback):
+    def __init__(self, at: int | None) -> None:
+        self.at = at
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_bit_identically(
+    model_factory: Callable[[], nn.Module], make_loader: Callable[..., DataLoader], tmp_path: Path
+) -> None:
+    """IVON's Hessian, momentum and step count (which debiases the momentum) survive a resume."""
+
+    def run(directory: Path, interrupt_at: int | None) -> IVON:
+        method = build_method("ivon", model_factory, train=TRAIN, n_samples=2)
+        assert isinstance(method, IVON)
+        own = method._callbacks
+        method._callbacks = lambda: (*own(), Interrupt(interrupt_at))  # type: ignore[method-assign]
+        method.fit(make_loader(192, seed=1, shuffle=True), checkpoint_dir=directory)
+        return method
+
+    reference = run(tmp_path / "a", None)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", 1)
+    resumed = run(tmp_path / "b", None)
+    assert reference.variance is not None and resumed.variance is not None
+    for name, value in reference._require_model().state_dict().items():
+        assert torch.equal(resumed._require_model().state_dict()[name], value), name
+    for name, value in reference.variance.items():
+        assert torch.equal(resumed.variance[name], value), name
