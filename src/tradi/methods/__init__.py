@@ -1,5 +1,6 @@
 """The paper's methods behind one interface: mcp, mc_dropout, deep_ensembles, swag,
-gaussian_perturbation and tradi, each built by `build_method` and trained by the same loop."""
+gaussian_perturbation and tradi, and the modern one-run peer ivon (optional package ivon-opt),
+each built by `build_method` and trained by the same loop."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tradi.methods.gaussian_perturbation import (
     GaussianPerturbation,
     GaussianPerturbationOptions,
 )
+from tradi.methods.ivon import IVON, IVONOptions
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
 from tradi.methods.swag import SWAG, SWAGOptions
@@ -24,7 +26,8 @@ from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.loop import LossFn
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (MCP, MCDropout, DeepEnsembles, SWAG, GaussianPerturbation, TRADI)
+    cls.name: cls
+    for cls in (MCP, MCDropout, DeepEnsembles, SWAG, GaussianPerturbation, TRADI, IVON)
 }
 
 
@@ -60,6 +63,7 @@ def build_method(
 
 
 __all__ = [
+    "IVON",
     "MCP",
     "METHODS",
     "SCALE_GRID",
@@ -71,6 +75,7 @@ __all__ = [
     "FitInfo",
     "GaussianPerturbation",
     "GaussianPerturbationOptions",
+    "IVONOptions",
     "MCDropout",
     "MCDropoutOptions",
     "MCPOptions",

@@ -12,6 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,8 +58,8 @@ _SELECTION_METRIC: dict[str, tuple[str, float]] = {
 class Callback:
     """Hooks into ``fit``. Override what you need; state in ``state_dict`` is checkpointed.
 
-    Order per epoch: ``on_epoch_start``, then ``on_after_step`` after every ``optimizer.step()``,
-    then ``on_epoch_end`` with that epoch's metrics (before the scheduler steps). ``epoch`` and
+    Order per epoch: ``on_epoch_start``, then per batch the forward and backward passes inside
+    every callback's ``step_context`` and ``on_after_step`` after ``optimizer.step()``, then ``on_epoch_end`` with that epoch's metrics (before the scheduler steps). ``epoch`` and
     ``step`` count from 0 and 1 respectively. On resume, ``on_train_start`` runs first and
     ``load_state_dict`` then restores the saved state.
     """
@@ -68,6 +69,11 @@ class Callback:
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         """Called before the first batch of every epoch."""
+
+    def step_context(self) -> AbstractContextManager[object]:
+        """Entered around each batch's forward and backward passes (not the optimizer step):
+        e.g. IVON evaluates the gradient at weights sampled from its posterior in here."""
+        return nullcontext()
 
     def on_after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         """Called right after every ``optimizer.step()``; ``step`` is the number taken so far."""
@@ -264,8 +270,11 @@ def _train_one_epoch(
     for batch in tqdm(loader, desc="batches", leave=False, disable=not progress):
         inputs, targets = to_device(io.inputs(batch), device), io.targets(batch).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(io.logits(io.forward(model, inputs)), targets)
-        (loss * _share_of_global_batch(targets.shape[0])).backward()
+        with ExitStack() as around_step:
+            for callback in callbacks:
+                around_step.enter_context(callback.step_context())
+            loss = loss_fn(io.logits(io.forward(model, inputs)), targets)
+            (loss * _share_of_global_batch(targets.shape[0])).backward()
         optimizer.step()
         steps += 1
         for callback in callbacks:
