@@ -174,12 +174,7 @@ class Method(ABC):
             self._dry_run(model, train_loader)
         for generator in loader_generators(train_loader):
             generator.manual_seed(seed)
-<<<<<<< HEAD
-        optimizer = make_optimizer(model, self.train)
-=======
-        model = self.model_factory().to(self.device)
         optimizer = self._optimizer(model)
->>>>>>> seg
         with data_parallel(model) as trained:
             result = fit(
                 trained,
@@ -198,7 +193,6 @@ class Method(ABC):
             )
         return model, result
 
-<<<<<<< HEAD
     @torch.no_grad()
     def _dry_run(self, model: nn.Module, loader: Iterable[Any]) -> None:
         """Initialise lazy layers (`nn.LazyLinear`, ...) with one eval-mode pass of a batch,
@@ -207,11 +201,10 @@ class Method(ABC):
         model.eval()
         self.io.forward(model, to_device(self.io.inputs(batch), self.device))
         model.train()
-=======
+
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """The shared optimizer of ``TrainConfig`` (IVON brings its own)."""
         return make_optimizer(model, self.train)
->>>>>>> seg
 
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
         """The shared learning-rate schedule of ``TrainConfig``."""
