@@ -204,7 +204,7 @@ def verify(
     if got != expected_digest.lower():
         raise ChecksumMismatchError(
             f"checksum mismatch for {path}: expected {algorithm} {expected_digest}, got {got}. "
-            "The file is corrupt or not the published one; delete it and fetch it again."
+            "The file is corrupt or not the published one: delete it and fetch it again (download=True, CLI: --download)."
         )
 
 

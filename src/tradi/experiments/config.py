@@ -18,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-import yaml
-
 from tradi.data import BenchmarkName
+from tradi.experiments.errors import ConfigError
+from tradi.experiments.yaml_text import apply_overrides, read_yaml
 from tradi.methods import METHODS
 from tradi.models import MLP, ENet, LeNet5, ModelName, ResNet20, WideResNet
 from tradi.training import TrainConfig
@@ -40,10 +40,6 @@ _MODEL_CLASSES: dict[str, type] = {
 }
 #: TrainConfig fields the runner sets itself (per seed, from the top-level ``device``, the CLI).
 _TRAIN_KEYS_SET_BY_RUNNER = {"seed": "seeds", "device": "device", "progress": "--no-progress"}
-
-
-class ConfigError(ValueError):
-    """A config that cannot be run: the message names the key and what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -164,10 +160,21 @@ def parse_dataclass(cls: type[T], mapping: Any, where: str) -> T:
     values = {
         key: check_type(value, hints[key], _join(where, key)) for key, value in mapping.items()
     }
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        section = f" in {where}" if where else ""
+        raise ConfigError(f"missing required key(s) {', '.join(map(repr, missing))}{section}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from error
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from error
 
 
 def _join(where: str, key: str) -> str:
@@ -303,14 +310,49 @@ def config_text(name_or_path: str | Path) -> tuple[str, str]:
     return resource.read_text(), f"tradi/experiments/configs/{name_or_path}.yaml"
 
 
-def load_config(name_or_path: str | Path) -> ExperimentConfig:
-    """Read and check a config: a shipped name (``digits``, ``mnist-notmnist``, ...) or a path."""
-    text, source = config_text(name_or_path)
+def check_device(device: str) -> None:
+    """Raise `ConfigError` unless torch can use ``device`` here (``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``), saying what to set instead; called before any data is loaded."""
+    import torch
+
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source} is not valid YAML: {error}") from error
-    return config_from_dict(raw)
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"device: {device!r} is not a torch device ({error})") from error
+    instead = "set `device: cpu` in the config or add device=cpu to the command"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA support" if torch.version.cuda is None else "sees no CUDA GPU"
+            raise ConfigError(
+                f"device: {device!r} is not available: this torch {torch.__version__} {build}; "
+                + instead
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {device!r} is not available: {torch.cuda.device_count()} GPU(s) seen"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {device!r} is not available on this machine; " + instead)
+
+
+def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read and check a config: a shipped name (``digits``, ``mnist-notmnist``, ...) or a path,
+    with ``KEY=VALUE`` ``overrides`` (`apply_overrides`). Raises `ConfigError` naming the file
+    and line of a YAML syntax error, or the key and the problem of an invalid config."""
+    text, source = config_text(name_or_path)
+    raw = read_yaml(text, source)
+    if raw is None and not overrides:
+        raise ConfigError(
+            f"{source} is empty: a config needs at least name, benchmark and methods "
+            "(`tradi show digits` prints a complete one)"
+        )
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as error:
+        changed = f" with {' '.join(overrides)}" if overrides else ""
+        raise ConfigError(f"{source}{changed}: {error}") from error
 
 
 __all__ = [
@@ -319,9 +361,12 @@ __all__ = [
     "ExperimentConfig",
     "ModelConfig",
     "ScaleSelectionConfig",
+    "apply_overrides",
+    "check_device",
     "config_from_dict",
     "config_names",
     "config_text",
     "load_config",
     "parse_dataclass",
+    "read_yaml",
 ]
