@@ -209,6 +209,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     """`run` and `reproduce`: train, evaluate, write, and print the table."""
     from tradi.distributed import init_from_env, is_rank_zero, launch
     from tradi.experiments import check_device, main_table, run_experiment
+    from tradi.experiments.report import recipe_warning
 
     config, out = _load(args)
     check_device(config.device)
@@ -230,6 +231,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
             benchmark=benchmark,
         )
     if is_rank_zero():
+        if warning := recipe_warning(results):
+            print(warning.replace("**", "") + "\n")
         print(main_table(results))
         print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
     return 0

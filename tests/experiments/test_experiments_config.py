@@ -179,3 +179,21 @@ def test_overrides_create_sections_and_leave_the_document_alone() -> None:
         apply_overrides(raw, ["train.epochs"])
     with pytest.raises(ConfigError, match="not valid YAML"):
         apply_overrides(raw, ["train.epochs=[1"])
+
+
+def test_a_changed_recipe_is_flagged_beside_the_papers_numbers() -> None:
+    from dataclasses import replace
+
+    from tradi.experiments.report import recipe_warning
+
+    paper = load_config("mnist-notmnist")
+    assert recipe_warning({"config": paper.to_dict()}) == ""
+    # fewer methods, another device or thread count do not change the recipe
+    fewer = replace(paper, methods={"tradi": paper.methods["tradi"]}, threads=2)
+    assert recipe_warning({"config": fewer.to_dict()}) == ""
+    changed = load_config("mnist-notmnist", ["train.epochs=2", "methods.tradi.n_samples=5"])
+    warning = recipe_warning({"config": changed.to_dict()})
+    assert warning.startswith("**Warning: not the paper's recipe.**")
+    assert "train.epochs: 30 -> 2" in warning and "methods.tradi.n_samples: 20 -> 5" in warning
+    # no paper table for digits: nothing to warn about
+    assert recipe_warning({"config": load_config("digits", ["train.epochs=2"]).to_dict()}) == ""

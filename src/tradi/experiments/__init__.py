@@ -19,6 +19,7 @@ from tradi.experiments.config import (
     config_names,
     config_text,
     load_config,
+    recipe_differences,
 )
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.experiments.report import main_table, summarize
@@ -43,6 +44,7 @@ __all__ = [
     "config_text",
     "load_config",
     "main_table",
+    "recipe_differences",
     "run_experiment",
     "select_methods",
     "summarize",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -335,6 +336,43 @@ def check_device(device: str) -> None:
         raise ConfigError(f"device: {device!r} is not available on this machine; " + instead)
 
 
+#: Settings that change where or how fast a run goes, not what it computes.
+_NOT_RECIPE = frozenset({"name", "description", "device", "threads", "data.eval_batch_size"})
+
+
+def recipe_differences(config: Mapping[str, Any]) -> list[str]:
+    """How ``config`` (an `ExperimentConfig.to_dict`) departs from the shipped config of its
+    benchmark, whose recipe the paper's numbers are compared against: one ``"key: shipped ->
+    this run"`` line per setting, in dotted paths (fewer methods is not a change; another
+    device or thread count neither). Empty when the recipe is the shipped one or no shipped
+    config has that benchmark's name."""
+    benchmark = config.get("benchmark")
+    if benchmark not in config_names():
+        return []
+    shipped = load_config(benchmark).to_dict()
+    shipped["methods"] = {k: v for k, v in shipped["methods"].items() if k in config["methods"]}
+    return [
+        f"{key}: {_short(before)} -> {_short(after)}"
+        for key, before, after in _changed(shipped, dict(config), "")
+        if key not in _NOT_RECIPE
+    ]
+
+
+def _changed(before: Any, after: Any, where: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        keys = [*before, *(k for k in after if k not in before)]
+        return [
+            change
+            for key in keys
+            for change in _changed(before.get(key), after.get(key), _join(where, key))
+        ]
+    return [] if before == after else [(where, before, after)]
+
+
+def _short(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)
+
+
 def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read and check a config: a shipped name (``digits``, ``mnist-notmnist``, ...) or a path,
     with ``KEY=VALUE`` ``overrides`` (`apply_overrides`). Raises `ConfigError` naming the file
@@ -369,4 +407,5 @@ __all__ = [
     "load_config",
     "parse_dataclass",
     "read_yaml",
+    "recipe_differences",
 ]

@@ -20,6 +20,7 @@ import yaml
 from torch import Tensor
 
 from tradi.experiments._files import write_text_atomic
+from tradi.experiments.config import recipe_differences
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.metrics import CalibrationBins
 from tradi.plots import (
@@ -219,6 +220,22 @@ def main_table(results: dict[str, Any]) -> str:
     return _markdown(header, lines)
 
 
+def recipe_warning(results: dict[str, Any]) -> str:
+    """A warning for above the table when the paper's numbers stand beside a run whose recipe
+    is not the shipped one ("" otherwise): the comparison would mislead without it."""
+    config = results["config"]
+    if config["benchmark"] not in PAPER_TABLES:
+        return ""
+    changes = recipe_differences(config)
+    if not changes:
+        return ""
+    return (
+        f"**Warning: not the paper's recipe.** This run differs from the shipped "
+        f"`{config['benchmark']}` config that the paper's numbers (in brackets) belong to, so "
+        f"the two are not comparable: {'; '.join(changes)}."
+    )
+
+
 def _cost_table(summary: dict[str, dict[str, Any]]) -> str:
     reference = next((s for s in summary.values() if s["method"] == "mcp"), None)
     header = [
@@ -398,6 +415,7 @@ def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> 
         "Ours: mean ± std over seeds"
         + (f"; in brackets: the paper ({paper.caption})." if paper else "."),
         "",
+        *([warning, ""] if (warning := recipe_warning(results)) else []),
         main_table(results),
         "",
         _SEGMENTATION_CONVENTIONS
