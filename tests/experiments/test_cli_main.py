@@ -69,6 +69,8 @@ def test_run_writes_results_and_prints_the_table(
     assert [pair["method"] for pair in results["pairs"]] == ["mcp", "tradi"]
     assert results["command"].startswith("tradi run ")
     assert (out / "report.md").exists() and (out / "results.csv").exists()
+    history = (out / "state" / "tradi" / "seed_0" / "metrics.csv").read_text().splitlines()
+    assert history[0].startswith("run,epoch,lr,train_loss,val_loss") and len(history) == 1 + 3
 
     # Resuming with other settings is refused; adding a method is not.
     text = small_digits.read_text().replace("epochs: 3", "epochs: 4")
