@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
     from tradi.data import load_benchmark, load_dataset
     from tradi.ensemble import SampledEnsemble, update_bn_stats
+    from tradi.evaluation import Evaluation, evaluate
     from tradi.methods import METHODS, build_method
     from tradi.models import build_model
     from tradi.posterior import (
@@ -34,6 +35,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "SampledEnsemble": "tradi.ensemble",
     "update_bn_stats": "tradi.ensemble",
+    "evaluate": "tradi.evaluation",
+    "Evaluation": "tradi.evaluation",
     "DiagonalGaussian": "tradi.posterior",
     "IsotropicGaussian": "tradi.posterior",
     "KernelGaussian": "tradi.posterior",
@@ -68,6 +71,7 @@ __all__ = [
     "METHODS",
     "Callback",
     "DiagonalGaussian",
+    "Evaluation",
     "IsotropicGaussian",
     "KalmanConfig",
     "KernelGaussian",
@@ -79,6 +83,7 @@ __all__ = [
     "__version__",
     "build_method",
     "build_model",
+    "evaluate",
     "fit",
     "load_benchmark",
     "load_dataset",
