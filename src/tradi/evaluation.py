@@ -26,9 +26,9 @@ class Evaluation:
     ``classification``: accuracy (fraction), nll (nats), brier, ece, mce, adaptive_ece on the
     in-distribution data (`tradi.metrics.classification_metrics`, 15 bins). ``ood``: per score
     name, `tradi.metrics.ood_metrics` of in- against OOD data (None without ``ood_loader``).
-    ``scores_in`` / ``scores_out``: per score name a float32 tensor [N], higher =
-    more in-distribution: ``mcp`` (max class probability of the averaged prediction, the
-    paper's score), ``neg_entropy`` (minus the predictive entropy, nats) and
+    ``scores_in`` / ``scores_out``: per score name a float32 tensor [N] ([N, H, W] for
+    segmentation outputs), higher = more in-distribution: ``mcp`` (max class probability of
+    the averaged prediction, the paper's score), ``neg_entropy`` (minus the predictive entropy, nats) and
     ``neg_mutual_information`` (minus the mutual information between prediction and weights;
     0 for a single network). ``probs``: the averaged in-distribution prediction [N, C].
     """
