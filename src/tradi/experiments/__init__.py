@@ -1,8 +1,10 @@
 """Experiments: YAML configs shipped with the package, the resumable runner, results and report.
 
->>> config = load_config("digits")            # or a path to an edited copy
->>> results = run_experiment(config, "runs/digits")
->>> results["summary"]["tradi"]["stats"]["auroc"]["mean"]
+```python
+config = load_config("digits")            # or a path to an edited copy
+results = run_experiment(config, "runs/digits")
+results["summary"]["tradi"]["stats"]["auroc"]["mean"]
+```
 
 The same is `tradi run digits --out runs/digits` on the command line.
 """
