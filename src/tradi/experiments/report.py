@@ -370,8 +370,10 @@ def _figures(
     if not labels:
         return []
     figures = []
+    seed = f"seed {results['seeds'][0]} of {len(results['seeds'])}"
     bins = {labels[k]: CalibrationBins(**artefacts[k]["bins"]) for k in labels}
-    save_figure(reliability_diagram(bins), out_dir / "figures" / "reliability")
+    reliability = reliability_diagram(bins, title=f"In-distribution test data, {seed}")
+    save_figure(reliability, out_dir / "figures" / "reliability")
     figures.append(
         (
             "Reliability diagrams and confidence histograms (in-distribution test)",
@@ -384,9 +386,14 @@ def _figures(
         if artefacts[k]["scores_out"] is not None and artefacts[k]["scores_out"].numel() > 0
     }
     if scores:
-        save_figure(ood_curves(scores), out_dir / "figures" / "ood_curves")
+        score = "MCP (max class probability)"
+        curves = ood_curves(scores, title=f"OOD detection by the {score}, {seed}")
+        save_figure(curves, out_dir / "figures" / "ood_curves")
         figures.append(("ROC and precision-recall curves, MCP score", "figures/ood_curves.png"))
-        save_figure(confidence_histograms(scores), out_dir / "figures" / "ood_confidence")
+        histograms = confidence_histograms(
+            scores, score_name=score, title=f"In-distribution and OOD test data, {seed}"
+        )
+        save_figure(histograms, out_dir / "figures" / "ood_confidence")
         figures.append(("MCP of in-distribution and OOD test data", "figures/ood_confidence.png"))
     if results["benchmark"]["task"] == "segmentation":
         figures += _segmentation_figures(artefacts, labels, results["benchmark"], out_dir)
