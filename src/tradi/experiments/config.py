@@ -24,6 +24,7 @@ from tradi.experiments.errors import ConfigError
 from tradi.experiments.yaml_text import apply_overrides, read_yaml
 from tradi.methods import METHODS
 from tradi.models import MLP, ENet, LeNet5, ModelName, ResNet20, WideResNet
+from tradi.models.factory import import_model_class
 from tradi.training import TrainConfig
 
 T = TypeVar("T")
@@ -63,9 +64,15 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """An architecture of `tradi.models` and its keyword options (input and class count come
-    from the benchmark)."""
+    from the benchmark), or your own ``nn.Module`` class by import path.
 
-    name: ModelName = "mlp"
+    Your own model, LightningCLI style: ``model: {class_path: mypkg.nets.MyNet, init_args:
+    {width: 64}}`` (stored as ``name`` and ``options``). Its constructor gets ``init_args``
+    plus whichever of ``num_classes``, ``in_channels``, ``in_features``, ``input_shape`` it
+    accepts (`tradi.models.build_model`).
+    """
+
+    name: ModelName | str = "mlp"
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -254,14 +261,49 @@ def check_type(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_describe(value)}")
 
 
+def _model_class(name: str) -> type:
+    if name in _MODEL_CLASSES:
+        return _MODEL_CLASSES[name]
+    if "." not in name:
+        raise ConfigError(
+            f"model.name: unknown model {name!r}; choose one of {', '.join(_MODEL_CLASSES)}, "
+            "or give your own class as model.class_path: package.module.Class"
+        )
+    try:
+        return import_model_class(name)
+    except ValueError as error:
+        raise ConfigError(f"model.class_path: {error}") from error
+
+
+def _lightning_style(raw: Any) -> Any:
+    """``model: {class_path, init_args}`` (LightningCLI's keys) as ``{name, options}``."""
+    model = raw.get("model") if isinstance(raw, Mapping) else None
+    if not isinstance(model, Mapping) or "class_path" not in model:
+        return raw
+    clash = [key for key in ("name", "options") if key in model]
+    if clash:
+        raise ConfigError(f"model: give class_path and init_args, or name and options, not {clash}")
+    unknown = [k for k in model if k not in ("class_path", "init_args")]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in model; with class_path: init_args")
+    options = model.get("init_args") or {}
+    return {**raw, "model": {"name": model["class_path"], "options": options}}
+
+
 def _check_model_options(model: ModelConfig) -> None:
     """Refuse unknown or ill-typed architecture options before a model is ever built."""
-    init = _MODEL_CLASSES[model.name].__init__
-    hints = typing.get_type_hints(init)
-    allowed = [n for n in inspect.signature(init).parameters if n not in _SET_BY_BENCHMARK]
-    _refuse_unknown(model.options, allowed, "model.options")
+    init = _model_class(model.name).__init__
+    try:
+        hints = typing.get_type_hints(init)
+    except (NameError, TypeError):  # a user model's unresolvable annotation: values unchecked
+        hints = {}
+    parameters = inspect.signature(init).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        named = (p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+        allowed = [n for n in named if n not in _SET_BY_BENCHMARK]
+        _refuse_unknown(model.options, allowed, "model.options")
     for key, value in model.options.items():
-        model.options[key] = check_type(value, hints[key], f"model.options.{key}")
+        model.options[key] = check_type(value, hints.get(key, Any), f"model.options.{key}")
 
 
 def _check_train(train: Mapping[str, Any]) -> None:
@@ -273,7 +315,7 @@ def _check_train(train: Mapping[str, Any]) -> None:
 
 def config_from_dict(raw: Any) -> ExperimentConfig:
     """Check a parsed YAML document section by section and build the `ExperimentConfig`."""
-    config = parse_dataclass(ExperimentConfig, raw, "")
+    config = parse_dataclass(ExperimentConfig, _lightning_style(raw), "")
     _check_model_options(config.model)
     _check_train(config.train)
     unknown = [name for name in config.methods if name not in METHODS]

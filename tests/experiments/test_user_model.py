@@ -1,0 +1,62 @@
+"""Your own model in a config by import path (LightningCLI's class_path / init_args), here a
+model defined in this test module, trained end to end by the runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tradi.data import Benchmark
+from tradi.experiments import ConfigError, config_from_dict, config_text, run_experiment
+from tradi.experiments.yaml_text import read_yaml
+
+
+class TinyNet(nn.Module):
+    """A user's network: its constructor takes what the benchmark decides plus its own options."""
+
+    def __init__(self, in_features: int, num_classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.width = width
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU())
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(x))
+
+
+def _raw(model: object) -> dict:
+    raw = read_yaml(config_text("digits")[0], "digits")
+    return {**raw, "model": model, "methods": {"mcp": {}}, "seeds": [0], "train": {"epochs": 1}}
+
+
+def test_a_model_of_a_test_module_trains_by_class_path(
+    tmp_path: Path, blobs: Callable[..., Benchmark]
+) -> None:
+    path = f"{TinyNet.__module__}.TinyNet"
+    config = config_from_dict(_raw({"class_path": path, "init_args": {"width": 5}}))
+    assert (config.model.name, config.model.options) == (path, {"width": 5})
+    results = run_experiment(config, tmp_path, progress=False, benchmark=blobs())
+    assert results["pairs"][0]["rows"][0]["metrics"]["accuracy"] > 0
+    saved = json.loads((tmp_path / "results.json").read_text())["config"]["model"]
+    assert saved == {"name": path, "options": {"width": 5}}  # reloads as written
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"class_path": "no_such_package.Net"}, "cannot import model 'no_such_package.Net'"),
+        ({"class_path": "collections.OrderedDict"}, "is not an nn.Module subclass"),
+        ({"class_path": f"{__name__}.TinyNet", "init_args": {"depth": 2}}, "'depth'"),
+        ({"class_path": f"{__name__}.TinyNet", "init_args": {"width": "x"}}, "expected int"),
+        ({"class_path": f"{__name__}.TinyNet", "name": "mlp"}, "not ['name']"),
+        ({"name": "mpl"}, "unknown model 'mpl'"),
+    ],
+)
+def test_bad_model_paths_are_named(model: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        config_from_dict(_raw(model))
