@@ -237,3 +237,24 @@ def test_config_messages_name_the_file_not_python(
     error = capsys.readouterr().err
     assert message in error
     assert "__init__" not in error and "<unicode string>" not in error and ": :" not in error
+
+
+def test_download_flag_fetches_before_training(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tradi.data import DatasetNotFoundError
+
+    asked: dict[str, object] = {}
+
+    def offline(name: str, data_dir: object, **kwargs: object) -> None:
+        asked.update(name=name, data_dir=data_dir, **kwargs)
+        raise DatasetNotFoundError("could not download https://example/x.gz (offline)")
+
+    monkeypatch.setattr("tradi.data.load_benchmark", offline)
+    argv = ["run", "mnist", "--download", "--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert asked["download"] is True and asked["name"] == "mnist"
+    assert (
+        capsys.readouterr().err
+        == "tradi: error: could not download https://example/x.gz (offline)\n"
+    )
