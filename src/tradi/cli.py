@@ -165,8 +165,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra and args.command != "run":
         parser.error(f"KEY=VALUE overrides are for `tradi run`, got: {' '.join(extra)}")
-    if args.command == "run":
-        args.overrides = [*args.overrides, *extra]
+    if args.command == "run":  # `--methods a b k=v` swallows k=v: no method name has a "="
+        swallowed = [m for m in args.methods or () if "=" in m]
+        args.methods = [m for m in args.methods or () if "=" not in m] or None
+        args.overrides = [*args.overrides, *swallowed, *extra]
     return args
 
 

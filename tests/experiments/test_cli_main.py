@@ -169,8 +169,9 @@ def test_overrides_set_keys_anywhere_on_the_line(
 
     monkeypatch.setattr("tradi.experiments.run_experiment", record)
     argv = ["run", "digits", "train.epochs=2", "--out", str(tmp_path), "methods.tradi.n_samples=3"]
-    assert main([*argv, "train.lr=1e-3", "seeds=[4, 5]"]) == 130
+    assert main([*argv, "--methods", "mcp", "tradi", "train.lr=1e-3", "seeds=[4, 5]"]) == 130
     config = seen["config"]
+    assert list(config.methods) == ["mcp", "tradi"]  # type: ignore[attr-defined]
     assert config.train["epochs"] == 2 and config.train["lr"] == 0.001  # type: ignore[attr-defined]
     assert config.methods["tradi"]["n_samples"] == 3  # type: ignore[attr-defined]
     assert config.seeds == (4, 5)  # type: ignore[attr-defined]
