@@ -35,9 +35,10 @@ they are never compared with predictions.
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -144,7 +145,13 @@ def load_benchmark(
 ) -> Benchmark:
     """Load a benchmark by name: ``digits`` needs no ``data_dir``; the others read
     ``data_dir`` or ``$TRADI_DATA_DIR`` (see `load_dataset` for ``download`` and
-    ``checksums``). ``val_fraction`` and ``seed`` set the validation split carved from train."""
+    ``checksums``). ``val_fraction`` and ``seed`` set the validation split carved from train.
+
+    ``name`` may also be the import path of your own function (``mypkg.data.make_benchmark``),
+    called as ``function(data_dir=..., val_fraction=..., seed=...)`` and returning a
+    `Benchmark`. Raises ValueError for an unknown name or a path that cannot be imported."""
+    if name not in BENCHMARK_NAMES and "." in name:  # your own: "package.module.function"
+        return _user_benchmark(name, data_dir, val_fraction, seed)
     if name not in BENCHMARK_NAMES:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
     if name == "digits":
@@ -239,3 +246,30 @@ def _camvid_ood(load: partial[TensorSplit]) -> Benchmark:
         ood_label=CAMVID_OOD_LABEL,
         class_weights=median_frequency_weights(train.y, len(CAMVID_KNOWN_CLASSES)),
     )
+
+
+def import_benchmark_factory(path: str) -> Callable[..., Benchmark]:
+    """The function at import path ``package.module.function`` that builds a `Benchmark`;
+    raises ValueError saying what failed."""
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"cannot import benchmark {path!r} ({type(error).__name__}: {error}); the package "
+            "must be installed or on PYTHONPATH"
+        ) from error
+    if not callable(found):
+        raise ValueError(f"benchmark {path!r} is not a function")
+    return found
+
+
+def _user_benchmark(
+    path: str, data_dir: str | os.PathLike[str] | None, val_fraction: float, seed: int
+) -> Benchmark:
+    benchmark = import_benchmark_factory(path)(
+        data_dir=data_dir, val_fraction=val_fraction, seed=seed
+    )
+    if not isinstance(benchmark, Benchmark):
+        raise TypeError(f"{path} returned {type(benchmark).__name__}, not a tradi.data.Benchmark")
+    return benchmark

@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-from tradi.data import BenchmarkName
+from tradi.data import BENCHMARK_NAMES, BenchmarkName
+from tradi.data.benchmarks import import_benchmark_factory
 from tradi.experiments.errors import ConfigError
 from tradi.experiments.yaml_text import apply_overrides, read_yaml
 from tradi.methods import METHODS
@@ -100,7 +101,9 @@ class ScaleSelectionConfig:
 class ExperimentConfig:
     """One experiment: a benchmark, a model, the shared training recipe and the methods compared.
 
-    ``methods`` maps a method name of `tradi.methods.METHODS` to its options, in table order.
+    ``benchmark`` is a name of `tradi.data.load_benchmark` or the import path of your own
+    function returning a `tradi.data.Benchmark` (``benchmark: {class_path: mypkg.data.make}``
+    is read the same). ``methods`` maps a method name of `tradi.methods.METHODS` to its options, in table order.
     Every method trains once per seed in ``seeds`` with ``train`` (a `TrainConfig` without
     ``seed``/``device``/``progress``, which the runner sets). ``threads`` sets torch's CPU
     threads for the run (null: torch's default); one thread is fastest for tiny models, whose
@@ -108,7 +111,7 @@ class ExperimentConfig:
     """
 
     name: str
-    benchmark: BenchmarkName
+    benchmark: BenchmarkName | str
     methods: dict[str, Any]
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
@@ -275,8 +278,31 @@ def _model_class(name: str) -> type:
         raise ConfigError(f"model.class_path: {error}") from error
 
 
+def _check_benchmark(name: str) -> None:
+    if name in BENCHMARK_NAMES:
+        return
+    if "." not in name:
+        raise ConfigError(
+            f"benchmark: unknown benchmark {name!r}; choose one of {', '.join(BENCHMARK_NAMES)}, "
+            "or give your own function as package.module.function"
+        )
+    try:
+        import_benchmark_factory(name)
+    except ValueError as error:
+        raise ConfigError(f"benchmark: {error}") from error
+
+
 def _lightning_style(raw: Any) -> Any:
-    """``model: {class_path, init_args}`` (LightningCLI's keys) as ``{name, options}``."""
+    """``model: {class_path, init_args}`` (LightningCLI's keys) as ``{name, options}``, and
+    ``benchmark: {class_path}`` as the path itself."""
+    bench = raw.get("benchmark") if isinstance(raw, Mapping) else None
+    if isinstance(bench, Mapping) and "class_path" in bench:
+        if set(bench) != {"class_path"}:
+            raise ConfigError(
+                "benchmark: only class_path is read (your function gets data_dir, val_fraction "
+                "and seed); bind other arguments in your module, e.g. with functools.partial"
+            )
+        raw = {**raw, "benchmark": bench["class_path"]}
     model = raw.get("model") if isinstance(raw, Mapping) else None
     if not isinstance(model, Mapping) or "class_path" not in model:
         return raw
@@ -316,6 +342,7 @@ def _check_train(train: Mapping[str, Any]) -> None:
 def config_from_dict(raw: Any) -> ExperimentConfig:
     """Check a parsed YAML document section by section and build the `ExperimentConfig`."""
     config = parse_dataclass(ExperimentConfig, _lightning_style(raw), "")
+    _check_benchmark(config.benchmark)
     _check_model_options(config.model)
     _check_train(config.train)
     unknown = [name for name in config.methods if name not in METHODS]
