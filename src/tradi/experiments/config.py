@@ -283,7 +283,7 @@ def _check_benchmark(name: str) -> None:
         return
     if "." not in name:
         raise ConfigError(
-            f"benchmark: unknown benchmark {name!r}; choose one of {', '.join(BENCHMARK_NAMES)}, "
+            f"benchmark: unknown benchmark {name!r}; choose one of {', '.join(map(repr, BENCHMARK_NAMES))}, "
             "or give your own function as package.module.function"
         )
     try:
