@@ -35,7 +35,6 @@ they are never compared with predictions.
 
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -47,6 +46,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from tradi._imports import import_object
 from tradi.data.augment import Augment, CropAndFlip, random_horizontal_flip
 from tradi.data.datasets import (
     CIFAR10_MEAN,
@@ -251,14 +251,7 @@ def _camvid_ood(load: partial[TensorSplit]) -> Benchmark:
 def import_benchmark_factory(path: str) -> Callable[..., Benchmark]:
     """The function at import path ``package.module.function`` that builds a `Benchmark`;
     raises ValueError saying what failed."""
-    module_name, _, attribute = path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(
-            f"cannot import benchmark {path!r} ({type(error).__name__}: {error}); the package "
-            "must be installed or on PYTHONPATH"
-        ) from error
+    found = import_object(path, "benchmark")
     if not callable(found):
         raise ValueError(f"benchmark {path!r} is not a function")
     return found

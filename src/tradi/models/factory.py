@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from typing import Any, Literal, get_args
 
 from torch import nn
 
+from tradi._imports import import_object
 from tradi.models.enet import ENet
 from tradi.models.lenet import LeNet5
 from tradi.models.mlp import MLP
@@ -71,14 +71,7 @@ BENCHMARK_ARGUMENTS = ("num_classes", "in_channels", "in_features", "input_shape
 def import_model_class(path: str) -> type[nn.Module]:
     """The ``nn.Module`` subclass at import path ``package.module.Class`` (LightningCLI's
     ``class_path``); raises ValueError saying what failed."""
-    module_name, _, class_name = path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(
-            f"cannot import model {path!r} ({type(error).__name__}: {error}); the package must "
-            "be installed or on PYTHONPATH"
-        ) from error
+    found = import_object(path, "model")
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
         raise ValueError(f"model {path!r} is not an nn.Module subclass")
     return found
