@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -69,6 +69,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from tradi._imports import import_object
 from tradi.data.augment import Augment, CropAndFlip, random_horizontal_flip
 from tradi.data.datasets import (
     CIFAR10_MEAN,
@@ -178,7 +179,13 @@ def load_benchmark(
     ``data_dir`` or ``$TRADI_DATA_DIR`` (see `load_dataset` for ``download`` and
     ``checksums``). ``val_fraction`` and ``seed`` set the validation split carved from train.
     ``image_size`` (H, W) resizes the anomaly benchmarks' images while reading them; the other
-    benchmarks refuse it (ValueError)."""
+    benchmarks refuse it (ValueError).
+
+    ``name`` may also be the import path of your own function (``mypkg.data.make_benchmark``),
+    called as ``function(data_dir=..., val_fraction=..., seed=...)`` and returning a
+    `Benchmark`. Raises ValueError for an unknown name or a path that cannot be imported."""
+    if name not in BENCHMARK_NAMES and "." in name:  # your own: "package.module.function"
+        return _user_benchmark(name, data_dir, val_fraction, seed)
     if name not in BENCHMARK_NAMES:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
     anomaly = {"streethazards": _streethazards, "bdd-anomaly": _bdd_anomaly}
@@ -337,3 +344,23 @@ def _bdd_anomaly(load: partial[TensorSplit]) -> Benchmark:
         BDD_ANOMALIES,
         tuple(names[v] for v in BDD_ANOMALY_KNOWN),
     )
+
+
+def import_benchmark_factory(path: str) -> Callable[..., Benchmark]:
+    """The function at import path ``package.module.function`` that builds a `Benchmark`;
+    raises ValueError saying what failed."""
+    found = import_object(path, "benchmark")
+    if not callable(found):
+        raise ValueError(f"benchmark {path!r} is not a function")
+    return found
+
+
+def _user_benchmark(
+    path: str, data_dir: str | os.PathLike[str] | None, val_fraction: float, seed: int
+) -> Benchmark:
+    benchmark = import_benchmark_factory(path)(
+        data_dir=data_dir, val_fraction=val_fraction, seed=seed
+    )
+    if not isinstance(benchmark, Benchmark):
+        raise TypeError(f"{path} returned {type(benchmark).__name__}, not a tradi.data.Benchmark")
+    return benchmark

@@ -1,4 +1,4 @@
-"""Where dataset files live, how they are checked, and how they are fetched when asked.
+"""Where dataset files live, how they are checked, and how they are fetched when asked (pooch).
 
 Every file is verified against a published or recorded checksum before it is parsed: a
 truncated download or a silently different copy would otherwise change every number the
@@ -13,8 +13,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -227,36 +225,39 @@ def verify(
     if got != expected_digest.lower():
         raise ChecksumMismatchError(
             f"checksum mismatch for {path}: expected {algorithm} {expected_digest}, got {got}. "
-            "The file is corrupt or not the published one; delete it and fetch it again."
+            "The file is corrupt or not the published one: delete it and fetch it again (download=True, CLI: --download)."
         )
 
 
 def download(root: Path, relative_path: str) -> None:
-    """Fetch ``relative_path`` from its official source into ``root``; raise
-    `DatasetNotFoundError` with the URL and target path when that fails (e.g. offline)."""
+    """Fetch ``relative_path`` from its official source into ``root`` with pooch, which checks
+    the download against its known checksum (`KNOWN_CHECKSUMS`, or the archive's) before it is
+    moved into place. Raises `DatasetNotFoundError` with the URL and target path when the
+    download fails (e.g. offline), `ChecksumMismatchError` when the bytes are not the published
+    ones; nothing is left behind in either case."""
+    import pooch  # imported here: only a download needs it
+
     source = DOWNLOADS.get(relative_path)
     target = root / relative_path
     if source is None:
         raise DatasetNotFoundError(f"{target} is missing and has no official download source")
     url = source.url if isinstance(source, Archive) else source
+    known = source.checksum if isinstance(source, Archive) else KNOWN_CHECKSUMS.get(relative_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        fetched = Path(scratch) / "download"
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, fetched.open("wb") as out:
-                shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, OSError) as error:
+            fetched = Path(
+                pooch.retrieve(
+                    url, known_hash=known, fname="download", path=scratch, progressbar=False
+                )
+            )
+        except OSError as error:  # requests' errors are OSErrors too
             raise DatasetNotFoundError(
                 f"could not download {url} ({error}); put the file at {target} by hand"
             ) from error
+        except ValueError as error:  # pooch's hash check
+            raise ChecksumMismatchError(f"checksum mismatch for {url}: {error}") from error
         if isinstance(source, Archive):
-            if source.checksum is not None:
-                algorithm, _, expected = source.checksum.partition(":")
-                got = _hash_file(fetched, algorithm)
-                if got != expected:
-                    raise ChecksumMismatchError(
-                        f"checksum mismatch for {url}: expected {algorithm} {expected}, got {got}"
-                    )
             unpacked = Path(scratch) / "unpacked"
             _extract(fetched, source.member_root, unpacked)
             unpacked.replace(target)  # whole or not at all

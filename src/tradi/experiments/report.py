@@ -20,6 +20,7 @@ import yaml
 from torch import Tensor
 
 from tradi.experiments._files import write_text_atomic
+from tradi.experiments.config import recipe_differences
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.metrics import CalibrationBins
 from tradi.plots import (
@@ -237,6 +238,22 @@ def main_table(results: dict[str, Any]) -> str:
     return _markdown(header, lines)
 
 
+def recipe_warning(results: dict[str, Any]) -> str:
+    """A warning for above the table when the paper's numbers stand beside a run whose recipe
+    is not the shipped one ("" otherwise): the comparison would mislead without it."""
+    config = results["config"]
+    if config["benchmark"] not in PAPER_TABLES:
+        return ""
+    changes = recipe_differences(config)
+    if not changes:
+        return ""
+    return (
+        f"**Warning: not the paper's recipe.** This run differs from the shipped "
+        f"`{config['benchmark']}` config that the paper's numbers (in brackets) belong to, so "
+        f"the two are not comparable: {'; '.join(changes)}."
+    )
+
+
 def _cost_table(summary: dict[str, dict[str, Any]]) -> str:
     reference = next((s for s in summary.values() if s["method"] == "mcp"), None)
     header = [
@@ -371,8 +388,10 @@ def _figures(
     if not labels:
         return []
     figures = []
+    seed = f"seed {results['seeds'][0]} of {len(results['seeds'])}"
     bins = {labels[k]: CalibrationBins(**artefacts[k]["bins"]) for k in labels}
-    save_figure(reliability_diagram(bins), out_dir / "figures" / "reliability")
+    reliability = reliability_diagram(bins, title=f"In-distribution test data, {seed}")
+    save_figure(reliability, out_dir / "figures" / "reliability")
     figures.append(
         (
             "Reliability diagrams and confidence histograms (in-distribution test)",
@@ -385,9 +404,14 @@ def _figures(
         if artefacts[k]["scores_out"] is not None and artefacts[k]["scores_out"].numel() > 0
     }
     if scores:
-        save_figure(ood_curves(scores), out_dir / "figures" / "ood_curves")
+        score = "MCP (max class probability)"
+        curves = ood_curves(scores, title=f"OOD detection by the {score}, {seed}")
+        save_figure(curves, out_dir / "figures" / "ood_curves")
         figures.append(("ROC and precision-recall curves, MCP score", "figures/ood_curves.png"))
-        save_figure(confidence_histograms(scores), out_dir / "figures" / "ood_confidence")
+        histograms = confidence_histograms(
+            scores, score_name=score, title=f"In-distribution and OOD test data, {seed}"
+        )
+        save_figure(histograms, out_dir / "figures" / "ood_confidence")
         figures.append(("MCP of in-distribution and OOD test data", "figures/ood_confidence.png"))
     if results["benchmark"]["task"] == "segmentation":
         figures += _segmentation_figures(artefacts, labels, results["benchmark"], out_dir)
@@ -424,6 +448,7 @@ def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> 
         "Ours: mean ± std over seeds"
         + (f"; in brackets: the paper ({paper.caption})." if paper else "."),
         "",
+        *([warning, ""] if (warning := recipe_warning(results)) else []),
         main_table(results),
         "",
         _conventions(results),

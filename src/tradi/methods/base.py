@@ -118,6 +118,8 @@ class Method(ABC):
         self.device = torch.device(self.train.device)
         self.model: nn.Module | None = None
         self.fit_info: FitInfo | None = None
+        #: Callbacks added to every network this method trains (logging, history files).
+        self.extra_callbacks: list[Callback] = []
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -185,7 +187,7 @@ class Method(ABC):
                 loss_fn=self.loss_fn,
                 val_loader=val_loader,
                 select=self.train.select,
-                callbacks=callbacks,
+                callbacks=[*callbacks, *self.extra_callbacks],
                 progress=self.train.progress,
                 device=self.device,
                 checkpoint_dir=checkpoint_dir,
