@@ -12,10 +12,7 @@ import socket
 import struct
 import subprocess
 import tarfile
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -281,31 +278,6 @@ def test_missing_file_says_where_to_put_it(fixture_data: FixtureData) -> None:
     assert str(fixture_data.root / "mnist" / "train-labels-idx1-ubyte.gz") in message
     assert "train-images" not in message  # only what is missing is listed
     assert "download=True" in message
-
-
-@pytest.fixture
-def serve() -> Iterator[dict[str, bytes]]:
-    """A local HTTP server (no internet needed): put bytes at ``files[path]``; its base URL
-    is ``files["base"]``."""
-    files: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = files.get(self.path.lstrip("/"))
-            self.send_response(200 if body is not None else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    files["base"] = f"http://127.0.0.1:{server.server_address[1]}/".encode()
-    yield files
-    server.shutdown()
-    server.server_close()
 
 
 def _closed_port() -> int:

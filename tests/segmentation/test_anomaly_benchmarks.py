@@ -221,15 +221,16 @@ def test_a_fixture_runs_end_to_end_with_the_cpu_config(tmp_path: Path) -> None:
 
 
 def test_download_unpacks_the_published_tars(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: dict[str, bytes]
 ) -> None:
-    """The tars unpack train/ and test/; download=True fetches them (here from file URLs)."""
+    """The tars unpack train/ and test/; download=True fetches them (here from a local server)."""
     _write_streethazards(tmp_path / "published")
     for part in ("train", "test"):
         archive = tmp_path / f"streethazards_{part}.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(tmp_path / "published" / "streethazards" / part, arcname=part)
-        source = Archive(archive.as_uri(), None, part)
+        serve[archive.name] = archive.read_bytes()
+        source = Archive(serve["base"].decode() + archive.name, None, part)
         monkeypatch.setitem(DOWNLOADS, f"streethazards/{part}", source)
     bench = load_benchmark("streethazards", tmp_path / "data", download=True)
     expected = load_benchmark("streethazards", tmp_path / "published", checksums=SKIP)

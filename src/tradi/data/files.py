@@ -255,7 +255,11 @@ def download(root: Path, relative_path: str) -> None:
             raise DatasetNotFoundError(
                 f"could not download {url} ({error}); put the file at {target} by hand"
             ) from error
-        except ValueError as error:  # pooch's hash check
+        except ValueError as error:  # pooch's hash check, or a URL pooch cannot fetch
+            if "hash" not in str(error).lower():
+                raise DatasetNotFoundError(
+                    f"could not download {url} ({error}); put the file at {target} by hand"
+                ) from error
             raise ChecksumMismatchError(f"checksum mismatch for {url}: {error}") from error
         if isinstance(source, Archive):
             unpacked = Path(scratch) / "unpacked"
