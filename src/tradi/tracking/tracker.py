@@ -288,8 +288,8 @@ class WeightTracker:
         elif not torch.equal(mean, state["previous"]):
             raise ValueError(
                 "this checkpoint's tracked mean is not its w(t-1): it was made with another start "
-                "(before 0.2 the default was init_mean='zero'); build the tracker with "
-                "init_mean='zero' to resume it"
+                "(tradi 0.1.0's default was the public code's); build the tracker with "
+                "init_mean='zero' (and init_variance='public_code') to resume it"
             )
         self._var.copy_(state["variance"])
         if self._previous is not None:
