@@ -1,10 +1,11 @@
-"""The tracker's start: its options, checked, and the initial variance (docs/tracker.md)."""
+"""The tracker's start: its options and checkpoints checked, the initial variance, and the
+warning for a posterior drawn too early (docs/tracker.md)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -76,3 +77,17 @@ def early_posterior_message(num_updates: int, config: KalmanConfig) -> str | Non
             "scale on validation data"
         )
     return None
+
+
+def check_state(state: dict[str, Any], names: list[str], step_form: str, num_weights: int) -> None:
+    """Raise ValueError if a tracker `state_dict()` is not of this model and step form."""
+    if state["names"] != names or state["step_form"] != step_form:
+        raise ValueError(
+            "tracker state does not match this tracker: saved "
+            f"{len(state['names'])} params/{state['step_form']!r}, "
+            f"here {len(names)} params/{step_form!r}"
+        )
+    if state["variance"].numel() != num_weights:
+        raise ValueError(
+            f"tracker state holds {state['variance'].numel()} weights, this model {num_weights}"
+        )

@@ -30,6 +30,7 @@ from tradi.tracking.start import (
     InitVariance,
     StepForm,
     check_options,
+    check_state,
     early_posterior_message,
     initial_variance,
 )
@@ -86,11 +87,9 @@ class WeightTracker:
         param_filter: `(name, owning module, parameter) -> bool`; overrides the default that
             skips normalisation layers and frozen parameters.
 
-    The default start mu(0) = w(0), sigma2(0) = 0 gives a useful posterior after any number of
-    steps; with step="delta" the mean is then the weights themselves (docs/tracker.md), so the
-    state is sigma2 and w(t-1) only: 8 bytes per weight (12 for any other start, 8 for
-    step="gradient"). State is float32 whatever the parameters' dtype. Parameter names are the
-    model's own (a DistributedDataParallel wrapper is looked through).
+    With the default start and step="delta" the mean is the weights themselves (docs/tracker.md):
+    the float32 state is sigma2 and w(t-1), 8 bytes per weight (12 for another start). Names
+    are the model's own (a DistributedDataParallel wrapper is looked through).
 
     Raises:
         ValueError: an unknown `step`/`init_mean`, step="gradient" without `optimizer`, a
@@ -271,17 +270,7 @@ class WeightTracker:
                 from w(t-1) loaded into a tracker at the floor (build it with the start the
                 checkpoint was made with, e.g. init_mean="zero").
         """
-        if state["names"] != self.names or state["step_form"] != self.step_form:
-            raise ValueError(
-                "tracker state does not match this tracker: saved "
-                f"{len(state['names'])} params/{state['step_form']!r}, "
-                f"here {len(self.names)} params/{self.step_form!r}"
-            )
-        if state["variance"].shape != self._var.shape:
-            raise ValueError(
-                f"tracker state holds {state['variance'].numel()} weights, this model "
-                f"{self._var.numel()}"
-            )
+        check_state(state, self.names, self.step_form, self.num_tracked)
         mean = state["previous"] if state["mean"] is None else state["mean"]
         if self._mean is not None:
             self._mean.copy_(mean)
