@@ -316,6 +316,9 @@ def test_filter_and_init_options() -> None:
             WeightTracker(model, init_variance=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not both"):
         WeightTracker(model, memory=100, config=KalmanConfig())
+    for steps in (0, 1):
+        with pytest.raises(ValueError, match="must be > 1"):
+            WeightTracker(model, memory=steps)
 
 
 def test_state_bytes_per_weight() -> None:

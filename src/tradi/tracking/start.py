@@ -32,6 +32,10 @@ def check_options(
         raise ValueError("step='gradient' reads the learning rate: pass optimizer=")
     if memory is not None and config is not None:
         raise ValueError("pass memory= (in steps) or config= (noise constants), not both")
+    if memory is not None and not memory > 1:
+        raise ValueError(
+            f"memory is in optimizer steps and must be > 1 (e.g. the steps per epoch), got {memory}"
+        )
     if init_mean not in ("weights", "zero"):
         raise ValueError(f"init_mean must be 'weights' or 'zero', got {init_mean!r}")
     if init_variance != "public_code" and not (

@@ -93,7 +93,7 @@ class WeightTracker:
 
     Raises:
         ValueError: an unknown `step`/`init_mean`, step="gradient" without `optimizer`, a
-            negative `init_variance`, both `memory` and `config`, or no parameter selected.
+            negative `init_variance`, `memory` <= 1 or with `config`, or no parameter selected.
     """
 
     def __init__(
@@ -116,7 +116,7 @@ class WeightTracker:
             raise ValueError("no parameter of the model is selected for tracking")
         self.step_form: StepForm = step
         self.optimizer = optimizer
-        self.config = KalmanConfig.from_memory(memory, memory) if memory else config
+        self.config = KalmanConfig.from_memory(memory, memory) if memory is not None else config
         self.config = self.config or KalmanConfig()
         self.names: list[str] = [n for n, _ in named]
         self._params: list[nn.Parameter] = [p for _, p in named]
