@@ -208,7 +208,8 @@ def _reference_step(w0: np.ndarray, w1: np.ndarray, shape0: int) -> tuple[np.nda
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_one_tracker_step_matches_numpy(name: str) -> None:
     case = _build(name)
-    tracker = WeightTracker(case.model)
+    # the public code's start: the reference's mu(0) = 0 and sigma2(0) = sqrt(2 / size(0))
+    tracker = WeightTracker(case.model, init_mean="zero", init_variance="public_code")
     params = dict(case.model.named_parameters())
     assert set(tracker.names) == _expected_tracked(case.model)
     assert tracker.num_tracked == sum(params[n].numel() for n in tracker.names)

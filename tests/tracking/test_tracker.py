@@ -35,14 +35,26 @@ def make_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-2)
 
 
+# (init_mean, init_variance): the default, the floor with a non-zero sigma2(0), the public code's
+STARTS = [("weights", 0.0), ("weights", 1e-3), ("zero", "public_code")]
+
+
 class NumpyTradi:
     """The paper's equations written independently, in float64, one weight array at a time."""
 
-    def __init__(self, weights0: dict[str, np.ndarray], cfg: KalmanConfig) -> None:
+    def __init__(
+        self, weights0: dict[str, np.ndarray], cfg: KalmanConfig, start: tuple = STARTS[0]
+    ) -> None:
         self.cfg = cfg
         self.p_mu = self.p_s2 = cfg.p0
-        self.mu = {n: np.zeros_like(w) for n, w in weights0.items()}
-        self.s2 = {n: np.full_like(w, math.sqrt(2.0 / w.shape[0])) for n, w in weights0.items()}
+        init_mean, init_var = start
+        self.mu = {n: w.copy() if init_mean == "weights" else 0 * w for n, w in weights0.items()}
+        self.s2 = {
+            n: np.full_like(
+                w, math.sqrt(2.0 / w.shape[0]) if init_var == "public_code" else init_var
+            )
+            for n, w in weights0.items()
+        }
 
     def step(self, w: dict[str, np.ndarray], d: dict[str, np.ndarray]) -> None:
         c = self.cfg
@@ -62,16 +74,25 @@ def snapshot(model: nn.Module, names: list[str]) -> dict[str, np.ndarray]:
     return {n: params[n].detach().double().numpy().copy() for n in names}
 
 
+@pytest.mark.parametrize("start", STARTS)
 @pytest.mark.parametrize("opt_name", ["sgd", "adam"])
 @pytest.mark.parametrize("step", ["delta", "gradient"])
-def test_tracker_matches_numpy_reference_step_by_step(opt_name: str, step: str) -> None:
+def test_tracker_matches_numpy_reference_step_by_step(opt_name: str, step: str, start) -> None:
     model = small_net()
     opt = make_optimizer(opt_name, model)
     # a large gain makes every term matter within a short run
     cfg = KalmanConfig(q_mean=1e-2, r_mean=1.0, q_var=5e-3, r_var=1.0)
-    tracker = WeightTracker(model, step=step, optimizer=opt, config=cfg)  # type: ignore[arg-type]
+    init_mean, init_variance = start
+    tracker = WeightTracker(
+        model,
+        step=step,  # type: ignore[arg-type]
+        optimizer=opt,
+        config=cfg,
+        init_mean=init_mean,
+        init_variance=init_variance,
+    )
     assert tracker.names == ["0.weight", "0.bias", "4.weight", "4.bias"]  # BatchNorm skipped
-    ref = NumpyTradi(snapshot(model, tracker.names), cfg)
+    ref = NumpyTradi(snapshot(model, tracker.names), cfg, start)
     previous = snapshot(model, tracker.names)
     params = dict(model.named_parameters())
     for x, y in batches(40):
@@ -122,18 +143,20 @@ def _train(model, opt, tracker, data) -> None:
         tracker.update()
 
 
-def test_resume_from_checkpoint_is_bit_identical() -> None:
+@pytest.mark.parametrize("start", STARTS)
+def test_resume_from_checkpoint_is_bit_identical(start) -> None:
+    init = {"init_mean": start[0], "init_variance": start[1]}
     data = batches(30)
     torch.manual_seed(123)
     model = small_net()
     opt = make_optimizer("adam", model)
-    tracker = WeightTracker(model)
+    tracker = WeightTracker(model, **init)
     _train(model, opt, tracker, data)
 
     torch.manual_seed(123)
     model2 = small_net()
     opt2 = make_optimizer("adam", model2)
-    tracker2 = WeightTracker(model2)
+    tracker2 = WeightTracker(model2, **init)
     _train(model2, opt2, tracker2, data[:13])
     buffer = io.BytesIO()
     torch.save(
@@ -151,7 +174,7 @@ def test_resume_from_checkpoint_is_bit_identical() -> None:
     model3.load_state_dict(ckpt["model"])
     opt3 = make_optimizer("adam", model3)
     opt3.load_state_dict(ckpt["opt"])
-    tracker3 = WeightTracker(model3)
+    tracker3 = WeightTracker(model3, **init)
     tracker3.load_state_dict(ckpt["tracker"])
     torch.set_rng_state(ckpt["rng"])
     _train(model3, opt3, tracker3, data[13:])
@@ -160,6 +183,39 @@ def test_resume_from_checkpoint_is_bit_identical() -> None:
         for n in want:
             assert torch.equal(got[n], want[n]), n
     assert tracker3.num_updates == tracker.num_updates == 30
+
+
+def test_checkpoints_of_other_starts() -> None:
+    """A floor checkpoint resumes under the stored-mean start; one whose mean is not w(t-1)
+    (the public code's start, the default of tradi 0.1.0) is refused by a floor tracker."""
+    data = batches(8)
+    model = small_net()
+    opt = make_optimizer("sgd", model)
+    floor = WeightTracker(model)
+    _train(model, opt, floor, data[:4])
+    stored = WeightTracker(model, init_mean="zero")
+    stored.load_state_dict(floor.state_dict())
+    _train(model, opt, (both := _Both(floor, stored)), data[4:])
+    for n, w in model.named_parameters():
+        if n in floor.names:
+            torch.testing.assert_close(stored.mean()[n], w.detach(), rtol=0, atol=1e-7)
+            assert torch.equal(floor.mean()[n], w.detach())
+            torch.testing.assert_close(stored.variance()[n], floor.variance()[n])
+    assert both.calls == 4
+    with pytest.raises(ValueError, match="init_mean='zero'"):
+        WeightTracker(model).load_state_dict(WeightTracker(model, init_mean="zero").state_dict())
+
+
+class _Both:
+    """Two trackers updated together (duck-types `update` for `_train`)."""
+
+    def __init__(self, *trackers: WeightTracker) -> None:
+        self.trackers, self.calls = trackers, 0
+
+    def update(self) -> None:
+        self.calls += 1
+        for tracker in self.trackers:
+            tracker.update()
 
 
 def test_load_state_dict_refuses_another_model() -> None:
@@ -242,25 +298,36 @@ def test_frozen_and_gradless_parameters() -> None:
 
 def test_filter_and_init_options() -> None:
     model = small_net()
-    tracker = WeightTracker(
-        model, param_filter=lambda name, module, p: True, init_mean="weights", init_variance=0.0
-    )
+    tracker = WeightTracker(model, param_filter=lambda name, module, p: True, init_variance=1e-3)
     assert "1.weight" in tracker.names  # the BatchNorm weight, now included
-    for n, p in model.named_parameters():
+    for n, p in model.named_parameters():  # the default start: mu(0) = w(0)
         assert torch.equal(tracker.mean()[n], p.detach())
-        assert torch.count_nonzero(tracker.variance()[n]) == 0
-    assert WeightTracker(model).variance()["0.weight"][0, 0].item() == pytest.approx(
-        math.sqrt(2 / 16)
-    )
+        assert torch.all(tracker.variance()[n] == 1e-3)
+    assert torch.count_nonzero(WeightTracker(model).variance()["0.weight"]) == 0
+    public = WeightTracker(model, init_mean="zero", init_variance="public_code")
+    assert torch.count_nonzero(public.mean()["0.weight"]) == 0
+    assert public.variance()["0.weight"][0, 0].item() == pytest.approx(math.sqrt(2 / 16))
     with pytest.raises(ValueError, match="optimizer"):
         WeightTracker(model, step="gradient")
     with pytest.raises(ValueError, match="no parameter"):
         WeightTracker(model, param_filter=lambda *a: False)
+    for bad in (None, -1.0, "fan_out"):
+        with pytest.raises(ValueError, match="public_code"):
+            WeightTracker(model, init_variance=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not both"):
+        WeightTracker(model, memory=100, config=KalmanConfig())
+    for steps in (0, 1):
+        with pytest.raises(ValueError, match="must be > 1"):
+            WeightTracker(model, memory=steps)
 
 
-def test_state_is_twelve_bytes_per_weight() -> None:
+def test_state_bytes_per_weight() -> None:
     model = small_net()
-    assert WeightTracker(model).state_bytes == 12 * WeightTracker(model).num_tracked
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    tracker = WeightTracker(model, step="gradient", optimizer=opt)
-    assert tracker.state_bytes == 8 * tracker.num_tracked
+    for kwargs, expected in (
+        ({}, 8),  # the floor: sigma2 and w(t-1)
+        ({"init_mean": "zero"}, 12),
+        ({"step": "gradient", "optimizer": opt}, 8),  # mean and sigma2
+    ):
+        tracker = WeightTracker(model, **kwargs)  # type: ignore[arg-type]
+        assert tracker.state_bytes == expected * tracker.num_tracked, kwargs
