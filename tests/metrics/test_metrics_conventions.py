@@ -194,3 +194,46 @@ def test_segmentation_arguments_are_checked() -> None:
         metric.update(torch.full((4, 2), 0.5), torch.zeros(4, dtype=torch.long))
     metric.update(torch.eye(3), torch.tensor([0, 1, 2]))
     assert metric.compute()["miou"] == 1.0
+
+
+def test_streamed_classification_before_any_sample_says_so() -> None:
+    metric = ClassificationMetrics(ignore_index=IGNORE)
+    metric.update(torch.full((2, 3), 1 / 3), torch.tensor([IGNORE, IGNORE]))
+    with pytest.raises(
+        ValueError, match=r"^ClassificationMetrics\.compute\(\) called before any non-ignored"
+    ):
+        metric.compute()
+
+
+def test_streamed_ood_messages_name_the_argument() -> None:
+    metric = OODMetrics()
+    with pytest.raises(ValueError, match=r"^is_ood shape \(1,\) does not match scores shape"):
+        metric.update(torch.tensor([0.9, 0.8]), is_ood=torch.tensor([True]))
+    with pytest.raises(ValueError, match=r"^valid shape \(3,\) does not match scores shape"):
+        metric.update(torch.tensor([0.9, 0.8]), is_ood=False, valid=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"^scores contains NaN"):
+        metric.update(torch.tensor([0.9, float("nan")]), is_ood=False)
+
+
+def test_a_score_on_a_bin_edge_opens_its_bin() -> None:
+    """Bins [e_k, e_k+1): an in-distribution 0.5 and an OOD 0.3 are apart, so exact."""
+    metric = OODMetrics(n_bins=4, spacing="uniform")
+    metric.update(torch.tensor([0.5]), is_ood=False)
+    metric.update(torch.tensor([0.3]), is_ood=True)
+    assert metric.compute()["auroc"] == 1.0
+    assert set(metric.error_bounds().values()) == {0.0}
+
+
+def test_one_sample_of_a_class_is_enough() -> None:
+    metric = OODMetrics(n_bins=8, spacing="uniform")
+    metric.update(torch.tensor([0.9]), is_ood=False)
+    metric.update(torch.tensor([0.1, 0.2]), is_ood=True)
+    assert metric.compute()["auroc"] == 1.0
+
+
+def test_streamed_iou_per_class_is_that_of_its_confusion() -> None:
+    metric = SegmentationMetrics(num_classes=3)
+    metric.update(torch.eye(3)[[0, 0, 1, 2]], torch.tensor([0, 1, 1, 2]))
+    torch.testing.assert_close(
+        metric.iou_per_class(), torch.tensor([1 / 2, 1 / 2, 1.0], dtype=torch.float64)
+    )

@@ -74,3 +74,13 @@ def test_kernel_scale_multiplies_the_standard_deviation() -> None:
     )
     torch.testing.assert_close(three["w"], 3 * one["w"])
     assert KernelGaussian(mean, variance, anchor).rank == 10
+
+
+def test_kernel_accepts_zero_scale_and_names_bad_arguments() -> None:
+    mean, variance, anchor = {"w": torch.ones(3)}, {"w": torch.ones(3)}, {"w": torch.zeros(3)}
+    zero = KernelGaussian(mean, variance, anchor, scale=0.0)
+    assert torch.equal(zero.sample(torch.Generator().manual_seed(0))["w"], mean["w"])
+    with pytest.raises(ValueError, match=r"^scale must be >= 0, got -1\.0$"):
+        KernelGaussian(mean, variance, anchor, scale=-1.0)
+    with pytest.raises(ValueError, match=r"^phase must be 'feature' or 'weight', got 'pixel'$"):
+        KernelGaussian(mean, variance, anchor, phase="pixel")  # type: ignore[arg-type]
