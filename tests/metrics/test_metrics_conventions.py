@@ -76,7 +76,8 @@ def _numpy_pooled_ece(conf_in, correct_in, conf_out, n_bins: int) -> float:
 
 
 def test_paper_pooled_ece_defaults_to_15_bins_and_reads_dense_ood_maps() -> None:
-    probs_in, labels_in = _predictions(40, 4, seed=2)
+    probs_in, _ = _predictions(40, 4, seed=2)
+    labels_in = probs_in.argmax(dim=1)  # all right: under-confident bins beside the OOD's
     generator = torch.Generator().manual_seed(3)
     ood_map = (torch.randn(2, 4, 3, 5, generator=generator) * 2).softmax(dim=1)  # [N, C, H, W]
     conf_in, predicted = probs_in.double().max(dim=1)
@@ -86,6 +87,9 @@ def test_paper_pooled_ece_defaults_to_15_bins_and_reads_dense_ood_maps() -> None
         expected = _numpy_pooled_ece(conf_in.numpy(), correct_in, conf_out, n_bins)
         got = paper_pooled_ece(probs_in, labels_in, ood_map, n_bins=n_bins)
         assert float(got) == pytest.approx(expected, abs=1e-6), n_bins
+    assert _numpy_pooled_ece(conf_in.numpy(), correct_in, conf_out, 15) != pytest.approx(
+        _numpy_pooled_ece(conf_in.numpy(), correct_in, conf_out, 16), abs=1e-4
+    )  # mixed signs of the gaps: the bin count matters
     default = paper_pooled_ece(probs_in, labels_in, ood_map)
     assert float(default) == pytest.approx(
         _numpy_pooled_ece(conf_in.numpy(), correct_in, conf_out, 15), abs=1e-6
@@ -237,3 +241,12 @@ def test_streamed_iou_per_class_is_that_of_its_confusion() -> None:
     torch.testing.assert_close(
         metric.iou_per_class(), torch.tensor([1 / 2, 1 / 2, 1.0], dtype=torch.float64)
     )
+
+
+def test_streamed_ood_counts_stay_exact_past_float32s_integers() -> None:
+    """2^24 + 1 scores in one bin: integer counts, as a 10^8-pixel test set needs."""
+    metric = OODMetrics(n_bins=4, spacing="uniform")
+    metric.update(torch.full((2**24 + 1,), 0.9), is_ood=False)
+    metric.update(torch.tensor([0.1]), is_ood=True)
+    assert metric.counts_in.dtype == torch.long
+    assert int(metric.counts_in.sum()) == 2**24 + 1
