@@ -250,3 +250,21 @@ def test_streamed_ood_counts_stay_exact_past_float32s_integers() -> None:
     metric.update(torch.tensor([0.1]), is_ood=True)
     assert metric.counts_in.dtype == torch.long
     assert int(metric.counts_in.sum()) == 2**24 + 1
+
+
+def test_streamed_segmentation_sums_the_ranks_confusion_matrices() -> None:
+    """Two ranks simulated by torchmetrics' own hooks: the gather returns this rank's state and
+    the other rank's; the reduced metric is that of both batches at once."""
+    probs = torch.eye(3)[[0, 1, 1, 2, 2, 0]].reshape(2, 3, 3).permute(0, 2, 1)  # [2, C, 3]
+    labels = torch.tensor([[0, 1, 2], [2, 2, 1]])
+    other = SegmentationMetrics(num_classes=3)
+    other.update(probs[1:], labels[1:])
+
+    def gather(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
+        return [tensor, other.confusion]
+
+    metric = SegmentationMetrics(
+        num_classes=3, dist_sync_fn=gather, distributed_available_fn=lambda: True
+    )
+    metric.update(probs[:1], labels[:1])
+    assert metric.compute() == segmentation_metrics(probs, labels)
