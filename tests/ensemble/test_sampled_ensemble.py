@@ -85,8 +85,17 @@ def test_per_sample_bn_statistics_equal_swa_utils_update_bn() -> None:
 
 def test_predict_concatenates_batches_and_validates_arguments() -> None:
     model, tracker, data = trained_net()
-    ens = SampledEnsemble(model, tracker.posterior(), 2)
-    assert ens.predict(data[:3]).shape == (2, 48, 4)
+    ens = SampledEnsemble(model, tracker.posterior("diag", scale=20.0), 2, seed=4)
+    predicted = ens.predict(data[:3])
+    assert predicted.shape == (2, 48, 4)
+    inputs = torch.cat([x for x, _ in data[:3]])
+    for index, weights in enumerate(ens._weight_sets()):
+        network = copy.deepcopy(model)
+        network.load_state_dict({**network.state_dict(), **weights})
+        with torch.no_grad():
+            expected = network.eval()(inputs).softmax(-1)
+        torch.testing.assert_close(predicted[index], expected)  # batches in order, per sample
+    assert not torch.allclose(predicted[0], predicted[1])
     with pytest.raises(ValueError, match="n_samples"):
         SampledEnsemble(model, tracker.posterior(), 0)
     with pytest.raises(ValueError, match="average"):

@@ -212,8 +212,20 @@ def test_scale_selection_follows_its_rule(full_run: tuple[dict[str, Any], Path])
         if pair["method"] != "tradi":
             assert choice is None
             continue
-        rows = [{k: r[k] for k in ("scale", "val_nll", "val_auroc")} for r in choice["grid"]]
-        assert pick_scale(rows, choice["nll_limit"]) == (choice["scale"], choice["criterion"])
+        # the rule written out again, independently of the runner's code: the best validation
+        # AUROC among scales within the NLL limit (ties: the smaller scale), else the lowest NLL
+        grid, limit = choice["grid"], choice["nll_limit"]
+        admissible = [r for r in grid if limit is not None and r["val_nll"] <= limit]
+        if admissible:
+            top = max(r["val_auroc"] for r in admissible)
+            expected = min(r["scale"] for r in admissible if r["val_auroc"] == top)
+        else:
+            lowest = min(r["val_nll"] for r in grid)
+            expected = min(r["scale"] for r in grid if r["val_nll"] == lowest)
+        assert choice["scale"] == expected
+        assert choice["criterion"] == ("val_ood_auroc" if admissible else "val_nll")
+        flags = [None if limit is None else r["val_nll"] <= limit for r in grid]
+        assert [r["admissible"] for r in grid] == flags
         assert choice["nll_limit"] == pytest.approx(1.2 * choice["reference_nll"])
         assert pair["rows"][0]["scale"] == choice["scale"]
         assert pair["rows"][1]["scale"] == 1.0

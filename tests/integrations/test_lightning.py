@@ -4,6 +4,7 @@ gives the sampled ensemble after fit."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("lightning.pytorch")
 pytestmark = pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated")
 
-from tradi import SampledEnsemble, WeightTracker  # noqa: E402
+from tradi import KernelGaussian, SampledEnsemble, WeightTracker  # noqa: E402
 from tradi.integrations.lightning import TRADICallback  # noqa: E402
 
 EPOCHS = 2
@@ -123,16 +124,26 @@ def test_start_epoch_and_ensemble_after_fit() -> None:
     trainer(callback).fit(module, loader())
     assert callback.tracker is not None and callback.tracker.num_updates == 6  # epoch 1 only
     x = next(iter(loader()))[0]
-    ensemble = callback.ensemble()
-    reference = SampledEnsemble(module, callback.tracker.posterior("kernel", scale=5.0), 4)
-    probs = ensemble(x)
-    assert probs.shape == (8, 3)
-    torch.testing.assert_close(probs, reference(x), rtol=0, atol=0)
+    tracker = callback.tracker
+    # zero scale: every sample is the tracked mean, evaluated here on a plain copy of the net
+    mean_net = copy.deepcopy(module.net)
+    mean_net.load_state_dict({k.removeprefix("net."): v for k, v in tracker.mean().items()})
+    with torch.no_grad():
+        by_hand = mean_net.eval()(x).softmax(-1)
     smaller = callback.ensemble(n_samples=2, covariance="diag", scale=0.0)
-    module.eval()
-    # zero scale: every sample is the tracked mean
-    mean_net = SampledEnsemble(module, callback.posterior("diag", scale=0.0), 1)
-    torch.testing.assert_close(smaller(x), mean_net(x))
+    assert smaller.sample_probs(x).shape == (2, 8, 3)
+    torch.testing.assert_close(smaller(x), by_hand)
+    # the constructor's options reach the ensemble: the kernel Gaussian of the tracked state,
+    # anchored at the current weights, built here from the tracker's raw tensors
+    posterior = KernelGaussian(
+        tracker.mean(), tracker.variance(), tracker.weights(), rank=callback.rank, scale=5.0
+    )
+    reference = SampledEnsemble(module, posterior, 4, seed=callback.seed)
+    ensemble = callback.ensemble()
+    probs = ensemble(x)
+    assert ensemble.sample_probs(x).shape == (4, 8, 3)
+    torch.testing.assert_close(probs, reference(x), rtol=0, atol=0)
+    assert (probs - by_hand).abs().max() > 1e-3  # scale 5 moves the prediction off the mean
 
 
 def test_options_are_validated() -> None:

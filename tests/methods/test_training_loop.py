@@ -47,10 +47,15 @@ class RecordWeights(Callback):
 
 
 class Interrupt(Callback):
-    """Raises at the end of epoch ``at`` (before that epoch's checkpoint is written)."""
+    """Raises at the end of epoch ``at`` (before that epoch's checkpoint is written); records
+    the epochs it saw start, i.e. those actually trained in this session."""
 
     def __init__(self, at: int | None) -> None:
         self.at = at
+        self.started: list[int] = []
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        self.started.append(epoch)
 
     def on_epoch_end(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
         if epoch == self.at:
@@ -179,7 +184,7 @@ def test_dense_targets_with_ignore_index_train_unchanged() -> None:
 
 
 def _run(
-    make_loader, model_factory, checkpoint_dir: Path, *, interrupt_at: int | None, init_seed: int
+    make_loader, model_factory, checkpoint_dir: Path, *, interrupt: Interrupt, init_seed: int
 ) -> tuple[nn.Module, Any, TrackingCallback, SWAGCallback]:
     """Four epochs of Adam + StepLR with dropout, tracking, SWAG and best-epoch selection."""
     train = make_loader(192, seed=1, shuffle=True)
@@ -200,7 +205,7 @@ def _run(
         epochs=config.epochs,
         val_loader=val,
         select="best_val_accuracy",
-        callbacks=[tracking, swag, Interrupt(interrupt_at)],
+        callbacks=[tracking, swag, interrupt],
         progress=False,
         checkpoint_dir=checkpoint_dir,
     )
@@ -213,16 +218,18 @@ def test_resume_after_interruption_is_bit_identical(
     args = (make_loader, model_factory)
     torch.manual_seed(123)
     reference, ref_result, ref_tracking, ref_swag = _run(
-        *args, tmp_path / "a", interrupt_at=None, init_seed=0
+        *args, tmp_path / "a", interrupt=Interrupt(None), init_seed=0
     )
 
     torch.manual_seed(123)
     with pytest.raises(KeyboardInterrupt):
-        _run(*args, tmp_path / "b", interrupt_at=2, init_seed=0)
+        _run(*args, tmp_path / "b", interrupt=Interrupt(2), init_seed=0)
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["loop"]["epoch"] == 2
     # a new process: other global RNG state, other initial weights; the checkpoint restores all
     torch.manual_seed(999)
-    resumed, result, tracking, swag = _run(*args, tmp_path / "b", interrupt_at=None, init_seed=5)
+    watch = Interrupt(None)
+    resumed, result, tracking, swag = _run(*args, tmp_path / "b", interrupt=watch, init_seed=5)
+    assert watch.started == [2, 3]  # epochs 0 and 1 come from the checkpoint, not retrained
 
     for name, tensor in reference.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name

@@ -62,7 +62,7 @@ def test_streamed_equals_all_pixels_at_once() -> None:
 
 
 def test_class_absent_from_labels_and_predictions_is_left_out_of_the_mean() -> None:
-    # class 2 never occurs: mIoU averages classes 0 and 1 only (1/2 and 1/3 by hand)
+    # class 2 never occurs: mIoU averages classes 0 and 1 only (1/2 and 2/3 by hand)
     probs = torch.zeros(1, 3, 1, 4)
     probs[0, 0, 0, :2] = 1.0  # predicts 0, 0, 1, 1
     probs[0, 1, 0, 2:] = 1.0

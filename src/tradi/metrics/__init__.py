@@ -19,7 +19,12 @@ Functional (whole tensors in memory):
         "neg_mutual_information", "neg_variance"}, all higher = more in-distribution.
 
 Accumulating (batch by batch, DDP-reducible torchmetrics Metrics with the same output keys):
-    ClassificationMetrics, OODMetrics (score histograms, with `error_bounds()`).
+    ClassificationMetrics, OODMetrics (score histograms over `score_range`, default [0, 1]; a
+    score outside it raises ValueError; with `error_bounds()`).
+
+Probabilities in float16/bfloat16 are read in their own dtype: ECE bin edges are rounded to it
+and the NLL clamps at its smallest normal number (float16: 9.70 nats at most per sample), with a
+RuntimeWarning counting the true-class probabilities that underflowed.
 
 Segmentation (`tradi.metrics.segmentation`): segmentation_metrics(probs, labels, ignore_index)
     -> {"miou", "pixel_accuracy", "mean_class_accuracy"} from one confusion matrix, and its

@@ -14,14 +14,19 @@ confidence equal to float32(m/M) lies in bin m, the bin it closes.
     are only nearly equal in mass and the result does not depend on the order of the samples.
 
 NLL is the mean of -log p_y with p_y clamped below at the smallest normal number of the
-probabilities' dtype (float32: NLL <= 87.3 per sample), so that one underflowed probability
-does not turn a comparison into inf. The Brier score sums the squared error over classes
+probabilities' own dtype (float32 and bfloat16: NLL <= 87.3 per sample; float16: <= 9.70), so
+that one underflowed probability does not turn a comparison into inf; a RuntimeWarning says how
+many were clamped, since the clamped NLL is then only a lower bound (softmax in float32, or the
+NLL from log-probabilities, avoids it). Every metric reads float16/bfloat16 probabilities in
+their own dtype (edges, clamp) and sums in float64. The Brier score sums the squared error over classes
 (range [0, 2]), averaged over samples. Accuracy uses the argmax (the first class on ties).
 torchmetrics bins calibration as [a, b) and has no multi-class Brier score, hence this module.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -171,10 +176,21 @@ def adaptive_ece(
 
 
 def nll_terms(flat_probs: Tensor, flat_labels: Tensor) -> Tensor:
-    """-log p_y per sample, p_y clamped at the dtype's smallest normal number."""
+    """-log p_y per sample (float64 [M]), p_y clamped at the smallest normal number of
+    ``flat_probs``' own dtype; warns (RuntimeWarning) when any p_y lies below it."""
     tiny = torch.finfo(flat_probs.dtype).tiny
-    true_class = flat_probs.gather(1, flat_labels.unsqueeze(1)).squeeze(1)
-    return -true_class.double().clamp_min(tiny).log()
+    true_class = flat_probs.gather(1, flat_labels.unsqueeze(1)).squeeze(1).double()
+    underflowed = int((true_class < tiny).sum())
+    if underflowed:
+        warnings.warn(
+            f"{underflowed} of {true_class.numel()} true-class probabilities lie below "
+            f"{tiny:.3g}, the smallest normal {flat_probs.dtype} number (underflow): their NLL "
+            f"is clamped at {-math.log(tiny):.3g}, a lower bound; for the exact value compute the "
+            "NLL from log-probabilities (or softmax in float32 rather than half precision)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return -true_class.clamp_min(tiny).log()
 
 
 def brier_terms(flat_probs: Tensor, flat_labels: Tensor) -> Tensor:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tradi.metrics._checks import check_probabilities
+from tradi.metrics._checks import as_compute_float, check_probabilities
 
 
 def _check_sample_probs(sample_probs: Tensor) -> Tensor:
-    """[S, N, C] or [S, N, C, H, W]: samples first, classes at dim 2."""
-    return check_probabilities(sample_probs, "sample_probs", class_dim=2)
+    """[S, N, C] or [S, N, C, H, W]: samples first, classes at dim 2; half precision as float32."""
+    return as_compute_float(check_probabilities(sample_probs, "sample_probs", class_dim=2))
 
 
 def predictive_entropy(probs: Tensor, class_dim: int = 1) -> Tensor:

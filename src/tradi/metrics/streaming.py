@@ -18,7 +18,10 @@ gives the metric of all the data.
                      (TP_{j-1} + 1 + FP_j), cumulative counts from the top
     fpr95_*          n_neg_j* / n_neg, the negatives in the bin holding the 95% threshold (the
                      binned FPR is the upper end of that range)
-  Scores outside `score_range` fall into the end bins; the bounds still hold.
+  Scores outside `score_range` (or infinite) are refused with a ValueError naming the range: in
+  the end bins they would all tie, and the metrics would be those of the ties (AUROC 0.5), with
+  bounds too wide to mean anything. Choose the range from what the score can take: [0, 1] for
+  MCP, [-log C, 0] for neg_entropy.
   The default bins are geometric in the distance to the top of the range, because confident
   scores (MCP near 1, entropy near 0) pile up there: with the default 10^5 bins down to a gap
   of 1e-9, neighbouring edges differ by 0.02% of their distance to the top.
@@ -197,7 +200,9 @@ class OODMetrics(Metric):
 
     def update(self, scores: Tensor, is_ood: Tensor | bool, valid: Tensor | None = None) -> None:
         """scores of any shape (e.g. a per-pixel MCP map [N, H, W]); is_ood of the same shape
-        (or one bool for the whole batch); valid masks out ignored positions."""
+        (or one bool for the whole batch); valid masks out ignored positions.
+
+        Raises ValueError for mismatched shapes, NaN, or a score outside ``score_range``."""
         if not isinstance(is_ood, Tensor):
             is_ood = torch.full(scores.shape, bool(is_ood), device=scores.device)
         for name, mask in (("is_ood", is_ood), ("valid", valid)):
@@ -213,10 +218,22 @@ class OODMetrics(Metric):
         if flat.numel() == 0:
             return
         flat = check_scores(flat, "scores")
+        self._check_range(flat)
         index = torch.bucketize(flat, self.edges[1:-1].to(flat.device), right=True)
         n_bins = len(self.edges) - 1
         self.counts_in = self.counts_in + torch.bincount(index[~is_ood], minlength=n_bins)
         self.counts_out = self.counts_out + torch.bincount(index[is_ood], minlength=n_bins)
+
+    def _check_range(self, scores: Tensor) -> None:
+        """ValueError unless every score lies in [low, high] of the bins."""
+        low, high = float(self.edges[0]), float(self.edges[-1])
+        smallest, largest = (float(v) for v in torch.aminmax(scores))
+        if smallest < low or largest > high:
+            raise ValueError(
+                f"scores must lie in this OODMetrics' score_range [{low:g}, {high:g}], got values "
+                f"in [{smallest:.6g}, {largest:.6g}]; build OODMetrics(score_range=(low, high)) "
+                "with a range that holds every score the metric will see"
+            )
 
     def _points(self) -> tuple[OperatingPoints, OperatingPoints]:
         """In-positive points (bins from the top down) and their OOD-positive reversal."""
