@@ -163,3 +163,24 @@ def test_bad_uses_are_refused_with_what_to_do() -> None:
     ens = SampledEnsemble(inplace, _posterior(inplace), 2, sample_modules=["head"])
     with pytest.raises(RuntimeError, match="in place"):
         ens.sample_logits(torch.randn(2, 3))
+
+
+def test_methods_take_sample_modules_and_check_names_before_training() -> None:
+    from tradi.methods import build_method
+
+    def factory() -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+
+    g = torch.Generator().manual_seed(0)
+    loader = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))] * 3
+    train = {"epochs": 1, "progress": False}
+    wrong = build_method("tradi", factory, train=train, sample_modules=("fc",))
+    with pytest.raises(ValueError, match="not modules of Sequential"):
+        wrong.fit(loader)
+    assert wrong.model is None  # refused before any training
+    method = build_method("tradi", factory, train=train, sample_modules=("3",), n_samples=4)
+    method.fit(loader)
+    ensemble = method.ensemble()
+    assert ensemble.sample_modules == ("3",)
+    assert ensemble._cached is not None and set(ensemble._cached[0]) == {"3.weight", "3.bias"}
+    assert method.predict(loader).shape == (4, 24, 3)
