@@ -10,11 +10,15 @@ n small forward passes into one batched pass (one batched matmul per layer inste
 vmap cannot trace (data-dependent control flow, `.item()`, in-place writes to buffers, random ops
 in eval mode) falls back to a plain loop over the weight sets; the choice is made once, at the
 first prediction, and kept.
+
+Batches and outputs of any structure are read through a `ModelIO` (``io=``); wrapped models
+(DDP, DataParallel, torch.compile, ...) are evaluated unwrapped, with parameters named as
+`tradi.structure` names them (tied tensors once). ``task="regression"`` gives the predictive
+mean and variance instead of class probabilities (`tradi.regression`).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,19 +26,19 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
+from tradi.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.posterior import WeightPosterior, load_posterior
+from tradi.regression import GaussianPrediction, mixture_moments
+from tradi.structure import evaluation_copy, named_parameters_with_owner, unwrap
 from tradi.trunk import TrunkCache, sampled_parameter_names, trunk_bn_statistics
 
 logger = logging.getLogger(__name__)
 
 Average = Literal["probs", "logits"]
 Batching = Literal["auto", "vmap", "loop"]
-
-
-def _inputs(batch: Any) -> Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+Task = Literal["classification", "regression"]
 
 
 def _prefers_loop(device: torch.device) -> bool:
@@ -58,13 +62,18 @@ def update_bn_stats(
     loader: Iterable[Any],
     parameters: dict[str, Tensor] | None = None,
     device: torch.device | str | None = None,
+    *,
+    io: ModelIO = DEFAULT_IO,
 ) -> None:
     """Re-estimate BatchNorm running statistics, like `torch.optim.swa_utils.update_bn`.
 
     With `parameters`, the forward passes use those weights (through functional_call) instead of
     the model's own: this is how each sampled weight set gets statistics that match it.
-    The statistics are a cumulative average over one pass of `loader`; mode and momenta are restored.
+    The statistics are a cumulative average over one pass of `loader`; mode and momenta are
+    restored. `io.inputs` reads each batch (a `TypeError` names ``inputs_fn`` for a batch it
+    cannot read); a wrapped `model` is looked through (`tradi.structure.unwrap`).
     """
+    model = unwrap(model)
     bns = _bn_modules(model)
     if not bns:
         return
@@ -76,13 +85,13 @@ def update_bn_stats(
     model.train()
     try:
         for batch in loader:
-            x = _inputs(batch)
+            x = io.inputs(batch)
             if device is not None:
-                x = x.to(device)
+                x = to_device(x, device)
             if parameters is None:
-                model(x)
+                io.forward(model, x)
             else:
-                functional_call(model, parameters, (x,))
+                io.functional_forward(model, parameters, x)
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
@@ -91,7 +100,11 @@ def update_bn_stats(
 
 @torch.no_grad()
 def _bn_stats_vmap(
-    model: nn.Module, loader: Iterable[Any], stacked: dict[str, Tensor], device: torch.device
+    model: nn.Module,
+    loader: Iterable[Any],
+    stacked: dict[str, Tensor],
+    device: torch.device,
+    io: ModelIO,
 ) -> dict[str, Tensor]:
     """`update_bn_stats` for k weight sets at once (`stacked`: [k, ...] tensors), in one pass.
 
@@ -114,14 +127,15 @@ def _bn_stats_vmap(
         stats[f"{name}.running_mean"] = bn.running_mean.expand(k, -1).clone()
         stats[f"{name}.running_var"] = bn.running_var.expand(k, -1).clone()  # type: ignore[union-attr]
 
-    def forward(tensors: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(model, tensors, (x,))
+    def forward(tensors: dict[str, Tensor], x: Any) -> Tensor:
+        io.functional_forward(model, tensors, x)  # the output may be any structure: unused
+        return torch.zeros(())
 
     batched = vmap(forward, in_dims=(0, None), randomness="different")
     model.train()
     try:
         for batch in loader:
-            batched({**stacked, **stats}, _inputs(batch).to(device))
+            batched({**stacked, **stats}, to_device(io.inputs(batch), device))
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
@@ -136,8 +150,10 @@ class SampledEnsemble:
     """An ensemble of `n_samples` weight sets drawn from `posterior`, evaluated on a model copy.
 
     Args:
-        model: the trained network (deep-copied; the original is never modified).
-        posterior: draws weight sets {name: tensor}; names it omits keep the model's values.
+        model: the trained network, wrapped or not (copied with its wrappers removed; the
+            original is never modified).
+        posterior: draws weight sets {name: tensor}, named as `tradi.structure` names the
+            parameters (tied tensors once); names it omits keep the model's values.
         n_samples: ensemble size (20 in the paper's code).
         average: "probs" averages softmax probabilities (the paper, eq. 6); "logits" averages
             logits before one softmax (the public code; offered only for comparison).
@@ -154,8 +170,13 @@ class SampledEnsemble:
         chunk_size: weight sets per vmapped pass; None: all at once. Peak activation memory
             is about chunk_size times that of one forward pass: the default 8 keeps most of
             vmap's speed-up on the MLP while bounding memory (benchmarks/bench_inference.py).
-        sample_modules: names of modules (as `model.named_modules` gives them, e.g.
-            ``["classifier"]``) whose parameters are sampled; every other parameter keeps its
+        task: "classification" (class probabilities) or "regression": ``ens(x)`` is then a
+            `GaussianPrediction` (mean, variance) over the samples; with a Gaussian head
+            (output ``(mean, variance)``) the variance adds the heads' aleatoric part.
+        io: how loader batches become model inputs and which output holds the logits (or the
+            regression mean and variance): `tradi.ModelIO`.
+        sample_modules: names of modules (as the unwrapped model's `named_modules()` gives
+            them, e.g. ``["classifier"]``) whose parameters are sampled; every other parameter keeps its
             trained value (the posterior's marginal on the chosen parameters). The trunk in
             front of the first sampled module is then evaluated once per input and only the
             rest once per weight set (`tradi.trunk`); BatchNorm statistics are re-estimated only
@@ -163,8 +184,10 @@ class SampledEnsemble:
         bn_batches: re-estimate BatchNorm statistics on the first `bn_batches` batches of
             `bn_loader` only (None: all of it); the build cost is proportional to it.
 
-    Class dimension is 1: outputs are [N, C] or dense [N, C, H, W]. `batching_used` tells,
-    after the first prediction, which evaluation was chosen.
+    Inputs ``x`` are model inputs as `ModelIO` defines them (a tensor, a tuple of positional
+    or a dict of keyword arguments). Class dimension is 1: outputs are [N, C] or dense
+    [N, C, H, W]; a classification model with a single output raises a ValueError at the first
+    prediction. `batching_used` tells, after the first prediction, which evaluation was chosen.
     """
 
     def __init__(
@@ -181,6 +204,8 @@ class SampledEnsemble:
         chunk_size: int | None = 8,
         sample_modules: Sequence[str] | None = None,
         bn_batches: int | None = None,
+        task: Task = "classification",
+        io: ModelIO = DEFAULT_IO,
     ) -> None:
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -194,7 +219,11 @@ class SampledEnsemble:
             raise ValueError(
                 f"bn_batches must be >= 1 (or None: the whole loader), got {bn_batches}"
             )
-        self.model = copy.deepcopy(model).eval()
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        self.task: Task = task
+        self.io = io
+        self.model = evaluation_copy(model).eval()
         self.device = next(self.model.parameters()).device
         if batching == "auto" and _prefers_loop(self.device):
             batching = "loop"
@@ -216,7 +245,15 @@ class SampledEnsemble:
             self._trunk = TrunkCache(self.model, self._sampled)
         seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
         self._seeds = [int(s) for s in seeds]
-        self._dtypes = {n: p.dtype for n, p in self.model.named_parameters()}
+        # tradi's names (tracker, posteriors) -> the copy's own, which keep a user wrapper's prefix
+        named = list(self.model.named_parameters())
+        self._names = {
+            name: own
+            for (name, _, _), (own, _) in zip(
+                named_parameters_with_owner(self.model), named, strict=True
+            )
+        }
+        self._dtypes = {own: p.dtype for own, p in named}
         # stacked [n_samples, *shape] tensors; the per-sample lists hold views into them
         self._stacked: dict[str, Tensor] | None = None
         self._cached: list[dict[str, Tensor]] | None = None
@@ -243,13 +280,18 @@ class SampledEnsemble:
         `sample_modules`, one pass: the trunk once per batch, the rest per weight set.
         """
         if self._trunk is not None:
-            batches = (_inputs(batch).to(self.device) for batch in loader)
-            per_sample = trunk_bn_statistics(self._trunk, batches, list(self._weight_sets()))
+            per_sample = trunk_bn_statistics(
+                self._trunk,
+                (to_device(self.io.inputs(batch), self.device) for batch in loader),
+                list(self._weight_sets()),
+                plain=lambda x: self.io.forward(self.model, x),
+                functional=lambda tensors, x: self.io.functional_forward(self.model, tensors, x),
+            )
             return _stack(per_sample) if per_sample[0] else {}
         if self.batching != "loop":
             try:
                 chunks = [
-                    _bn_stats_vmap(self.model, loader, chunk, self.device)
+                    _bn_stats_vmap(self.model, loader, chunk, self.device, self.io)
                     for chunk in self._stacked_chunks()
                 ]
                 return {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
@@ -259,25 +301,31 @@ class SampledEnsemble:
                 logger.info("SampledEnsemble: BatchNorm update under vmap failed (%s)", error)
         per_sample = []
         for weights in self._weight_sets():
-            update_bn_stats(self.model, loader, weights, self.device)
+            update_bn_stats(self.model, loader, weights, self.device, io=self.io)
             per_sample.append({n: b.clone() for n, b in self.model.named_buffers()})
         return _stack(per_sample)
 
     def _draw(self, index: int) -> dict[str, Tensor]:
         generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
         sample = self.posterior.sample(generator)
-        if self._sampled is not None:
-            sample = {n: w for n, w in sample.items() if n in self._sampled}
-            if not sample:
-                raise ValueError(
-                    f"the posterior samples no parameter of sample_modules {self.sample_modules}"
-                )
-        unknown = sample.keys() - self._dtypes.keys()
+        unknown = sample.keys() - self._names.keys()
         if unknown:
             raise KeyError(
-                f"posterior returned names that are not model parameters: {sorted(unknown)}"
+                f"posterior returned names that are not model parameters: {sorted(unknown)}; "
+                "parameters are named as named_parameters() names them on the model without "
+                "its wrappers, tied tensors once under their first name (tradi.structure)"
             )
-        return {n: w.to(self.device, self._dtypes[n]) for n, w in sample.items()}
+        own, keep = self._names, self._sampled
+        weights = {
+            own[n]: w.to(self.device, self._dtypes[own[n]])
+            for n, w in sample.items()
+            if keep is None or own[n] in keep
+        }
+        if not weights:
+            raise ValueError(
+                f"the posterior samples no parameter of sample_modules {self.sample_modules}"
+            )
+        return weights
 
     def _weight_sets(self) -> Iterator[dict[str, Tensor]]:
         if self._cached is not None:
@@ -302,51 +350,89 @@ class SampledEnsemble:
                 chunk.update({n: t[start:stop] for n, t in self._stacked_buffers.items()})
             yield chunk
 
-    def _logits_vmap(self, x: Tensor) -> Tensor:
-        def forward(tensors: dict[str, Tensor]) -> Tensor:
-            return functional_call(self.model, tensors, (x,))
+    def _forward(self, tensors: dict[str, Tensor], x: Any) -> tuple[Tensor, ...]:
+        """One weight set's prediction: (logits,), (mean,) or (mean, variance)."""
+        output = self.io.functional_forward(self.model, tensors, x)
+        if self.task == "classification":
+            return (self.io.logits(output),)
+        mean, variance = self.io.regression(output)
+        return (mean,) if variance is None else (mean, variance)
 
-        batched = vmap(forward, randomness="error")
-        return torch.cat([batched(chunk) for chunk in self._stacked_chunks()])
+    def _outputs_vmap(self, x: Any) -> tuple[Tensor, ...]:
+        batched = vmap(lambda tensors: self._forward(tensors, x), randomness="error")
+        chunks = [batched(chunk) for chunk in self._stacked_chunks()]
+        return tuple(torch.cat(parts) for parts in zip(*chunks, strict=True))
 
-    def _logits_loop(self, x: Tensor) -> Tensor:
-        return torch.stack(
-            [
-                functional_call(self.model, self._tensors(index, weights), (x,))
-                for index, weights in enumerate(self._weight_sets())
-            ]
-        )
+    def _outputs_loop(self, x: Any) -> tuple[Tensor, ...]:
+        outputs = [
+            self._forward(self._tensors(index, weights), x)
+            for index, weights in enumerate(self._weight_sets())
+        ]
+        return tuple(torch.stack(parts) for parts in zip(*outputs, strict=True))
 
     @torch.no_grad()
-    def sample_logits(self, x: Tensor) -> Tensor:
-        """Logits of every weight set: [n_samples, N, C, ...]."""
-        x = x.to(self.device)
+    def _sample_outputs(self, x: Any) -> tuple[Tensor, ...]:
+        """Every weight set's prediction, each part stacked [n_samples, N, ...]; with
+        `sample_modules` the trunk is recorded once on `x` and replayed for every set."""
+        x = to_device(x, self.device)
         if self._trunk is None:
-            return self._sample_logits(x)
-        with self._trunk.replay(self._trunk.record(x)):
-            return self._sample_logits(x)
+            return self._evaluate(x)
+        with self._trunk.replay(self._trunk.record(lambda: self.io.forward(self.model, x))):
+            return self._evaluate(x)
 
-    def _sample_logits(self, x: Tensor) -> Tensor:
+    def _evaluate(self, x: Any) -> tuple[Tensor, ...]:
         if self.batching_used == "loop":
-            return self._logits_loop(x)
+            return self._outputs_loop(x)
         if self.batching_used == "vmap":
-            return self._logits_vmap(x)
+            return self._outputs_vmap(x)
         try:
-            logits = self._logits_vmap(x)
+            outputs = self._outputs_vmap(x)
         except Exception as error:  # any failure to trace: the loop is always correct
-            logits = self._logits_loop(x)  # a genuine input error raises here, undecided
+            outputs = self._outputs_loop(x)  # a genuine input error raises here, undecided
             logger.info("SampledEnsemble: vmap failed (%s); evaluating samples in a loop", error)
             self.batching_used = "loop"
-            return logits
+            return outputs
         self.batching_used = "vmap"
+        return outputs
+
+    def _require_task(self, task: Task, instead: str) -> None:
+        if self.task != task:
+            raise ValueError(f"this ensemble was built with task={self.task!r}: use {instead}")
+
+    def sample_logits(self, x: Any) -> Tensor:
+        """Logits of every weight set: [n_samples, N, C, ...] (classification).
+
+        Raises:
+            ValueError: the ensemble is a regression one, or the model gives one output per
+                input (a softmax over one class is always 1).
+        """
+        self._require_task("classification", "ens(x) or sample_regression(x)")
+        logits = self._sample_outputs(x)[0]
+        if logits.dim() < 3 or logits.shape[2] == 1:
+            raise ValueError(
+                f"the model gives outputs of shape {tuple(logits.shape[1:])}, with no class "
+                "dimension of size >= 2 at dim 1: a softmax over one output is always 1. For "
+                "regression build SampledEnsemble(..., task='regression'); for binary "
+                "classification give the model 2 outputs"
+            )
         return logits
 
-    def sample_probs(self, x: Tensor) -> Tensor:
+    def sample_regression(self, x: Any) -> tuple[Tensor, Tensor | None]:
+        """Every weight set's predicted mean [n_samples, N, ...] and variance (or None when the
+        model predicts a mean only) (task="regression")."""
+        self._require_task("regression", "ens(x), sample_probs(x) or sample_logits(x)")
+        outputs = self._sample_outputs(x)
+        return outputs[0], (outputs[1] if len(outputs) == 2 else None)
+
+    def sample_probs(self, x: Any) -> Tensor:
         """Softmax probabilities of every weight set: [n_samples, N, C, ...]."""
         return self.sample_logits(x).softmax(dim=2)
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """The ensemble's predictive probabilities [N, C, ...]."""
+    def __call__(self, x: Any) -> Tensor | GaussianPrediction:
+        """The predictive probabilities [N, C, ...]; for task="regression" the predictive
+        `GaussianPrediction` (mean, variance), each [N, ...] (`tradi.regression`)."""
+        if self.task == "regression":
+            return mixture_moments(*self.sample_regression(x))
         logits = self.sample_logits(x)
         if self.average == "logits":
             return logits.mean(0).softmax(dim=1)
@@ -354,7 +440,7 @@ class SampledEnsemble:
 
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a whole loader: [n_samples, N, C, ...] (on the CPU)."""
-        return torch.cat([self.sample_probs(_inputs(b)).cpu() for b in loader], dim=1)
+        return torch.cat([self.sample_probs(self.io.inputs(b)).cpu() for b in loader], dim=1)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that rebuilds this ensemble, training data not needed.
@@ -377,6 +463,7 @@ class SampledEnsemble:
             "n_samples": self.n_samples,
             "seed": self.seed,
             "average": self.average,
+            "task": self.task,
             "sample_modules": None if self.sample_modules is None else list(self.sample_modules),
             "bn_buffers": self._stacked_buffers,
         }
@@ -389,9 +476,10 @@ class SampledEnsemble:
 
         `model`'s weights are replaced by the saved ones (on a copy); it draws the same weight
         sets and predicts the same probabilities as the saved ensemble. ``options`` are the
-        evaluation settings (``batching``, ``chunk_size``, ``cache``).
+        evaluation settings (``batching``, ``chunk_size``, ``cache``, ``io``: a `ModelIO` holds
+        functions, which a weights-only state cannot).
         """
-        model = copy.deepcopy(model)
+        model = evaluation_copy(model)
         model.load_state_dict(state["model"])
         ensemble = cls(
             model,
@@ -400,6 +488,7 @@ class SampledEnsemble:
             average=state["average"],
             seed=state["seed"],
             sample_modules=state["sample_modules"],
+            task=state["task"],
             **options,
         )
         buffers = state["bn_buffers"]

@@ -110,10 +110,9 @@ class TrunkCache:
         }
 
     @torch.no_grad()
-    def record(self, *args: Any, forward: Callable[..., Any] | None = None) -> Trunk:
-        """Run the model on `args` up to its first sampled module and keep the trunk outputs.
-
-        ``forward`` replaces ``self.model`` as the callable (e.g. a `functional_call` closure).
+    def record(self, run: Callable[[], Any]) -> Trunk:
+        """Call `run` (one forward pass of the model on an input, e.g. ``lambda: model(x)``) up
+        to the model's first sampled module and keep the trunk outputs.
 
         Raises:
             ValueError: the forward pass never calls a sampled module.
@@ -125,7 +124,7 @@ class TrunkCache:
             handles.append(module.register_forward_pre_hook(self._pre_hook(name, calls, stack)))
             handles.append(module.register_forward_hook(self._post_hook(calls, stack)))
         try:
-            (forward or self.model)(*args)
+            run()
         except _Stop:
             pass
         else:
@@ -232,10 +231,16 @@ def _is_tracked_bn(module: nn.Module) -> bool:
 @torch.no_grad()
 def trunk_bn_statistics(
     cache: TrunkCache,
-    batches: Iterable[Tensor],
+    inputs: Iterable[Any],
     weight_sets: list[dict[str, Tensor]],
+    *,
+    plain: Callable[[Any], Any],
+    functional: Callable[[dict[str, Tensor], Any], Any],
 ) -> list[dict[str, Tensor]]:
     """Per-weight-set statistics of the BatchNorm layers after the trunk, in one pass.
+
+    `inputs` are model inputs, one per batch; ``plain(x)`` runs ``cache.model`` on them and
+    ``functional(tensors, x)`` runs it with `tensors` in place of its own (functional_call).
 
     For each batch the trunk runs once (eval mode: the trained statistics, no dropout); then
     each weight set runs the rest of the network in train mode on top of it, updating its own
@@ -249,9 +254,9 @@ def trunk_bn_statistics(
     stats: list[dict[str, Tensor]] | None = None
     momenta: dict[nn.Module, float | None] = {}
     try:
-        for x in batches:
+        for x in inputs:
             model.eval()
-            trunk = cache.record(x)
+            trunk = cache.record(lambda x=x: plain(x))
             if stats is None:
                 after = {
                     n: m
@@ -267,7 +272,7 @@ def trunk_bn_statistics(
             model.train()
             with cache.replay(trunk):
                 for weights, buffers in zip(weight_sets, stats, strict=True):
-                    torch.func.functional_call(model, {**weights, **buffers}, (x,))
+                    functional({**weights, **buffers}, x)
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum

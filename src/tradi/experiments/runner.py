@@ -358,6 +358,7 @@ def run_experiment(
             data_dir,
             val_fraction=config.data.val_fraction,
             seed=config.data.split_seed,
+            image_size=config.data.image_size,
         )
     if world_size() > 1 and benchmark.task == "segmentation":
         raise ConfigError(
