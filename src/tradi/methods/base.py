@@ -417,15 +417,20 @@ def check_sampling_options(
     sample_modules: Sequence[str] | None = None,
 ) -> None:
     """Shared checks of the sampling methods' options (noise scale, its grid, ensemble size,
-    BatchNorm batches, sampled modules; the module names are checked against the network when
-    the ensemble is built)."""
-    if bn_batches is not None and bn_batches < 1:
-        raise ValueError(f"bn_batches must be >= 1 (or None: the whole loader), got {bn_batches}")
-    if sample_modules is not None and not sample_modules:
-        raise ValueError("sample_modules must name at least one module (or be None: all)")
+    and `check_ensemble_options`)."""
+    check_ensemble_options(bn_batches, sample_modules)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if scale is not None and scale < 0:
         raise ValueError(f"{scale_name} must be >= 0 (or None: chosen on validation), got {scale}")
     if not grid or any(value < 0 for value in grid):
         raise ValueError(f"{scale_name}_grid must be a non-empty list of values >= 0, got {grid}")
+
+
+def check_ensemble_options(bn_batches: int | None, sample_modules: Sequence[str] | None) -> None:
+    """Checks of the options every `SamplingMethod` passes to its `SampledEnsemble`: BatchNorm
+    batches and sampled modules (their names are checked against the network before training)."""
+    if bn_batches is not None and bn_batches < 1:
+        raise ValueError(f"bn_batches must be >= 1 (or None: the whole loader), got {bn_batches}")
+    if sample_modules is not None and not sample_modules:
+        raise ValueError("sample_modules must name at least one module (or be None: all)")
