@@ -202,8 +202,107 @@ def method_times() -> Result:
     }
 
 
+# ------------------------------------------------------------- last layer only (sample_modules)
+#: model -> (its last layer, input shape, inputs per call): LeNet-5 on 1000 MNIST-sized inputs,
+#: ENet on 10 CamVid images at 90 x 120 (camvid-ood's evaluation batch).
+LAST_LAYERS = {
+    "lenet5": ("classifier.7", (1, 28, 28), 1000),
+    "enet": ("classifier", (3, 90, 120), 10),
+}
+
+
+def last_layer_cost(model_name: str) -> Result:
+    """A 20-sample ensemble of the last layer alone (``sample_modules``) over ONE forward pass.
+
+    One thread (as the mnist-notmnist and camvid-ood configs run), interleaved in one process.
+    Both sides return probabilities: the ensemble averages 20 softmaxes (eq. 6), the single
+    pass takes one. Beside it: the logits alone (no softmax or average), vmap instead of the
+    loop, and the full 20-sample ensemble (every layer sampled) for scale.
+    """
+    from benchmarks.bench_segmentation import one_thread
+
+    last, shape, batch = LAST_LAYERS[model_name]
+    with one_thread():
+        torch.manual_seed(0)
+        model = build_model(model_name, num_classes=10, input_shape=shape).eval()
+        posterior = tradi.WeightTracker(model, init_mean="weights", init_variance=1e-4).posterior(
+            "kernel"
+        )
+        x = torch.randn(batch, *shape)
+        loop = tradi.SampledEnsemble(model, posterior, N_SAMPLES, sample_modules=[last])
+        vmapped = tradi.SampledEnsemble(
+            model, posterior, N_SAMPLES, sample_modules=[last], batching="vmap", chunk_size=None
+        )
+        full = tradi.SampledEnsemble(model, posterior, N_SAMPLES, batching="loop")
+
+        @torch.no_grad()
+        def one_forward() -> None:
+            model(x).softmax(dim=1)
+
+        fns: dict[str, Callable[[], object]] = {
+            "one_forward": one_forward,
+            "last_layer_loop": lambda: loop(x),
+            "last_layer_loop_logits_only": lambda: loop.sample_logits(x),
+            "last_layer_vmap": lambda: vmapped(x),
+            "full_ensemble_loop": lambda: full(x),
+        }
+        seconds = interleaved(fns, *((3, 7) if model_name == "lenet5" else (1, 5)))  # type: ignore[arg-type]
+    one = seconds["one_forward"]
+    return {
+        "model": f"{model_name}, {batch} inputs of {shape}, one thread",
+        "sampled": last,
+        "n_samples": N_SAMPLES,
+        "ms": {name: 1e3 * s for name, s in seconds.items()},
+        "ratio_to_one_forward": {name: s / one for name, s in seconds.items()},
+        "goal": "last_layer_loop <= 1.3",
+    }
+
+
+# ------------------------------------------------------------------ the one-off build (BatchNorm)
+BN_LOADER_BATCHES = 100
+
+
+def bn_build_mlp() -> Result:
+    """CPU seconds to build a 20-sample TRADI ensemble of the paper's MLP (784-200-200-200-10,
+    BatchNorm) with statistics re-estimated per sample on 100 batches of 128 inputs, against
+    fewer batches (``bn_batches``), vmap chunks of 8 instead of the loop, and the last layer
+    alone (no BatchNorm after it: nothing to re-estimate). One thread; the effect of fewer
+    batches on validation metrics is in docs/inference.md (benchmarks/study_sample_modules.py).
+    """
+    from benchmarks.bench_segmentation import one_thread
+
+    with one_thread():
+        torch.manual_seed(0)
+        model = build_model("mlp", num_classes=10, input_shape=INPUT_SHAPE).eval()
+        posterior = tradi.WeightTracker(model, init_mean="weights", init_variance=1e-4).posterior(
+            "kernel"
+        )
+        loader = [(torch.randn(128, *INPUT_SHAPE),) for _ in range(BN_LOADER_BATCHES)]
+        variants: dict[str, dict[str, Any]] = {
+            "all_100_batches_loop": {"batching": "loop"},
+            "all_100_batches_vmap_chunk_8": {"batching": "vmap"},
+            "bn_batches_30_loop": {"batching": "loop", "bn_batches": 30},
+            "bn_batches_10_loop": {"batching": "loop", "bn_batches": 10},
+            "last_layer_only": {"sample_modules": ["layers.12"]},
+        }
+        seconds = {}
+        for name, options in variants.items():
+            with _Clock() as clock:
+                tradi.SampledEnsemble(model, posterior, N_SAMPLES, bn_loader=loader, **options)
+            seconds[name] = clock.cpu
+    return {
+        "model": "mlp 784-200-200-200-10 with BatchNorm, one thread",
+        "n_samples": N_SAMPLES,
+        "bn_loader": f"{BN_LOADER_BATCHES} batches of 128",
+        "build_cpu_seconds": seconds,
+    }
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
+    "bn_build_mlp": bn_build_mlp,
     "ensemble_cost_mlp": lambda: ensemble_cost("mlp"),
     "ensemble_cost_lenet5": lambda: ensemble_cost("lenet5"),
+    "last_layer_cost_lenet5": lambda: last_layer_cost("lenet5"),
+    "last_layer_cost_enet": lambda: last_layer_cost("enet"),
     "method_times_mnist_notmnist": method_times,
 }

@@ -19,8 +19,9 @@ mean and variance instead of class probabilities (`tradi.regression`).
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -28,9 +29,10 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from tradi.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.posterior import WeightPosterior
+from tradi.posterior import WeightPosterior, load_posterior
 from tradi.regression import GaussianPrediction, mixture_moments
 from tradi.structure import evaluation_copy, named_parameters_with_owner, unwrap
+from tradi.trunk import TrunkCache, sampled_parameter_names, trunk_bn_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +175,14 @@ class SampledEnsemble:
             (output ``(mean, variance)``) the variance adds the heads' aleatoric part.
         io: how loader batches become model inputs and which output holds the logits (or the
             regression mean and variance): `tradi.ModelIO`.
+        sample_modules: names of modules (as the unwrapped model's `named_modules()` gives
+            them, e.g. ``["classifier"]``) whose parameters are sampled; every other parameter keeps its
+            trained value (the posterior's marginal on the chosen parameters). The trunk in
+            front of the first sampled module is then evaluated once per input and only the
+            rest once per weight set (`tradi.trunk`); BatchNorm statistics are re-estimated only
+            for the layers after the trunk. None (default): everything the posterior returns.
+        bn_batches: re-estimate BatchNorm statistics on the first `bn_batches` batches of
+            `bn_loader` only (None: all of it); the build cost is proportional to it.
 
     Inputs ``x`` are model inputs as `ModelIO` defines them (a tensor, a tuple of positional
     or a dict of keyword arguments). Class dimension is 1: outputs are [N, C] or dense
@@ -192,6 +202,8 @@ class SampledEnsemble:
         cache: bool = True,
         batching: Batching = "auto",
         chunk_size: int | None = 8,
+        sample_modules: Sequence[str] | None = None,
+        bn_batches: int | None = None,
         task: Task = "classification",
         io: ModelIO = DEFAULT_IO,
     ) -> None:
@@ -203,6 +215,10 @@ class SampledEnsemble:
             raise ValueError(f"batching must be 'auto', 'vmap' or 'loop', got {batching!r}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 (or None: all samples), got {chunk_size}")
+        if bn_batches is not None and bn_batches < 1:
+            raise ValueError(
+                f"bn_batches must be >= 1 (or None: the whole loader), got {bn_batches}"
+            )
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         self.task: Task = task
@@ -220,6 +236,13 @@ class SampledEnsemble:
         self.batching_used: Literal["vmap", "loop"] | None = (
             None if batching == "auto" else batching
         )
+        self.seed = seed
+        self.sample_modules = None if sample_modules is None else tuple(sample_modules)
+        self._sampled: set[str] | None = None
+        self._trunk: TrunkCache | None = None
+        if self.sample_modules is not None:
+            self._sampled = sampled_parameter_names(self.model, self.sample_modules)
+            self._trunk = TrunkCache(self.model, self._sampled)
         seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
         self._seeds = [int(s) for s in seeds]
         # tradi's names (tracker, posteriors) -> the copy's own, which keep a user wrapper's prefix
@@ -240,15 +263,31 @@ class SampledEnsemble:
             self._stacked = _stack(list(self._weight_sets()))
             self._cached = _unstack(self._stacked, n_samples)
         if bn_loader is not None and _bn_modules(self.model):
-            self._stacked_buffers = self._bn_statistics(bn_loader)
-            self._buffers = _unstack(self._stacked_buffers, n_samples)
+            if bn_batches is not None:
+                bn_loader = list(itertools.islice(bn_loader, bn_batches))
+            self._set_buffers(self._bn_statistics(bn_loader))
+
+    def _set_buffers(self, stacked: dict[str, Tensor] | None) -> None:
+        """Per-sample BatchNorm buffers, stacked [n_samples, ...] (None or empty: the model's)."""
+        self._stacked_buffers = stacked or None
+        self._buffers = None if not stacked else _unstack(stacked, self.n_samples)
 
     def _bn_statistics(self, loader: Iterable[Any]) -> dict[str, Tensor]:
         """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...].
 
         Chunks of weight sets share each pass over the loader under vmap; a model vmap cannot
-        trace in training mode falls back to one pass per weight set (batching="auto").
+        trace in training mode falls back to one pass per weight set (batching="auto"). With
+        `sample_modules`, one pass: the trunk once per batch, the rest per weight set.
         """
+        if self._trunk is not None:
+            per_sample = trunk_bn_statistics(
+                self._trunk,
+                (to_device(self.io.inputs(batch), self.device) for batch in loader),
+                list(self._weight_sets()),
+                plain=lambda x: self.io.forward(self.model, x),
+                functional=lambda tensors, x: self.io.functional_forward(self.model, tensors, x),
+            )
+            return _stack(per_sample) if per_sample[0] else {}
         if self.batching != "loop":
             try:
                 chunks = [
@@ -276,8 +315,17 @@ class SampledEnsemble:
                 "parameters are named as named_parameters() names them on the model without "
                 "its wrappers, tied tensors once under their first name (tradi.structure)"
             )
-        own = self._names
-        return {own[n]: w.to(self.device, self._dtypes[own[n]]) for n, w in sample.items()}
+        own, keep = self._names, self._sampled
+        weights = {
+            own[n]: w.to(self.device, self._dtypes[own[n]])
+            for n, w in sample.items()
+            if keep is None or own[n] in keep
+        }
+        if not weights:
+            raise ValueError(
+                f"the posterior samples no parameter of sample_modules {self.sample_modules}"
+            )
+        return weights
 
     def _weight_sets(self) -> Iterator[dict[str, Tensor]]:
         if self._cached is not None:
@@ -324,8 +372,15 @@ class SampledEnsemble:
 
     @torch.no_grad()
     def _sample_outputs(self, x: Any) -> tuple[Tensor, ...]:
-        """Every weight set's prediction, each part stacked [n_samples, N, ...]."""
+        """Every weight set's prediction, each part stacked [n_samples, N, ...]; with
+        `sample_modules` the trunk is recorded once on `x` and replayed for every set."""
         x = to_device(x, self.device)
+        if self._trunk is None:
+            return self._evaluate(x)
+        with self._trunk.replay(self._trunk.record(lambda: self.io.forward(self.model, x))):
+            return self._evaluate(x)
+
+    def _evaluate(self, x: Any) -> tuple[Tensor, ...]:
         if self.batching_used == "loop":
             return self._outputs_loop(x)
         if self.batching_used == "vmap":
@@ -386,6 +441,60 @@ class SampledEnsemble:
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a whole loader: [n_samples, N, C, ...] (on the CPU)."""
         return torch.cat([self.sample_probs(self.io.inputs(b)).cpu() for b in loader], dim=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that rebuilds this ensemble, training data not needed.
+
+        The network's state, the posterior's, the ensemble size, seed, averaging, sampled
+        modules and the per-sample BatchNorm statistics; plain tensors, numbers and strings,
+        so `torch.load(path, weights_only=True)` reads it. Rebuild with `from_state_dict`.
+
+        Raises:
+            TypeError: the posterior has no ``state_dict`` (a custom one).
+        """
+        if not callable(getattr(self.posterior, "state_dict", None)):
+            raise TypeError(
+                f"{type(self.posterior).__name__} has no state_dict(): only tradi's posteriors "
+                "(tradi.posterior.StatefulPosterior) can be saved"
+            )
+        return {
+            "model": self.model.state_dict(),
+            "posterior": self.posterior.state_dict(),  # type: ignore[attr-defined]
+            "n_samples": self.n_samples,
+            "seed": self.seed,
+            "average": self.average,
+            "task": self.task,
+            "sample_modules": None if self.sample_modules is None else list(self.sample_modules),
+            "bn_buffers": self._stacked_buffers,
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls, model: nn.Module, state: dict[str, Any], **options: Any
+    ) -> SampledEnsemble:
+        """The ensemble `state_dict` saved, on a network of the same architecture as `model`.
+
+        `model`'s weights are replaced by the saved ones (on a copy); it draws the same weight
+        sets and predicts the same probabilities as the saved ensemble. ``options`` are the
+        evaluation settings (``batching``, ``chunk_size``, ``cache``, ``io``: a `ModelIO` holds
+        functions, which a weights-only state cannot).
+        """
+        model = evaluation_copy(model)
+        model.load_state_dict(state["model"])
+        ensemble = cls(
+            model,
+            load_posterior(state["posterior"]),
+            state["n_samples"],
+            average=state["average"],
+            seed=state["seed"],
+            sample_modules=state["sample_modules"],
+            task=state["task"],
+            **options,
+        )
+        buffers = state["bn_buffers"]
+        if buffers is not None:
+            ensemble._set_buffers({n: t.to(ensemble.device) for n, t in buffers.items()})
+        return ensemble
 
 
 def _stack(weight_sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:

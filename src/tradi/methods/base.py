@@ -29,6 +29,7 @@ from tradi.structure import has_uninitialised_parameters, unwrap
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
 from tradi.training.checkpoint import loader_generators
 from tradi.training.loop import LossFn, Scheduler
+from tradi.trunk import sampled_parameter_names
 
 ModelFactory = Callable[[], nn.Module]
 Criterion = Literal["nll", "brier"]
@@ -319,6 +320,8 @@ class SamplingMethod(Method):
                 self.options.n_samples,
                 bn_loader=bn_loader,
                 seed=self.train.seed,
+                sample_modules=self.options.sample_modules,
+                bn_batches=self.options.bn_batches,
                 io=self.io,
             )
 
@@ -385,6 +388,8 @@ class SamplingMethod(Method):
 
     def _check_fit(self, val_loader: Iterable[Any] | None) -> None:
         super()._check_fit(val_loader)
+        if self.options.sample_modules is not None:  # unknown names fail before training
+            sampled_parameter_names(unwrap(self.model_factory()), self.options.sample_modules)
         scale, _ = self._scale_option()
         if scale is None and val_loader is None:
             raise ValueError(
@@ -406,12 +411,28 @@ class SamplingMethod(Method):
 
 
 def check_sampling_options(
-    scale_name: str, scale: float | None, grid: Sequence[float], n_samples: int
+    scale_name: str,
+    scale: float | None,
+    grid: Sequence[float],
+    n_samples: int,
+    bn_batches: int | None = None,
+    sample_modules: Sequence[str] | None = None,
 ) -> None:
-    """Shared checks of the sampling methods' options (noise scale, its grid, ensemble size)."""
+    """Shared checks of the sampling methods' options (noise scale, its grid, ensemble size,
+    and `check_ensemble_options`)."""
+    check_ensemble_options(bn_batches, sample_modules)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if scale is not None and scale < 0:
         raise ValueError(f"{scale_name} must be >= 0 (or None: chosen on validation), got {scale}")
     if not grid or any(value < 0 for value in grid):
         raise ValueError(f"{scale_name}_grid must be a non-empty list of values >= 0, got {grid}")
+
+
+def check_ensemble_options(bn_batches: int | None, sample_modules: Sequence[str] | None) -> None:
+    """Checks of the options every `SamplingMethod` passes to its `SampledEnsemble`: BatchNorm
+    batches and sampled modules (their names are checked against the network before training)."""
+    if bn_batches is not None and bn_batches < 1:
+        raise ValueError(f"bn_batches must be >= 1 (or None: the whole loader), got {bn_batches}")
+    if sample_modules is not None and not sample_modules:
+        raise ValueError("sample_modules must name at least one module (or be None: all)")

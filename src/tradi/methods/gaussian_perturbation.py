@@ -23,16 +23,25 @@ class GaussianPerturbationOptions:
     """``sigma``: the noise standard deviation; None (default) chooses it on validation data
     (lowest NLL) from ``sigma_grid``. ``n_samples``: weight sets (20). ``bn_update``: re-estimate
     BatchNorm statistics per sample on the training data (off: the baseline is the trained
-    network plus noise, nothing more).
+    network plus noise, nothing more). ``sample_modules``, ``bn_batches``: as in `TradiOptions`.
     """
 
     sigma: float | None = None
     sigma_grid: tuple[float, ...] = SIGMA_GRID
     n_samples: int = 20
     bn_update: bool = False
+    sample_modules: tuple[str, ...] | None = None
+    bn_batches: int | None = None
 
     def __post_init__(self) -> None:
-        check_sampling_options("sigma", self.sigma, self.sigma_grid, self.n_samples)
+        check_sampling_options(
+            "sigma",
+            self.sigma,
+            self.sigma_grid,
+            self.n_samples,
+            self.bn_batches,
+            self.sample_modules,
+        )
 
 
 def perturbed_weights(model: nn.Module) -> dict[str, Tensor]:

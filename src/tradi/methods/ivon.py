@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from tradi.methods.base import FitInfo, SamplingMethod, seeded_randomness
+from tradi.methods.base import FitInfo, SamplingMethod, check_ensemble_options, seeded_randomness
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 from tradi.training import Callback
 
@@ -43,6 +43,7 @@ class IVONOptions:
     of the posterior, so it replaces ``TrainConfig.weight_decay``). ``clip_radius``: elementwise
     clipping of the update (None: none). ``n_samples``: weight sets averaged at test time.
     ``bn_update``: re-estimate BatchNorm statistics per sample (the authors do not).
+    ``sample_modules``, ``bn_batches``: as in `TradiOptions`.
     """
 
     lr: float = 0.1
@@ -54,8 +55,11 @@ class IVONOptions:
     clip_radius: float | None = None
     n_samples: int = 64
     bn_update: bool = False
+    sample_modules: tuple[str, ...] | None = None
+    bn_batches: int | None = None
 
     def __post_init__(self) -> None:
+        check_ensemble_options(self.bn_batches, self.sample_modules)
         positive = {"lr": self.lr, "hess_init": self.hess_init, "ess": self.ess}
         for key, value in positive.items():
             if value is not None and not value > 0:

@@ -28,6 +28,7 @@ class SWAGOptions:
     ``covariance_scale``: multiplies the covariance of the samples (SWAG's 0.5); None chooses it
     on validation data from ``covariance_scale_grid``. ``n_samples``: weight sets (30).
     ``bn_update``: re-estimate BatchNorm statistics for every sample on the training data.
+    ``sample_modules``, ``bn_batches``: as in `TradiOptions`.
     ``swa_lr``: None keeps the shared learning-rate schedule throughout (the same budget as every
     other method); a value switches, from ``start_epoch`` on, to torch's `SWALR`, which anneals
     (cosine, over ``swa_anneal_epochs``; 1 = at once) to this constant rate, as SWAG does.
@@ -39,12 +40,19 @@ class SWAGOptions:
     covariance_scale_grid: tuple[float, ...] = COVARIANCE_SCALE_GRID
     n_samples: int = 30
     bn_update: bool = True
+    sample_modules: tuple[str, ...] | None = None
+    bn_batches: int | None = None
     swa_lr: float | None = None
     swa_anneal_epochs: int = 1
 
     def __post_init__(self) -> None:
         check_sampling_options(
-            "covariance_scale", self.covariance_scale, self.covariance_scale_grid, self.n_samples
+            "covariance_scale",
+            self.covariance_scale,
+            self.covariance_scale_grid,
+            self.n_samples,
+            self.bn_batches,
+            self.sample_modules,
         )
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")

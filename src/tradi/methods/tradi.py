@@ -29,8 +29,10 @@ class TradiOptions:
     feature; ``phase="weight"`` is the public code's variant) or "diag". ``scale`` multiplies the
     sampled standard deviation; None chooses it on validation data (lowest NLL) from
     ``scale_grid``. ``n_samples`` weight sets (20); ``bn_update`` re-estimates BatchNorm statistics
-    per sample on the training data. ``step``, ``init_mean``, ``init_variance`` and the Kalman
-    constants configure the `WeightTracker`; tracking starts at the 0-based epoch ``start_epoch``.
+    per sample on the training data, on its first ``bn_batches`` batches (None: all).
+    ``sample_modules`` samples only those modules' parameters (e.g. ``("classifier",)``, the last
+    layer; None: all), the trunk before them evaluated once per input (`tradi.trunk`).
+    ``step``, ``init_mean``, ``init_variance`` and the Kalman constants configure the `WeightTracker`; tracking starts at the 0-based epoch ``start_epoch``.
 
     The initial state departs from the public code (``init_mean="zero"``,
     ``init_variance=None``, i.e. sqrt(2 / fan_out)) because with gains of ~3e-3 the start takes
@@ -48,6 +50,8 @@ class TradiOptions:
     scale_grid: tuple[float, ...] = SCALE_GRID
     n_samples: int = 20
     bn_update: bool = True
+    sample_modules: tuple[str, ...] | None = None
+    bn_batches: int | None = None
     step: Literal["delta", "gradient"] = "delta"
     init_mean: Literal["zero", "weights"] = "weights"
     init_variance: float | None = 0.0
@@ -59,7 +63,14 @@ class TradiOptions:
 
     def __post_init__(self) -> None:
         check_literal_fields(self)
-        check_sampling_options("scale", self.scale, self.scale_grid, self.n_samples)
+        check_sampling_options(
+            "scale",
+            self.scale,
+            self.scale_grid,
+            self.n_samples,
+            self.bn_batches,
+            self.sample_modules,
+        )
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.start_epoch < 0:

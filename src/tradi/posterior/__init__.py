@@ -6,6 +6,7 @@ taken from the model as it is.
 
 from tradi.posterior.gaussian import DiagonalGaussian, KernelGaussian, WeightPosterior
 from tradi.posterior.isotropic import IsotropicGaussian
+from tradi.posterior.state import StatefulPosterior, load_posterior
 from tradi.posterior.swag import SWAGCollector, SWAGPosterior
 
 __all__ = [
@@ -14,5 +15,7 @@ __all__ = [
     "KernelGaussian",
     "SWAGCollector",
     "SWAGPosterior",
+    "StatefulPosterior",
     "WeightPosterior",
+    "load_posterior",
 ]

@@ -8,6 +8,12 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from tradi.posterior.state import StatefulPosterior
+
+#: Elements of the largest temporary block a sampler builds (4 MiB of float32): chunked sampling
+#: keeps a sample's extra memory O(tensor size) whatever the rank (issue 11, item 8).
+CHUNK_ELEMENTS = 2**20
+
 
 @runtime_checkable
 class WeightPosterior(Protocol):
@@ -31,8 +37,11 @@ def _std(variance: Tensor) -> Tensor:
     return variance.clamp_min(0).sqrt()
 
 
-class DiagonalGaussian:
+class DiagonalGaussian(StatefulPosterior):
     """Independent weights: w~ = mu + scale * sqrt(sigma2) * m."""
+
+    kind = "diagonal"
+    state_fields = ("mean", "std", "scale")
 
     def __init__(
         self, mean: dict[str, Tensor], variance: dict[str, Tensor], *, scale: float = 1.0
@@ -55,7 +64,7 @@ class DiagonalGaussian:
         }
 
 
-class KernelGaussian:
+class KernelGaussian(StatefulPosterior):
     """The paper's low-rank kernel covariance, per parameter tensor, by random Fourier features.
 
     For a tensor of P weights and rank D: s = sqrt(sigma2), Omega ~ N(0, 1)^D, b ~ U(0, 2 pi)^D,
@@ -68,6 +77,9 @@ class KernelGaussian:
     then vanish in expectation, so its samples are diagonal in effect. It exists only to compare
     with that code.
     """
+
+    kind = "kernel"
+    state_fields = ("mean", "anchor", "std", "rank", "scale", "phase")
 
     def __init__(
         self,
@@ -95,14 +107,32 @@ class KernelGaussian:
         self.rank, self.scale, self.phase = rank, scale, phase
 
     def sample(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One weight set; Z m is built `CHUNK_ELEMENTS // rank` rows at a time.
+
+        The extra memory is the output tensor plus one (rows x D) block, whatever the rank
+        (benchmarks/bench_inference.py, sampling_memory). With phase="weight" the phases are
+        drawn block by block too, after Omega and m.
+        """
         out = {}
+        rows = max(1, CHUNK_ELEMENTS // self.rank)
         for name, mu in self.mean.items():
-            anchor = self.anchor[name]
             kw = {"generator": generator, "device": mu.device, "dtype": mu.dtype}
             omega = torch.randn(1, self.rank, **kw)
-            phase_shape = (anchor.shape[0], self.rank) if self.phase == "weight" else (1, self.rank)
-            b = torch.rand(phase_shape, **kw).mul_(2 * math.pi)
+            b = (
+                torch.rand(1, self.rank, **kw).mul_(2 * math.pi)
+                if self.phase == "feature"
+                else None
+            )
             m = torch.randn(self.rank, 1, **kw)
-            features = torch.cos(anchor * omega + b)  # (P, D); b broadcasts per feature or weight
-            out[name] = mu + (self.std[name] * (features @ m)).reshape(mu.shape)
+            anchor, std = self.anchor[name], self.std[name]
+            flat = torch.empty(anchor.shape[0], device=mu.device, dtype=mu.dtype)
+            for start in range(0, anchor.shape[0], rows):
+                block = anchor[start : start + rows] * omega  # (rows, D)
+                if b is None:  # the public code's per-weight phase
+                    block += torch.rand(block.shape, **kw).mul_(2 * math.pi)
+                else:
+                    block += b
+                flat[start : start + rows] = (block.cos_() @ m).squeeze(1)
+            flat.mul_(std.squeeze(1))
+            out[name] = flat.reshape(mu.shape).add_(mu)
         return out

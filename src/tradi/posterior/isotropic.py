@@ -7,8 +7,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from tradi.posterior.state import StatefulPosterior
 
-class IsotropicGaussian:
+
+class IsotropicGaussian(StatefulPosterior):
     """w~ = w* + sigma * m, m ~ N(0, I), for every tensor in `weights`.
 
     Args:
@@ -17,6 +19,9 @@ class IsotropicGaussian:
             normalisation layers' affine ones, as TRADI tracks them). Copied at construction.
         sigma: the noise standard deviation, the same for every weight (0 gives w* itself).
     """
+
+    kind = "isotropic"
+    state_fields = ("weights", "sigma")
 
     def __init__(self, weights: Mapping[str, Tensor], sigma: float) -> None:
         if not weights:

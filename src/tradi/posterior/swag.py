@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tradi.posterior.state import StatefulPosterior
 from tradi.structure import named_parameters_with_owner
 
 ParamFilter = Callable[[str, nn.Module, nn.Parameter], bool]
@@ -33,7 +34,7 @@ def all_trainable(name: str, module: nn.Module, param: nn.Parameter) -> bool:
     return param.requires_grad
 
 
-class SWAGPosterior:
+class SWAGPosterior(StatefulPosterior):
     """Samples w~ = mean + sqrt(covariance_scale) * (sqrt(diag) z1 + D z2 / sqrt(K - 1)).
 
     Args:
@@ -42,6 +43,9 @@ class SWAGPosterior:
         deviations: {name: tensor [K, *shape]}, the K deviation columns of D.
         covariance_scale: multiplies the whole covariance (0.5 in SWAG; 0 gives the SWA mean).
     """
+
+    kind = "swag"
+    state_fields = ("mean", "std", "factors", "rank", "low_rank_scale", "covariance_scale")
 
     def __init__(
         self,
@@ -70,21 +74,26 @@ class SWAGPosterior:
         self.std = {
             n: root_scale * v.clamp_min(_VARIANCE_FLOOR).sqrt() for n, v in variance.items()
         }
-        low_rank_scale = root_scale / math.sqrt(max(self.rank - 1, 1))
-        self.factors = {
-            n: (low_rank_scale * d).reshape(self.rank, -1) for n, d in deviations.items()
-        }
+        # the factors are views of the deviations (no copy of the K x P columns); the scale goes
+        # on z2 instead, a K-vector
+        self.low_rank_scale = root_scale / math.sqrt(max(self.rank - 1, 1))
+        self.factors = {n: d.reshape(self.rank, -1) for n, d in deviations.items()}
 
     def sample(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """One weight set; every tensor shares the same low-rank draw z2."""
+        """One weight set; every tensor shares the same low-rank draw z2.
+
+        Each tensor of P weights costs O(P) extra memory whatever the rank: D z2 is one
+        matrix-vector product into the output, to which the mean and the diagonal term are added
+        in place.
+        """
         any_mean = next(iter(self.mean.values()))
         kw = {"generator": generator, "device": any_mean.device, "dtype": any_mean.dtype}
-        z2 = torch.randn(self.rank, **kw)
+        z2 = torch.randn(self.rank, **kw).mul_(self.low_rank_scale)
         out = {}
         for name, mu in self.mean.items():
             z1 = torch.randn(mu.shape, **kw)
             low_rank = (z2 @ self.factors[name]).reshape(mu.shape)
-            out[name] = torch.addcmul(mu + low_rank, self.std[name], z1)
+            out[name] = low_rank.add_(mu).addcmul_(self.std[name], z1)
         return out
 
 
@@ -115,20 +124,29 @@ class SWAGCollector:
         self.num_collected = 0
         self._mean = [torch.zeros_like(p, dtype=torch.float32) for p in self._params]
         self._sq_mean = [torch.zeros_like(p, dtype=torch.float32) for p in self._params]
-        self._deviations = [p.new_zeros((0, *p.shape), dtype=torch.float32) for p in self._params]
+        # a ring of K deviation columns per tensor, written in place: collecting costs no
+        # memory beyond this state (a growing torch.cat copied all K columns at every iterate)
+        self._ring = [p.new_zeros((max_rank, *p.shape), dtype=torch.float32) for p in self._params]
 
     @torch.no_grad()
     def collect(self) -> None:
-        """Add the model's current weights as one iterate."""
-        weights = [p.detach().float() for p in self._params]
+        """Add the model's current weights as one iterate (in place: O(1) extra memory)."""
         weight = 1.0 / (self.num_collected + 1)
-        torch._foreach_lerp_(self._mean, weights, weight)
-        torch._foreach_lerp_(self._sq_mean, torch._foreach_mul(weights, weights), weight)
-        self._deviations = [
-            torch.cat([d, (w - m).unsqueeze(0)])[-self.max_rank :]
-            for d, w, m in zip(self._deviations, weights, self._mean, strict=True)
-        ]
+        slot = self.num_collected % self.max_rank
+        for param, mean, sq_mean, ring in zip(
+            self._params, self._mean, self._sq_mean, self._ring, strict=True
+        ):
+            w = param.detach().float()
+            mean.lerp_(w, weight)
+            sq_mean.mul_(1 - weight).addcmul_(w, w, value=weight)
+            torch.sub(w, mean, out=ring[slot])
         self.num_collected += 1
+
+    def _ordered(self, ring: Tensor) -> Tensor:
+        """The collected columns of one ring, oldest first (a copy)."""
+        if self.num_collected <= self.max_rank:
+            return ring[: self.num_collected].clone()
+        return ring.roll(-(self.num_collected % self.max_rank), dims=0)
 
     def mean(self) -> dict[str, Tensor]:
         """The SWA mean {name: float32 tensor} (copies)."""
@@ -143,7 +161,7 @@ class SWAGCollector:
 
     def deviations(self) -> dict[str, Tensor]:
         """The deviation columns {name: [K, *shape]}, oldest first (copies)."""
-        return {n: d.clone() for n, d in zip(self.names, self._deviations, strict=True)}
+        return {n: self._ordered(r) for n, r in zip(self.names, self._ring, strict=True)}
 
     def posterior(self, covariance_scale: float = 0.5) -> SWAGPosterior:
         """The SWAG Gaussian of what was collected (needs at least one iterate)."""
@@ -160,7 +178,7 @@ class SWAGCollector:
             "num_collected": self.num_collected,
             "mean": [t.clone() for t in self._mean],
             "sq_mean": [t.clone() for t in self._sq_mean],
-            "deviations": [t.clone() for t in self._deviations],
+            "deviations": [self._ordered(r) for r in self._ring],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -172,4 +190,8 @@ class SWAGCollector:
         self.num_collected = int(state["num_collected"])
         self._mean = [t.to(d) for t, d in zip(state["mean"], devices, strict=True)]
         self._sq_mean = [t.to(d) for t, d in zip(state["sq_mean"], devices, strict=True)]
-        self._deviations = [t.to(d) for t, d in zip(state["deviations"], devices, strict=True)]
+        for ring, columns in zip(self._ring, state["deviations"], strict=True):
+            ring.zero_()
+            # oldest first in the state; the oldest column sits at slot num_collected % K
+            shift = self.num_collected % self.max_rank if len(columns) == self.max_rank else 0
+            ring[: len(columns)] = columns.to(ring.device).roll(shift, dims=0)

@@ -1,0 +1,291 @@
+"""Cheap ensembles: evaluate a network's unsampled trunk once, and only the sampled part per sample.
+
+When an ensemble samples only some modules (the last layer, a decoder), every module call that
+completes before the first sampled module starts, and that holds no sampled parameter, returns
+the same output for every weight set. `TrunkCache.record` runs the model once on an input, with
+forward hooks, and stops it at the first call of a sampled module (nothing after it is
+computed); it keeps the outputs of the outermost such calls. Inside `TrunkCache.replay` each of
+those modules returns its kept output instead of computing, so a forward pass, plain or through
+`torch.func.functional_call`, recomputes only what the sampled weights change.
+
+This works on any `nn.Module` (not only `nn.Sequential`) whose code follows two usual rules:
+
+- a sampled parameter is read only by the forward of the module that registers it (a parent
+  reading ``self.child.weight`` directly would see the trunk's cached result instead);
+- a module's output depends only on its inputs and weights (eval mode: no dropout, no state).
+
+The sampled part must not modify a cached trunk output in place (``x += ...`` on the output of
+an unsampled module): replay checks the tensors' version counters after each pass and raises a
+RuntimeError if that happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
+
+
+class _Stop(Exception):
+    """Raised by the pre-hook of the first sampled module: the trunk is complete."""
+
+
+@dataclass
+class _Call:
+    module: str
+    parent: int | None
+    done: bool = False
+    output: Any = None
+    children: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Trunk:
+    """The kept trunk outputs of one input.
+
+    ``outputs``: {module name: outputs of its outermost completed calls, in call order};
+    ``seen``: names of every module that ran (completed) before the first sampled module.
+    """
+
+    outputs: dict[str, list[Any]]
+    seen: set[str]
+    versions: list[tuple[Tensor, int]]
+
+
+def sampled_parameter_names(model: nn.Module, modules: Iterable[str]) -> set[str]:
+    """The parameter names (as `model.named_parameters` gives them) under the named modules.
+
+    Raises:
+        ValueError: a name is not a module of `model` (the message lists the valid names), or
+            the chosen modules hold no parameter.
+    """
+    named = dict(model.named_modules())
+    chosen = list(modules)
+    valid = [n for n, m in named.items() if n and any(True for _ in m.parameters(recurse=False))]
+    unknown = [name for name in chosen if name not in named]
+    if unknown:
+        raise ValueError(
+            f"sample_modules {unknown} are not modules of {type(model).__name__}; modules with "
+            f"parameters: {valid}"
+        )
+    ids = {id(p) for name in chosen for p in named[name].parameters()}
+    names = {n for n, p in model.named_parameters() if id(p) in ids}
+    if not names:
+        raise ValueError(
+            f"sample_modules {chosen} hold no parameter: nothing to sample; modules with "
+            f"parameters: {valid}"
+        )
+    return names
+
+
+class TrunkCache:
+    """Records and replays the trunk of `model` in front of the parameters `sampled`.
+
+    Args:
+        model: the network (the ensemble's own copy: replay patches its modules' ``forward``
+            for the duration of the ``with`` block only).
+        sampled: names of the sampled parameters (from `sampled_parameter_names`).
+    """
+
+    def __init__(self, model: nn.Module, sampled: set[str]) -> None:
+        ids = {id(p) for n, p in model.named_parameters() if n in sampled}
+        self.model = model
+        self.modules = dict(model.named_modules())
+        #: modules that register a sampled parameter themselves: the trunk ends at their first call
+        self.owners = {
+            name
+            for name, module in self.modules.items()
+            if any(id(p) in ids for p in module.parameters(recurse=False))
+        }
+        #: modules that hold a sampled parameter at any depth: never cached whole
+        self.holders = {
+            name
+            for name, module in self.modules.items()
+            if any(id(p) in ids for p in module.parameters())
+        }
+
+    @torch.no_grad()
+    def record(self, run: Callable[[], Any]) -> Trunk:
+        """Call `run` (one forward pass of the model on an input, e.g. ``lambda: model(x)``) up
+        to the model's first sampled module and keep the trunk outputs.
+
+        Raises:
+            ValueError: the forward pass never calls a sampled module.
+        """
+        calls: list[_Call] = []
+        stack: list[int] = []
+        handles = []
+        for name, module in self.modules.items():
+            handles.append(module.register_forward_pre_hook(self._pre_hook(name, calls, stack)))
+            handles.append(module.register_forward_hook(self._post_hook(calls, stack)))
+        try:
+            run()
+        except _Stop:
+            pass
+        else:
+            raise ValueError(
+                f"the forward pass never called a sampled module ({sorted(self.owners)}): "
+                "sampling them cannot change the output"
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
+        return self._trunk(calls)
+
+    def _pre_hook(self, name: str, calls: list[_Call], stack: list[int]) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any) -> None:
+            if name in self.owners:
+                raise _Stop
+            parent = stack[-1] if stack else None
+            calls.append(_Call(name, parent))
+            if parent is not None:
+                calls[parent].children.append(len(calls) - 1)
+            stack.append(len(calls) - 1)
+
+        return hook
+
+    def _post_hook(self, calls: list[_Call], stack: list[int]) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            call = calls[stack.pop()]
+            call.done, call.output = True, output
+            if call.module not in self.holders:  # nested calls will not run at replay: free them
+                for child in call.children:
+                    calls[child].output = None
+
+        return hook
+
+    def _trunk(self, calls: list[_Call]) -> Trunk:
+        cached = [False] * len(calls)
+        inside = [False] * len(calls)  # nested in a cached call: does not run at replay
+        outputs: dict[str, list[Any]] = {}
+        for index, call in enumerate(calls):
+            if call.parent is not None:
+                inside[index] = cached[call.parent] or inside[call.parent]
+            if inside[index] or not call.done or call.module in self.holders:
+                continue
+            cached[index] = True
+            outputs.setdefault(call.module, []).append(call.output)
+        seen = {call.module for call in calls if call.done}
+        versions = [(t, t._version) for t in tree_leaves(outputs) if isinstance(t, Tensor)]
+        return Trunk(outputs, seen, versions)
+
+    @contextmanager
+    def replay(self, trunk: Trunk) -> Iterator[None]:
+        """Within the block, every forward pass of the model takes the trunk from `trunk`."""
+        counters = dict.fromkeys(trunk.outputs, 0)
+        patched = []
+
+        def reset(module: nn.Module, inputs: Any) -> None:
+            for name in counters:
+                counters[name] = 0
+
+        def check(module: nn.Module, inputs: Any, output: Any) -> None:
+            for tensor, version in trunk.versions:
+                if tensor._version != version:
+                    raise RuntimeError(
+                        "the sampled part of the model modified a trunk output in place; "
+                        "use out-of-place operations after the last unsampled module, or do "
+                        "not set sample_modules"
+                    )
+
+        for name, kept in trunk.outputs.items():
+            module = self.modules[name]
+            patched.append((module, module.__dict__.get("forward")))
+            module.forward = self._replaying(name, kept, module.forward, counters)  # type: ignore[method-assign]
+        handles = [
+            self.model.register_forward_pre_hook(reset),
+            self.model.register_forward_hook(check),
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, own in patched:  # a forward set on the instance before is put back
+                if own is None:
+                    del module.forward
+                else:
+                    module.forward = own
+
+    @staticmethod
+    def _replaying(
+        name: str, kept: list[Any], original: Callable[..., Any], counters: dict[str, int]
+    ) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            index = counters[name]
+            counters[name] = index + 1
+            return kept[index] if index < len(kept) else original(*args, **kwargs)
+
+        return forward
+
+
+def _is_tracked_bn(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None
+
+
+@torch.no_grad()
+def trunk_bn_statistics(
+    cache: TrunkCache,
+    inputs: Iterable[Any],
+    weight_sets: list[dict[str, Tensor]],
+    *,
+    plain: Callable[[Any], Any],
+    functional: Callable[[dict[str, Tensor], Any], Any],
+) -> list[dict[str, Tensor]]:
+    """Per-weight-set statistics of the BatchNorm layers after the trunk, in one pass.
+
+    `inputs` are model inputs, one per batch; ``plain(x)`` runs ``cache.model`` on them and
+    ``functional(tensors, x)`` runs it with `tensors` in place of its own (functional_call).
+
+    For each batch the trunk runs once (eval mode: the trained statistics, no dropout); then
+    each weight set runs the rest of the network in train mode on top of it, updating its own
+    running statistics (cumulative averages, as `tradi.ensemble.update_bn_stats`). BatchNorm
+    layers inside the trunk see the same weights whatever the sample: they keep the model's
+    statistics and are not returned. Returns one {buffer name: tensor} per weight set, empty
+    dicts when no BatchNorm layer follows the trunk.
+    """
+    model = cache.model
+    was_training = model.training
+    stats: list[dict[str, Tensor]] | None = None
+    momenta: dict[nn.Module, float | None] = {}
+    try:
+        for x in inputs:
+            model.eval()
+            trunk = cache.record(lambda x=x: plain(x))
+            if stats is None:
+                after = {
+                    n: m
+                    for n, m in model.named_modules()
+                    if _is_tracked_bn(m) and n not in trunk.seen
+                }
+                if not after:
+                    return [{} for _ in weight_sets]
+                momenta = {bn: bn.momentum for bn in after.values()}
+                stats = [_fresh_bn_buffers(after) for _ in weight_sets]
+                for bn in after.values():
+                    bn.momentum = None
+            model.train()
+            with cache.replay(trunk):
+                for weights, buffers in zip(weight_sets, stats, strict=True):
+                    functional({**weights, **buffers}, x)
+    finally:
+        for bn, momentum in momenta.items():
+            bn.momentum = momentum
+        model.train(was_training)
+    return stats if stats is not None else [{} for _ in weight_sets]
+
+
+def _fresh_bn_buffers(bns: dict[str, nn.Module]) -> dict[str, Tensor]:
+    """Reset running statistics (mean 0, variance 1, no batch seen) for each layer of `bns`."""
+    buffers = {}
+    for name, bn in bns.items():
+        buffers[f"{name}.running_mean"] = torch.zeros_like(bn.running_mean)
+        buffers[f"{name}.running_var"] = torch.ones_like(bn.running_var)
+        if bn.num_batches_tracked is not None:
+            buffers[f"{name}.num_batches_tracked"] = torch.zeros_like(bn.num_batches_tracked)
+    return buffers
