@@ -20,12 +20,18 @@ from tradi.data import Benchmark, TensorSplit
 from tradi.experiments import config_from_dict, run_experiment
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.evaluation import evaluate
+from tradi.experiments.pairs import run_pair
 from tradi.experiments.selection import pick_scale
 from tradi.metrics import classification_metrics, ood_metrics
 from tradi.training.checkpoint import save_atomic
 
-# Per seed: mcp (3 epoch checkpoints), deep_ensembles (2 members x 3), tradi (3).
-KILL_AFTER_SAVE = 3 + 6 + 2  # in tradi, seed 0, after its second epoch was saved
+# Loop checkpoints per seed: the shared run of mcp, deep_ensembles and tradi (3 epochs), then
+# Deep Ensembles' second member (3). Killed in seed 0: in the shared run after its second epoch,
+# or in the second member after its second epoch (mcp's pair is then finished).
+KILLS = {
+    "shared run": (2, [], 1 + 3),
+    "second member": (3 + 2, ["mcp"], 1),
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +58,16 @@ def _metrics_by_pair(results: dict[str, Any]) -> dict[tuple[str, int], Any]:
     }
 
 
+@pytest.mark.parametrize("kill", sorted(KILLS))
 def test_interrupted_run_resumes_to_the_same_results(
+    kill: str,
     full_run: tuple[dict[str, Any], Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     tiny_config: dict[str, Any],
     blobs: Callable[..., Benchmark],
 ) -> None:
+    kill_after, finished, seed_0_epochs = KILLS[kill]
     config = config_from_dict(tiny_config)
     saves = {"count": 0}
     real_save = loop.save_atomic
@@ -66,37 +75,40 @@ def test_interrupted_run_resumes_to_the_same_results(
     def save_then_die(state: dict[str, Any], path: Path) -> None:
         real_save(state, path)
         saves["count"] += 1
-        if saves["count"] == KILL_AFTER_SAVE:
+        if saves["count"] == kill_after:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "save_atomic", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, tmp_path, benchmark=blobs(), progress=False)
-    assert (tmp_path / "state/mcp/seed_0/result.json").exists()
-    assert (tmp_path / "state/tradi/seed_0/checkpoint/checkpoint.pt").exists()
-    assert not (tmp_path / "state/tradi/seed_0/result.json").exists()
+    assert (tmp_path / "state/shared/seed_0/checkpoint.pt").exists()
+    done = sorted(p.parent.parent.name for p in tmp_path.glob("state/*/seed_0/result.json"))
+    assert done == finished
     monkeypatch.setattr(loop, "save_atomic", real_save)
 
-    trained_pairs: list[tuple[str, int]] = []
+    trained: list[tuple[int, list[str]]] = []
     epochs = {"count": 0}
-    real_run_pair, real_epoch = runner.run_pair, loop._train_one_epoch
+    real_run_methods, real_epoch = runner.run_methods, loop._train_one_epoch
 
-    def counting_run_pair(config: Any, name: str, seed: int, *args: Any, **kwargs: Any) -> Any:
-        trained_pairs.append((name, seed))
-        return real_run_pair(config, name, seed, *args, **kwargs)
+    def counting_run_methods(config: Any, seed: int, *args: Any, **kwargs: Any) -> Any:
+        trained.append((seed, sorted(args[3])))
+        return real_run_methods(config, seed, *args, **kwargs)
 
     def counting_epoch(*args: Any, **kwargs: Any) -> Any:
         epochs["count"] += 1
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_pair", counting_run_pair)
+    monkeypatch.setattr(runner, "run_methods", counting_run_methods)
     monkeypatch.setattr(loop, "_train_one_epoch", counting_epoch)
     resumed = run_experiment(config, tmp_path, benchmark=blobs(), progress=False, resume=True)
 
-    # Finished pairs are read back; the interrupted one trains only its last epoch.
-    assert trained_pairs == [("tradi", 0), ("mcp", 1), ("deep_ensembles", 1), ("tradi", 1)]
-    assert epochs["count"] == 1 + 3 + 6 + 3
-    assert not (tmp_path / "state/tradi/seed_0/checkpoint").exists()
+    # Finished pairs are read back; the interrupted run trains only its missing epochs.
+    everything = sorted(config.methods)
+    unfinished = sorted(set(everything) - set(finished))
+    assert trained == [(0, unfinished), (1, everything)]
+    assert epochs["count"] == seed_0_epochs + 3 + 3
+    assert not (tmp_path / "state/shared/seed_0").exists()
+    assert not list(tmp_path.glob("state/*/seed_0/checkpoint"))
     assert _metrics_by_pair(resumed) == _metrics_by_pair(full_run[0])
 
 
@@ -245,7 +257,7 @@ def test_the_ood_test_set_never_influences_the_chosen_scale(
     )
     choices = []
     for bench, folder in ((base, "a"), (other, "b")):
-        result, _ = runner.run_pair(config, "tradi", 0, bench, tmp_path / folder, progress=False)
+        result, _ = run_pair(config, "tradi", 0, bench, tmp_path / folder, progress=False)
         choices.append(result["scale_selection"]["grid"])
     assert choices[0] == choices[1]
 
