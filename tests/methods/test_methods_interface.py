@@ -1,4 +1,4 @@
-"""One interface for all six methods: the factory, option checking, shapes, passes per input,
+"""One interface for every method: the factory, option checking, shapes, passes per input,
 and a state_dict round trip that predicts identically without retraining."""
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ SMALL = {
     "swag": {"n_samples": 3, "start_epoch": 0, "rank": 2},
     "gaussian_perturbation": {"sigma": 0.05, "n_samples": 3},
     "tradi": {"n_samples": 3, "scale": 10.0},
+    "temperature_scaling": {},
 }
 
 
-def test_the_six_method_names_are_registered() -> None:
+def test_every_method_name_is_registered() -> None:
     assert sorted(METHODS) == sorted(SMALL)
 
 
@@ -31,7 +32,9 @@ def test_every_method_trains_and_predicts_the_same_way(
     method = build_method(name, model_factory, train=TRAIN, **SMALL[name])
     info = method.fit(train_loader, val_loader)
     passes = method.forward_passes_per_input
-    assert passes == {"mcp": 1, "mc_dropout": 4, "deep_ensembles": 2}.get(name, 3)
+    assert passes == {"mcp": 1, "mc_dropout": 4, "deep_ensembles": 2, "temperature_scaling": 1}.get(
+        name, 3
+    )
     assert info.train_seconds == pytest.approx(sum(r.train_seconds for r in info.runs))
     assert all(r.epochs == 2 for r in info.runs)
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
+from tradi.methods import TemperatureScaling
 from tradi.metrics import CalibrationBins
 from tradi.plots import (
     confidence_histograms,
@@ -38,6 +39,7 @@ METHOD_LABELS: dict[str, str] = {
     "deep_ensembles": "Deep Ensembles",
     "swag": "SWAG",
     "tradi": "TRADI",
+    "temperature_scaling": TemperatureScaling.label,
 }
 
 #: Short names for figure panels and legends.
@@ -48,6 +50,7 @@ _SHORT_LABELS: dict[str, str] = {
     "deep_ensembles": "Deep Ens.",
     "swag": "SWAG",
     "tradi": "TRADI",
+    "temperature_scaling": TemperatureScaling.short_label,
 }
 
 #: metric key -> (column header, factor, decimals)

@@ -1,5 +1,5 @@
 """The paper's methods behind one interface: mcp, mc_dropout, deep_ensembles, swag,
-gaussian_perturbation and tradi, each built by `build_method` and trained by the same loop."""
+gaussian_perturbation, tradi and the calibration baseline temperature_scaling, each built by `build_method` and trained by the same loop."""
 
 from __future__ import annotations
 
@@ -18,12 +18,22 @@ from tradi.methods.gaussian_perturbation import (
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
 from tradi.methods.swag import SWAG, SWAGOptions
+from tradi.methods.temperature_scaling import TemperatureScaling, TemperatureScalingOptions
 from tradi.methods.tradi import SCALE_GRID, TRADI, TradiOptions
 from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.loop import LossFn
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (MCP, MCDropout, DeepEnsembles, SWAG, GaussianPerturbation, TRADI)
+    cls.name: cls
+    for cls in (
+        MCP,
+        MCDropout,
+        DeepEnsembles,
+        SWAG,
+        GaussianPerturbation,
+        TRADI,
+        TemperatureScaling,
+    )
 }
 
 
@@ -75,6 +85,8 @@ __all__ = [
     "SWAGOptions",
     "SamplingMethod",
     "ScaleSearch",
+    "TemperatureScaling",
+    "TemperatureScalingOptions",
     "TradiOptions",
     "build_method",
 ]
