@@ -301,3 +301,49 @@ def test_segmentation_is_evaluated_pixelwise() -> None:
     assert evaluation.metrics["auroc"] == pytest.approx(exact["auroc"], abs=1e-4)
     assert evaluation.scores_out is not None
     assert evaluation.scores_out.numel() == int((labels == ood_label).sum())
+
+
+def test_the_shared_run_gives_each_method_its_separate_run_results(
+    tmp_path: Path, tiny_config: dict[str, Any], blobs: Callable[..., Benchmark]
+) -> None:
+    """One training run for the seed, shared by every method that trains the same network,
+    gives exactly the results of each method trained alone; SWAG with an SWA learning rate
+    trains alone, and each method is charged the run minus the other methods' callbacks."""
+    tiny_config["seeds"] = [0]
+    tiny_config["methods"].update(
+        gaussian_perturbation={"sigma": None, "sigma_grid": [0.01, 0.1], "n_samples": 3},
+        mc_dropout={"n_passes": 3},
+        swag={"n_samples": 3, "start_epoch": 1, "rank": 2},
+        temperature_scaling={},
+    )
+    config = config_from_dict(tiny_config)
+    shared = run_experiment(config, tmp_path / "shared", benchmark=blobs(), progress=False)
+    for pair in shared["pairs"]:
+        alone, _ = run_pair(
+            config, pair["method"], 0, blobs(), tmp_path / pair["method"], progress=False
+        )
+        assert pair["final_val"] == alone["final_val"], pair["method"]
+        choices = [p["scale_selection"] for p in (pair, alone)]
+        for choice in choices:
+            if choice is not None:
+                choice["seconds"] = None  # timing, not a result
+        assert choices[0] == choices[1], pair["method"]
+        for row, row_alone in zip(pair["rows"], alone["rows"], strict=True):
+            assert row["scale"] == row_alone["scale"]
+            for key, value in row["metrics"].items():
+                assert row_alone["metrics"][key] == pytest.approx(value, abs=1e-12), key
+        run = pair["training_run"]
+        assert run["methods"] == list(config.methods)
+        own = pair["train_seconds"] - (run["seconds"] - run["callback_seconds"])
+        if pair["method"] in ("tradi", "swag"):  # the only methods with callbacks
+            assert 0 < own <= run["callback_seconds"]
+        elif pair["method"] != "deep_ensembles":  # which adds its other members' runs
+            assert own == pytest.approx(0.0, abs=1e-9)
+
+    tiny_config["methods"]["swag"]["swa_lr"] = 0.005
+    tiny_config["methods"] = {k: tiny_config["methods"][k] for k in ("mcp", "swag")}
+    results = run_experiment(
+        config_from_dict(tiny_config), tmp_path / "swa_lr", benchmark=blobs(), progress=False
+    )
+    runs = {pair["method"]: pair["training_run"]["methods"] for pair in results["pairs"]}
+    assert runs == {"mcp": ["mcp"], "swag": ["swag"]}
