@@ -111,13 +111,13 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(session_folder: Path) -> dict[str, Path]:
     """The same config in one process, in two (`--nproc 2`) and in two started by torchrun.
 
     Shared by the pytest-xdist workers (a lock in their common temporary folder), so that the
     runs happen once however the tests are distributed.
     """
-    shared = tmp_path_factory.getbasetemp().parent / "distributed_runner"
+    shared = session_folder / "distributed_runner"
     shared.mkdir(exist_ok=True)
     outs = {name: shared / name for name in ("one", "nproc", "torchrun")}
     with FileLock(shared / "runs.lock"):

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 import tradi
 from tradi.data import Benchmark, load_benchmark
-from tradi.distributed import barrier, is_rank_zero, world_size
+from tradi.distributed import barrier, is_rank_zero
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
 from tradi.experiments.pairs import build, run_methods
@@ -145,11 +145,6 @@ def run_experiment(
             data_dir,
             val_fraction=config.data.val_fraction,
             seed=config.data.split_seed,
-        )
-    if world_size() > 1 and benchmark.task == "segmentation":
-        raise ConfigError(
-            f"{config.name}: segmentation runs in one process only (the streamed dense "
-            "evaluation and its figures are not sharded across ranks yet); drop --nproc"
         )
     _prepare_out_dir(out_dir, config, resume)
     threads = torch.get_num_threads()
