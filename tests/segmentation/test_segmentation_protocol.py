@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tradi.data import load_benchmark
-from tradi.experiments.pairs import loss_function
+from tradi.experiments.runner import loss_function
 from tradi.models import build_model
 
 SKIP_CHECKSUMS = {"camvid/camvid.npz": None, "camvid/CamVid": None}

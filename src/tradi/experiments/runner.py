@@ -49,11 +49,13 @@ from tradi.data import Benchmark, load_benchmark
 from tradi.distributed import barrier, is_rank_zero
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
-from tradi.experiments.pairs import build, run_methods
+from tradi.experiments.pairs import build, loss_function, run_methods
 from tradi.experiments.report import write_outputs
 from tradi.training.checkpoint import save_atomic
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["loss_function", "run_experiment", "select_methods", "versions"]
 
 
 def versions() -> dict[str, str]:
