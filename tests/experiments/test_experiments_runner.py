@@ -347,3 +347,20 @@ def test_the_shared_run_gives_each_method_its_separate_run_results(
     )
     runs = {pair["method"]: pair["training_run"]["methods"] for pair in results["pairs"]}
     assert runs == {"mcp": ["mcp"], "swag": ["swag"]}
+
+
+def test_a_shared_run_of_other_methods_is_trained_afresh(
+    tmp_path: Path, tiny_config: dict[str, Any], blobs: Callable[..., Benchmark]
+) -> None:
+    """Its checkpoint holds other callbacks: resuming from it would fail or mislead."""
+    tiny_config["methods"] = {"mcp": {}, "tradi": tiny_config["methods"]["tradi"]}
+    tiny_config["seeds"] = [0]
+    stale = tmp_path / "state/shared/seed_0"
+    stale.mkdir(parents=True)
+    (stale / "methods.json").write_text('["mcp"]')
+    (stale / "checkpoint.pt").write_bytes(b"written with mcp's callbacks alone")
+    results = run_experiment(
+        config_from_dict(tiny_config), tmp_path, benchmark=blobs(), progress=False, resume=True
+    )
+    assert [pair["method"] for pair in results["pairs"]] == ["mcp", "tradi"]
+    assert not stale.exists()
