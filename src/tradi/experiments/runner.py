@@ -147,6 +147,7 @@ def run_experiment(
             data_dir,
             val_fraction=config.data.val_fraction,
             seed=config.data.split_seed,
+            image_size=config.data.image_size,
         )
     _prepare_out_dir(out_dir, config, resume)
     threads = torch.get_num_threads()

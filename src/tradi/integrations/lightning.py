@@ -143,7 +143,7 @@ class TRADICallback(pl.Callback):
     ) -> SampledEnsemble:
         """The sampled ensemble of the trained module; `bn_loader` re-estimates BatchNorm
         statistics per sample (pass the training loader when the module has BatchNorm);
-        `ensemble_options` (batching, chunk_size, cache) go to `SampledEnsemble`."""
+        `ensemble_options` (batching, chunk_size, cache, task, io) go to `SampledEnsemble`."""
         posterior = self.posterior(covariance, scale=scale)  # raises before fit
         assert self._module is not None  # set in on_fit_start, before any tracker exists
         return SampledEnsemble(

@@ -1,5 +1,7 @@
 """The paper's methods behind one interface: mcp, mc_dropout, deep_ensembles, swag,
-gaussian_perturbation, tradi and the calibration baseline temperature_scaling, each built by `build_method` and trained by the same loop."""
+gaussian_perturbation and tradi, the calibration baseline temperature_scaling and the modern
+one-run peer ivon (optional package ivon-opt), each built by `build_method` and trained by the
+same loop."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 import torch.nn.functional as F
 
+from tradi.adapters import DEFAULT_IO, ModelIO
 from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod, ScaleSearch
 from tradi.methods.deep_ensembles import DeepEnsembles, DeepEnsemblesOptions
 from tradi.methods.gaussian_perturbation import (
@@ -15,6 +18,7 @@ from tradi.methods.gaussian_perturbation import (
     GaussianPerturbation,
     GaussianPerturbationOptions,
 )
+from tradi.methods.ivon import IVON, IVONOptions
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
 from tradi.methods.swag import SWAG, SWAGOptions
@@ -32,6 +36,7 @@ METHODS: dict[str, type[Method]] = {
         SWAG,
         GaussianPerturbation,
         TRADI,
+        IVON,
         TemperatureScaling,
     )
 }
@@ -43,12 +48,14 @@ def build_method(
     *,
     train: TrainConfig | Mapping[str, Any] | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    io: ModelIO = DEFAULT_IO,
     **options: Any,
 ) -> Method:
     """The method called ``name`` (see ``METHODS``) with its options given as keywords.
 
     ``train`` is the shared `TrainConfig` (or a mapping of its fields, e.g. from YAML); unknown
-    option keys raise a ValueError that lists the valid ones.
+    option keys raise a ValueError that lists the valid ones. ``io`` (`tradi.ModelIO`) says how
+    batches become model inputs and targets and which output holds the logits.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -62,10 +69,12 @@ def build_method(
         options_from_mapping(cls.options_type, options),
         train=config,
         loss_fn=loss_fn,
+        io=io,
     )
 
 
 __all__ = [
+    "IVON",
     "MCP",
     "METHODS",
     "SCALE_GRID",
@@ -77,6 +86,7 @@ __all__ = [
     "FitInfo",
     "GaussianPerturbation",
     "GaussianPerturbationOptions",
+    "IVONOptions",
     "MCDropout",
     "MCDropoutOptions",
     "MCPOptions",

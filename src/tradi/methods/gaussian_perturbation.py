@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from tradi.methods.base import SamplingMethod, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.posterior.isotropic import IsotropicGaussian
+from tradi.structure import named_parameters_with_owner
 from tradi.tracking import default_param_filter
 
 # Absolute standard deviations; trained weights of the paper's MLP are ~1e-2 in magnitude, so
@@ -36,13 +37,11 @@ class GaussianPerturbationOptions:
 
 def perturbed_weights(model: nn.Module) -> dict[str, Tensor]:
     """The weights the perturbation touches: the ones TRADI tracks (not normalisation layers)."""
-    weights = {}
-    for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            name = f"{module_name}.{param_name}" if module_name else param_name
-            if default_param_filter(name, module, param):
-                weights[name] = param.detach()
-    return weights
+    return {
+        name: param.detach()
+        for name, module, param in named_parameters_with_owner(model)
+        if default_param_filter(name, module, param)
+    }
 
 
 class GaussianPerturbation(SamplingMethod):

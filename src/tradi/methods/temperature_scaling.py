@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from tradi.adapters import to_device
 from tradi.methods.base import FitInfo, Method
 
 #: Labelled pixels of a segmentation validation set kept (seeded draw) to fit T: the logits of
@@ -94,14 +95,14 @@ class TemperatureScaling(Method):
         """Logits and labels of the labelled validation rows (pixels), [R, C] and [R]; beyond
         ``MAX_FIT_ROWS`` labelled rows, each is kept with one rate, drawn from the seed."""
         model = self._require_model().eval()
-        labelled = sum(int(self._labelled(labels, None).sum()) for _, labels in loader)
+        labelled = sum(int(self._labelled(self.io.targets(b), None).sum()) for b in loader)
         rate = min(1.0, MAX_FIT_ROWS / max(labelled, 1))
         generator = torch.Generator().manual_seed(self.train.seed)
         rows, targets = [], []
-        for inputs, labels in loader:
-            logits = model(inputs.to(self.device)).cpu()
+        for batch in loader:
+            logits = self._logits(model, self.io.inputs(batch)).cpu()
             logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
-            labels = labels.reshape(-1)
+            labels = self.io.targets(batch).reshape(-1)
             keep = self._labelled(labels, logits.shape[1])
             if rate < 1.0:
                 keep &= torch.rand(labels.shape, generator=generator) < rate
@@ -124,11 +125,15 @@ class TemperatureScaling(Method):
         return 1
 
     @torch.no_grad()
-    def sample_probs(self, x: Tensor) -> Tensor:
+    def sample_probs(self, x: Any) -> Tensor:
         if self.temperature is None:
             raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
         model = self._require_model().eval()
-        return (model(x.to(self.device)) / self.temperature).softmax(dim=1).unsqueeze(0)
+        return (self._logits(model, x) / self.temperature).softmax(dim=1).unsqueeze(0)
+
+    def _logits(self, model: nn.Module, x: Any) -> Tensor:
+        """The network's logits [N, C, ...] for model inputs ``x`` (read through ``io``)."""
+        return self.io.logits(self.io.forward(model, to_device(x, self.device)))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "temperature": self.temperature}

@@ -11,9 +11,10 @@ from torch import nn
 from tradi.models.enet import ENet
 from tradi.models.lenet import LeNet5
 from tradi.models.mlp import MLP
+from tradi.models.pspnet import PSPNet
 from tradi.models.resnet import ResNet20, WideResNet
 
-ModelName = Literal["mlp", "lenet5", "resnet20", "wrn28_10", "enet"]
+ModelName = Literal["mlp", "lenet5", "resnet20", "wrn28_10", "enet", "pspnet"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 
 # The input each architecture was published for; used when no input_shape is given.
@@ -23,6 +24,7 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "resnet20": (3, 32, 32),
     "wrn28_10": (3, 32, 32),
     "enet": (3, 90, 120),
+    "pspnet": (3, 473, 473),  # PSPNet's training crops (Zhao et al. 2017)
 }
 
 _BUILDERS: dict[str, Callable[[int, tuple[int, ...], dict[str, Any]], nn.Module]] = {
@@ -31,6 +33,7 @@ _BUILDERS: dict[str, Callable[[int, tuple[int, ...], dict[str, Any]], nn.Module]
     "resnet20": lambda classes, shape, kw: ResNet20(classes, shape[0], **kw),
     "wrn28_10": lambda classes, shape, kw: WideResNet(classes, shape[0], **kw),
     "enet": lambda classes, shape, kw: ENet(classes, shape[0], **kw),
+    "pspnet": lambda classes, shape, kw: PSPNet(classes, shape[0], **kw),
 }
 
 
