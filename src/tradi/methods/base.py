@@ -346,6 +346,22 @@ class SamplingMethod(Method):
     def _posterior(self, scale: float) -> WeightPosterior:
         """The weight posterior at noise scale ``scale``."""
 
+    def train_network(
+        self,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | Path | None = None,
+    ) -> tuple[nn.Module, FitResult]:
+        self._use_training_loader(train_loader)  # known before training (IVON counts it)
+        return super().train_network(train_loader, val_loader, callbacks, checkpoint_dir)
+
+    def _use_training_loader(self, train_loader: Iterable[Any]) -> None:
+        """Keep the training loader for BatchNorm re-estimation: its whole global batches on
+        every rank of a distributed run, so sampled weight sets get single-process statistics."""
+        self.bn_loader = global_batches(train_loader)
+        self._ensemble = None
+
     @property
     def forward_passes_per_input(self) -> int:
         return int(self.options.n_samples)
@@ -450,10 +466,7 @@ class SamplingMethod(Method):
         self, info: FitInfo, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
     ) -> FitInfo:
         """Fix the noise scale from the options, or choose it on validation data when unset."""
-        # the whole global batches on every rank of a distributed run: its sampled weight sets
-        # then get the single-process BatchNorm statistics
-        self.bn_loader = global_batches(train_loader)
-        self._ensemble = None
+        self._use_training_loader(train_loader)
         scale, grid = self._scale_option()
         self.noise_scale = scale
         if scale is None:
