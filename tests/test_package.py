@@ -30,6 +30,7 @@ def test_lazy_names_resolve_to_their_subpackages() -> None:
         "gaussian_perturbation",
         "tradi",
         "ivon",
+        "temperature_scaling",
     }
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = tradi.nope

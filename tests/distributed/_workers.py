@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -152,12 +153,73 @@ def scenario_fsdp(out: Path) -> None:
     )
 
 
+def segmentation_benchmark() -> Any:
+    """13 test images 6x5 of 3 classes, an OOD label 3 and void pixels (255); 13 splits 7 + 6."""
+    from tradi.data import Benchmark, TensorSplit
+
+    g = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 4, (13, 6, 5), generator=g)
+    labels[:, 0, :2] = 255
+    split = TensorSplit(torch.randn(13, 2, 6, 5, generator=g), labels)
+    return Benchmark(
+        name="seg",
+        task="segmentation",
+        train=split,
+        val=split,
+        test=split,
+        ood_test=None,
+        ood_val=None,
+        num_classes=3,
+        input_shape=(2, 6, 5),
+        class_names=("a", "b", "c"),
+        ignore_index=255,
+        ood_label=3,
+    )
+
+
+def segmentation_predictor() -> Any:
+    """Two passes per image of a fixed 1x1 convolution: a function of the image alone."""
+    conv = nn.Conv2d(2, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.linspace(-2, 2, 6).reshape(3, 2, 1, 1))
+
+    @torch.no_grad()
+    def predict(loader: Any) -> Any:
+        for images, _ in loader:
+            yield torch.stack([conv(images).softmax(1), conv(0.5 * images).softmax(1)])
+
+    return predict
+
+
+def scenario_segmentation(out: Path) -> None:
+    """The runner's streamed dense evaluation of this rank's block of the test set (batches
+    of 4: the ranks' batch boundaries differ from one process's)."""
+    from tradi.experiments.evaluation import evaluate
+    from tradi.experiments.loaders import TensorBatches
+    from tradi.experiments.pairs import rank_block
+
+    benchmark = segmentation_benchmark()
+    block = TensorBatches(rank_block(benchmark.test), 4)
+    evaluation = evaluate(segmentation_predictor, benchmark, block, None)
+    torch.save(
+        {
+            "metrics": evaluation.metrics,
+            "scores_in": evaluation.scores_in,
+            "scores_out": evaluation.scores_out,
+            "panels": evaluation.panels,
+            "local_images": len(block.split),
+        },
+        out / f"rank{td.rank()}.pt",
+    )
+
+
 def scenario_all(out: Path) -> None:
     """DDP training, evaluation and FSDP2 in one run: starting processes is the slow part."""
     for name, scenario in (
         ("train", scenario_train),
         ("metrics", scenario_metrics),
         ("fsdp", scenario_fsdp),
+        ("segmentation", scenario_segmentation),
     ):
         (out / name).mkdir(exist_ok=True)
         scenario(out / name)

@@ -61,13 +61,13 @@ def load_ranks(folder: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def launched(session_folder: Path) -> Path:
     """One 2-process run through `tradi.distributed.launch`: DDP training, evaluation, FSDP2.
 
     Shared by the pytest-xdist workers (a lock in their common temporary folder), so that the
     run happens once however the tests are distributed.
     """
-    shared = tmp_path_factory.getbasetemp().parent
+    shared = session_folder
     out = shared / "ddp_launched"
     with FileLock(shared / "ddp_launched.lock"):
         if not (out / "done").exists():
@@ -185,6 +185,31 @@ def test_streaming_metrics_reduce_to_the_single_process_values(launched: Path) -
         nll = -probs.gather(1, labels[:, None]).log().sum()
         assert result["sums"]["count"] == 103
         assert result["sums"]["nll_sum"] == pytest.approx(float(nll), rel=1e-12)
+
+
+def test_streamed_segmentation_evaluation_of_two_blocks_is_the_single_process_one(
+    launched: Path,
+) -> None:
+    """Each rank evaluates its block of the test images (7 + 6, batches of 4); the metrics
+    reduce over the ranks, the figure pixels and panels gather in order: one process's."""
+    from tradi.experiments.evaluation import evaluate
+    from tradi.experiments.loaders import TensorBatches
+
+    benchmark = workers.segmentation_benchmark()
+    one = evaluate(
+        workers.segmentation_predictor, benchmark, TensorBatches(benchmark.test, 4), None
+    )
+    ranks = load_ranks(launched / "segmentation")
+    assert [r["local_images"] for r in ranks] == [7, 6]
+    assert one.panels is not None and len(one.panels["index"]) == 3
+    for result in ranks:
+        assert result["metrics"].keys() == one.metrics.keys()
+        for key, value in one.metrics.items():  # float64 sums in another order
+            assert result["metrics"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        assert torch.equal(result["scores_in"], one.scores_in)
+        assert torch.equal(result["scores_out"], one.scores_out)
+        for key, value in one.panels.items():
+            assert torch.equal(result["panels"][key], value), key
 
 
 def test_a_failing_rank_fails_the_run_with_its_error(tmp_path: Path) -> None:

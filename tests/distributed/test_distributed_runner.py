@@ -54,15 +54,15 @@ def logged(name, write):
 for name in ("write_text_atomic", "save_atomic", "write_outputs"):
     setattr(runner, name, logged(name, getattr(runner, name)))
 
-run_pair = runner.run_pair
+run_methods = runner.run_methods
 
-def failing_run_pair(*args, **kwargs):
+def failing_run_methods(*args, **kwargs):
     if td.rank() == int(os.environ["FAIL_RANK"]):
         raise RuntimeError("injected failure in this rank")
-    return run_pair(*args, **kwargs)
+    return run_methods(*args, **kwargs)
 
 if "FAIL_RANK" in os.environ:
-    runner.run_pair = failing_run_pair
+    runner.run_methods = failing_run_methods
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
@@ -111,13 +111,13 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(session_folder: Path) -> dict[str, Path]:
     """The same config in one process, in two (`--nproc 2`) and in two started by torchrun.
 
     Shared by the pytest-xdist workers (a lock in their common temporary folder), so that the
     runs happen once however the tests are distributed.
     """
-    shared = tmp_path_factory.getbasetemp().parent / "distributed_runner"
+    shared = session_folder / "distributed_runner"
     shared.mkdir(exist_ok=True)
     outs = {name: shared / name for name in ("one", "nproc", "torchrun")}
     with FileLock(shared / "runs.lock"):
@@ -178,8 +178,10 @@ def test_rank_zero_alone_writes_and_writes_everything_once(
 ) -> None:
     lines = writes_log(runs[name]).read_text().splitlines()
     assert {line.split()[0] for line in lines} == {"0"}
-    # config.yaml, then per pair (3) its artefacts and result, then the outputs once
+    # config.yaml, the shared run's methods.json, then per pair (3) its artefacts and result,
+    # then the outputs once
     assert [line.split()[1] for line in lines] == [
+        "write_text_atomic",
         "write_text_atomic",
         *["save_atomic", "write_text_atomic"] * 3,
         "write_outputs",
@@ -188,6 +190,9 @@ def test_rank_zero_alone_writes_and_writes_everything_once(
         p.name for p in runs["one"].iterdir()
     )
     assert not list(runs[name].glob("state/*/seed_0/checkpoint"))
+    assert not (runs[name] / "state/shared").exists() or not any(
+        (runs[name] / "state/shared").iterdir()
+    )
 
 
 def test_a_failing_rank_fails_the_run_and_is_named(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ def test_mnist_notmnist_has_the_papers_recipe() -> None:
     assert tuple(config.model.options["hidden_features"]) == (200, 200, 200)
     assert list(config.methods) == [
         "mcp",
+        "temperature_scaling",
         "gaussian_perturbation",
         "mc_dropout",
         "deep_ensembles",

@@ -20,12 +20,18 @@ from tradi.data import Benchmark, TensorSplit
 from tradi.experiments import config_from_dict, run_experiment
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.evaluation import evaluate
+from tradi.experiments.pairs import run_pair
 from tradi.experiments.selection import pick_scale
 from tradi.metrics import classification_metrics, ood_metrics
 from tradi.training.checkpoint import save_atomic
 
-# Per seed: mcp (3 epoch checkpoints), deep_ensembles (2 members x 3), tradi (3).
-KILL_AFTER_SAVE = 3 + 6 + 2  # in tradi, seed 0, after its second epoch was saved
+# Loop checkpoints per seed: the shared run of mcp, deep_ensembles and tradi (3 epochs), then
+# Deep Ensembles' second member (3). Killed in seed 0: in the shared run after its second epoch,
+# or in the second member after its second epoch (mcp's pair is then finished).
+KILLS = {
+    "shared run": (2, [], 1 + 3),
+    "second member": (3 + 2, ["mcp"], 1),
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +58,16 @@ def _metrics_by_pair(results: dict[str, Any]) -> dict[tuple[str, int], Any]:
     }
 
 
+@pytest.mark.parametrize("kill", sorted(KILLS))
 def test_interrupted_run_resumes_to_the_same_results(
+    kill: str,
     full_run: tuple[dict[str, Any], Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     tiny_config: dict[str, Any],
     blobs: Callable[..., Benchmark],
 ) -> None:
+    kill_after, finished, seed_0_epochs = KILLS[kill]
     config = config_from_dict(tiny_config)
     saves = {"count": 0}
     real_save = loop.save_atomic
@@ -66,37 +75,40 @@ def test_interrupted_run_resumes_to_the_same_results(
     def save_then_die(state: dict[str, Any], path: Path) -> None:
         real_save(state, path)
         saves["count"] += 1
-        if saves["count"] == KILL_AFTER_SAVE:
+        if saves["count"] == kill_after:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "save_atomic", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, tmp_path, benchmark=blobs(), progress=False)
-    assert (tmp_path / "state/mcp/seed_0/result.json").exists()
-    assert (tmp_path / "state/tradi/seed_0/checkpoint/checkpoint.pt").exists()
-    assert not (tmp_path / "state/tradi/seed_0/result.json").exists()
+    assert (tmp_path / "state/shared/seed_0/checkpoint.pt").exists()
+    done = sorted(p.parent.parent.name for p in tmp_path.glob("state/*/seed_0/result.json"))
+    assert done == finished
     monkeypatch.setattr(loop, "save_atomic", real_save)
 
-    trained_pairs: list[tuple[str, int]] = []
+    trained: list[tuple[int, list[str]]] = []
     epochs = {"count": 0}
-    real_run_pair, real_epoch = runner.run_pair, loop._train_one_epoch
+    real_run_methods, real_epoch = runner.run_methods, loop._train_one_epoch
 
-    def counting_run_pair(config: Any, name: str, seed: int, *args: Any, **kwargs: Any) -> Any:
-        trained_pairs.append((name, seed))
-        return real_run_pair(config, name, seed, *args, **kwargs)
+    def counting_run_methods(config: Any, seed: int, *args: Any, **kwargs: Any) -> Any:
+        trained.append((seed, sorted(args[3])))
+        return real_run_methods(config, seed, *args, **kwargs)
 
     def counting_epoch(*args: Any, **kwargs: Any) -> Any:
         epochs["count"] += 1
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_pair", counting_run_pair)
+    monkeypatch.setattr(runner, "run_methods", counting_run_methods)
     monkeypatch.setattr(loop, "_train_one_epoch", counting_epoch)
     resumed = run_experiment(config, tmp_path, benchmark=blobs(), progress=False, resume=True)
 
-    # Finished pairs are read back; the interrupted one trains only its last epoch.
-    assert trained_pairs == [("tradi", 0), ("mcp", 1), ("deep_ensembles", 1), ("tradi", 1)]
-    assert epochs["count"] == 1 + 3 + 6 + 3
-    assert not (tmp_path / "state/tradi/seed_0/checkpoint").exists()
+    # Finished pairs are read back; the interrupted run trains only its missing epochs.
+    everything = sorted(config.methods)
+    unfinished = sorted(set(everything) - set(finished))
+    assert trained == [(0, unfinished), (1, everything)]
+    assert epochs["count"] == seed_0_epochs + 3 + 3
+    assert not (tmp_path / "state/shared/seed_0").exists()
+    assert not list(tmp_path.glob("state/*/seed_0/checkpoint"))
     assert _metrics_by_pair(resumed) == _metrics_by_pair(full_run[0])
 
 
@@ -257,7 +269,7 @@ def test_the_ood_test_set_never_influences_the_chosen_scale(
     )
     choices = []
     for bench, folder in ((base, "a"), (other, "b")):
-        result, _ = runner.run_pair(config, "tradi", 0, bench, tmp_path / folder, progress=False)
+        result, _ = run_pair(config, "tradi", 0, bench, tmp_path / folder, progress=False)
         choices.append(result["scale_selection"]["grid"])
     assert choices[0] == choices[1]
 
@@ -301,3 +313,66 @@ def test_segmentation_is_evaluated_pixelwise() -> None:
     assert evaluation.metrics["auroc"] == pytest.approx(exact["auroc"], abs=1e-4)
     assert evaluation.scores_out is not None
     assert evaluation.scores_out.numel() == int((labels == ood_label).sum())
+
+
+def test_the_shared_run_gives_each_method_its_separate_run_results(
+    tmp_path: Path, tiny_config: dict[str, Any], blobs: Callable[..., Benchmark]
+) -> None:
+    """One training run for the seed, shared by every method that trains the same network,
+    gives exactly the results of each method trained alone; SWAG with an SWA learning rate
+    trains alone, and each method is charged the run minus the other methods' callbacks."""
+    tiny_config["seeds"] = [0]
+    tiny_config["methods"].update(
+        gaussian_perturbation={"sigma": None, "sigma_grid": [0.01, 0.1], "n_samples": 3},
+        mc_dropout={"n_passes": 3},
+        swag={"n_samples": 3, "start_epoch": 1, "rank": 2},
+        temperature_scaling={},
+    )
+    config = config_from_dict(tiny_config)
+    shared = run_experiment(config, tmp_path / "shared", benchmark=blobs(), progress=False)
+    for pair in shared["pairs"]:
+        alone, _ = run_pair(
+            config, pair["method"], 0, blobs(), tmp_path / pair["method"], progress=False
+        )
+        assert pair["final_val"] == alone["final_val"], pair["method"]
+        choices = [p["scale_selection"] for p in (pair, alone)]
+        for choice in choices:
+            if choice is not None:
+                choice["seconds"] = None  # timing, not a result
+        assert choices[0] == choices[1], pair["method"]
+        for row, row_alone in zip(pair["rows"], alone["rows"], strict=True):
+            assert row["scale"] == row_alone["scale"]
+            for key, value in row["metrics"].items():
+                assert row_alone["metrics"][key] == pytest.approx(value, abs=1e-12), key
+        run = pair["training_run"]
+        assert run["methods"] == list(config.methods)
+        own = pair["train_seconds"] - (run["seconds"] - run["callback_seconds"])
+        if pair["method"] in ("tradi", "swag"):  # the only methods with callbacks
+            assert 0 < own <= run["callback_seconds"]
+        elif pair["method"] != "deep_ensembles":  # which adds its other members' runs
+            assert own == pytest.approx(0.0, abs=1e-9)
+
+    tiny_config["methods"]["swag"]["swa_lr"] = 0.005
+    tiny_config["methods"] = {k: tiny_config["methods"][k] for k in ("mcp", "swag")}
+    results = run_experiment(
+        config_from_dict(tiny_config), tmp_path / "swa_lr", benchmark=blobs(), progress=False
+    )
+    runs = {pair["method"]: pair["training_run"]["methods"] for pair in results["pairs"]}
+    assert runs == {"mcp": ["mcp"], "swag": ["swag"]}
+
+
+def test_a_shared_run_of_other_methods_is_trained_afresh(
+    tmp_path: Path, tiny_config: dict[str, Any], blobs: Callable[..., Benchmark]
+) -> None:
+    """Its checkpoint holds other callbacks: resuming from it would fail or mislead."""
+    tiny_config["methods"] = {"mcp": {}, "tradi": tiny_config["methods"]["tradi"]}
+    tiny_config["seeds"] = [0]
+    stale = tmp_path / "state/shared/seed_0"
+    stale.mkdir(parents=True)
+    (stale / "methods.json").write_text('["mcp"]')
+    (stale / "checkpoint.pt").write_bytes(b"written with mcp's callbacks alone")
+    results = run_experiment(
+        config_from_dict(tiny_config), tmp_path, benchmark=blobs(), progress=False, resume=True
+    )
+    assert [pair["method"] for pair in results["pairs"]] == ["mcp", "tradi"]
+    assert not stale.exists()

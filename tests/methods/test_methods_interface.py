@@ -1,4 +1,4 @@
-"""One interface for all seven methods (the paper's six and IVON): the factory, option checking, shapes, passes per input,
+"""One interface for every method (the paper's six, IVON, temperature scaling): the factory, option checking, shapes, passes per input,
 and a state_dict round trip that predicts identically without retraining."""
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ SMALL = {
     "gaussian_perturbation": {"sigma": 0.05, "n_samples": 3},
     "tradi": {"n_samples": 3, "scale": 10.0},
     "ivon": {"n_samples": 3},
+    "temperature_scaling": {},
 }
 
 
-def test_the_seven_method_names_are_registered() -> None:
+def test_every_method_name_is_registered() -> None:
     assert sorted(METHODS) == sorted(SMALL)
 
 
@@ -36,7 +37,9 @@ def test_every_method_trains_and_predicts_the_same_way(
     method = build_method(name, model_factory, train=TRAIN, **SMALL[name])
     info = method.fit(train_loader, val_loader)
     passes = method.forward_passes_per_input
-    assert passes == {"mcp": 1, "mc_dropout": 4, "deep_ensembles": 2}.get(name, 3)
+    assert passes == {"mcp": 1, "mc_dropout": 4, "deep_ensembles": 2, "temperature_scaling": 1}.get(
+        name, 3
+    )
     assert info.train_seconds == pytest.approx(sum(r.train_seconds for r in info.runs))
     assert all(r.epochs == 2 for r in info.runs)
 
@@ -81,6 +84,9 @@ def _mean_by_hand(method, x: torch.Tensor) -> torch.Tensor:
             nets = [net] * method.options.n_passes
         elif method.name == "mcp":
             nets = [method.model.eval()]
+        elif method.name == "temperature_scaling":
+            assert method.temperature is not None and method.temperature > 0
+            return (method.model.eval()(x) / method.temperature).softmax(-1)
         else:  # a sampled ensemble: every weight set loaded into a copy of the network
             nets = []
             for weights in method.ensemble()._weight_sets():

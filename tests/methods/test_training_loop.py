@@ -292,3 +292,33 @@ def test_config_rejects_unknown_keys_and_bad_choices() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to zero
     adamw = make_optimizer(model, TrainConfig(optimizer="adamw", weight_decay=0.1))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_each_callbacks_time_is_measured_apart(
+    model_factory, train_loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake clock that only a callback moves: the loop charges exactly that callback."""
+    import tradi.training.loop as loop
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock["now"])
+
+    class Slow(Callback):
+        def on_after_step(self, model: nn.Module, optimizer: Any, step: int) -> None:
+            clock["now"] += 2.0
+
+        def on_epoch_end(self, model: nn.Module, epoch: int, metrics: dict) -> None:
+            clock["now"] += 0.5
+
+    model = model_factory()
+    result = fit(
+        model,
+        train_loader,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=2,
+        callbacks=[Callback(), Slow()],
+        progress=False,
+    )
+    assert result.steps == 2 * len(train_loader)
+    assert result.callback_seconds == [0.0, 2.0 * result.steps + 0.5 * 2]
+    assert result.train_seconds == sum(result.callback_seconds)  # nothing else moved the clock

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from tradi.data import Benchmark
-from tradi.distributed import all_gather_tensors
+from tradi.distributed import all_gather_tensors, all_reduce_sums, rank
 from tradi.methods import Method, SamplingMethod
 from tradi.methods.base import batch_inputs
 from tradi.metrics import (
@@ -126,7 +126,14 @@ def _evaluate_segmentation(
 ) -> Evaluation:
     """Dense predictions streamed batch by batch: known-class pixels give the classification
     and segmentation (mIoU) metrics, pedestrian (``ood_label``) pixels are the OOD set, ignored
-    pixels count nowhere. The images of `panel_indices` are kept whole for the figures."""
+    pixels count nowhere. The images of `panel_indices` (of the whole test set) are kept whole
+    for the figures; the figures' pixels are drawn per image from a generator seeded by the
+    image's index in the test set, so they do not depend on how the set is split.
+
+    In a distributed run ``test_loader`` holds this rank's contiguous block of the test set:
+    the streaming metrics reduce their sums over the ranks in ``compute()``, and the figure
+    pixels and panels are gathered in rank (= dataset) order, so every rank returns the
+    single-process evaluation."""
     ignore, ood_label = benchmark.ignore_index, benchmark.ood_label
     if ignore is None or ood_label is None:
         raise ValueError(
@@ -137,14 +144,12 @@ def _evaluate_segmentation(
     ood = OODMetrics()
     kept_in: list[Tensor] = []
     kept_out: list[Tensor] = []
-    chosen = panel_indices(test_loader, ood_label)
-    labelled = sum(int((labels != ignore).sum()) for _, labels in test_loader)
+    chosen = panel_indices([(None, benchmark.test.y)], ood_label)
+    start, labelled = _block_start_and_labelled(test_loader, ignore)
     figure_rate = min(1.0, FIGURE_PIXELS / max(labelled, 1))
     panels: dict[str, list[Tensor]] = {
         k: [] for k in ("index", "image", "labels", "prediction", "confidence")
     }
-    generator = torch.Generator().manual_seed(0)
-    start = 0
     for probs, (images, labels) in zip(predict(test_loader), test_loader, strict=True):
         mean = probs.mean(dim=0)
         is_ood = labels == ood_label
@@ -154,7 +159,7 @@ def _evaluate_segmentation(
         segmentation.update(mean, known)
         confidence, prediction = mean.max(dim=1)
         ood.update(confidence, is_ood, valid)
-        drawn = torch.rand(confidence.shape, generator=generator) < figure_rate
+        drawn = _figure_draws(confidence.shape, start, figure_rate)
         kept_in.append(confidence[drawn & valid & ~is_ood])
         kept_out.append(confidence[drawn & is_ood])
         here = chosen[(chosen >= start) & (chosen < start + len(labels))]
@@ -172,7 +177,27 @@ def _evaluate_segmentation(
         metrics,
         0.0,
         calibration.calibration_bins(),
-        torch.cat(kept_in),
-        torch.cat(kept_out),
-        {key: torch.cat(values) for key, values in panels.items()},
+        all_gather_tensors(torch.cat(kept_in)),
+        all_gather_tensors(torch.cat(kept_out)),
+        {key: all_gather_tensors(torch.cat(values)) for key, values in panels.items()},
+    )
+
+
+def _block_start_and_labelled(loader: Iterable[Any], ignore: int) -> tuple[int, int]:
+    """The index in the test set of this rank's first image (0 in one process) and the
+    labelled pixels of the whole test set (summed over the ranks)."""
+    images = sum(len(labels) for _, labels in loader)
+    labelled = sum(int((labels != ignore).sum()) for _, labels in loader)
+    sizes = all_gather_tensors(torch.tensor([images]))
+    return int(sizes[: rank()].sum()), int(all_reduce_sums({"labelled": labelled})["labelled"])
+
+
+def _figure_draws(shape: torch.Size, start: int, rate: float) -> Tensor:
+    """Which pixels of a batch of images ``start``, ``start + 1``, ... the figures keep: uniform
+    draws below ``rate``, from a generator seeded by each image's index."""
+    return torch.stack(
+        [
+            torch.rand(shape[1:], generator=torch.Generator().manual_seed(start + i)) < rate
+            for i in range(shape[0])
+        ]
     )

@@ -22,6 +22,7 @@ from torch import Tensor
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import recipe_differences
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
+from tradi.methods import TemperatureScaling
 from tradi.metrics import CalibrationBins
 from tradi.plots import (
     confidence_histograms,
@@ -40,6 +41,7 @@ METHOD_LABELS: dict[str, str] = {
     "swag": "SWAG",
     "tradi": "TRADI",
     "ivon": "IVON",
+    "temperature_scaling": TemperatureScaling.label,
 }
 
 #: Short names for figure panels and legends.
@@ -51,6 +53,7 @@ _SHORT_LABELS: dict[str, str] = {
     "swag": "SWAG",
     "tradi": "TRADI",
     "ivon": "IVON",
+    "temperature_scaling": TemperatureScaling.short_label,
 }
 
 #: metric key -> (column header, factor, decimals)

@@ -3,14 +3,19 @@
 Layout of an output folder::
 
     config.yaml         the config that ran (with the CLI's overrides applied)
-    state/<method>/seed_<s>/checkpoint/   the loop's epoch checkpoints while a pair trains
+    state/shared/seed_<s>/                the seed's shared training run while it is needed:
+                                          its epoch checkpoints and methods.json, the methods
+                                          that share it (`tradi.experiments.pairs`)
+    state/<method>/seed_<s>/checkpoint/   the loop's epoch checkpoints of a method's own
+                                          training (a method that does not share the run,
+                                          Deep Ensembles' other members)
     state/<method>/seed_<s>/result.json   a finished pair (written atomically, then the
                                           checkpoints are removed)
     state/<method>/seed_<s>/artefacts.pt  its calibration bins and confidence scores (figures)
     state/<method>/seed_<s>/metrics.csv   its per-epoch history (tensorboard/ too, if installed)
     results.json, results.csv, report.md, figures/
 
-Resume: a finished pair is read back, never retrained; the pair in progress continues from its
+Resume: a finished pair is read back, never retrained; a run in progress continues from its
 last epoch checkpoint (model, optimizer, scheduler, tracker, RNG and loader states), so the
 final results equal an uninterrupted run's. Everything after training is a deterministic
 function of the trained state and the seed.
@@ -24,7 +29,6 @@ computed on the whole test set. Rank 0 alone writes; the folder must be shared b
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform
@@ -32,59 +36,27 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
-from torch import nn
 from tqdm.auto import tqdm
 
 import tradi
-from tradi.data import Benchmark, TensorSplit, load_benchmark
-from tradi.distributed import (
-    ShardedBatches,
-    barrier,
-    is_rank_zero,
-    shard_dataset,
-    world_size,
-)
+from tradi.data import Benchmark, load_benchmark
+from tradi.distributed import barrier, is_rank_zero
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
-from tradi.experiments.evaluation import Evaluation, evaluate, predictor
-from tradi.experiments.loaders import TensorBatches
-from tradi.experiments.report import METHOD_LABELS, write_outputs
-from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
-from tradi.methods import Method, SamplingMethod, build_method
-from tradi.models import build_model
+from tradi.experiments.pairs import build, loss_function, run_methods
+from tradi.experiments.report import write_outputs
 from tradi.training.checkpoint import save_atomic
-from tradi.training.history import history_callbacks
-from tradi.training.loop import LossFn
 
 logger = logging.getLogger(__name__)
 
-
-ScaleSource = Literal["chosen", "untuned", "config"]
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the results table: a trained method predicting at one noise setting.
-
-    ``scale`` None: the method's own prediction (its configured scale, if any). ``scale_source``
-    says where a noise scale came from: "chosen" on validation, the "untuned" default, or
-    "config" (None for methods without one).
-    """
-
-    key: str
-    method: str
-    label: str
-    scale: float | None = None
-    scale_source: ScaleSource | None = None
+__all__ = ["loss_function", "run_experiment", "select_methods", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -106,191 +78,6 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-    }
-
-
-def loss_function(benchmark: Benchmark) -> LossFn:
-    """Cross-entropy; for segmentation with the benchmark's class weights and ignored label."""
-    if benchmark.task == "segmentation":
-        return nn.CrossEntropyLoss(
-            weight=benchmark.class_weights,
-            ignore_index=benchmark.ignore_index if benchmark.ignore_index is not None else -100,
-        )
-    return F.cross_entropy
-
-
-@dataclass
-class _Loaders:
-    """``val`` is the whole validation set (scale selection); ``val_shard`` this rank's block of
-    it, for the training loop's validation, which reduces its sums over the ranks. The test
-    loaders hold this rank's block (the evaluation gathers the predictions). With one process
-    every block is the whole split."""
-
-    train: TensorBatches | ShardedBatches
-    val: TensorBatches
-    val_shard: TensorBatches
-    test: TensorBatches
-    ood_test: TensorBatches | None
-    ood_val: TensorBatches | None
-
-
-def _rank_block(split: TensorSplit) -> TensorSplit:
-    """This rank's contiguous block of ``split`` (the split itself in a single process)."""
-    if world_size() == 1:
-        return split
-    return split.subset(torch.as_tensor(list(shard_dataset(split).indices)))
-
-
-def _loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> _Loaders:
-    """Fresh loaders for one pair; the training loader's shuffling is seeded by ``seed``.
-
-    In a distributed run every rank draws the single-process global batches and keeps its part
-    (`ShardedBatches`), so DDP's averaged gradient is the single-process one.
-    """
-    size = config.data.eval_batch_size
-
-    def fixed(split: Any) -> TensorBatches | None:
-        return None if split is None else TensorBatches(split, size)
-
-    train = TensorBatches(
-        benchmark.train,
-        config.data.batch_size,
-        shuffle=True,
-        seed=seed,
-        augment=benchmark.augment,
-    )
-    val = TensorBatches(benchmark.val, size)
-    if world_size() == 1:
-        return _Loaders(
-            train,
-            val,
-            val,
-            TensorBatches(benchmark.test, size),
-            fixed(benchmark.ood_test),
-            fixed(benchmark.ood_val),
-        )
-    ood_test = None if benchmark.ood_test is None else _rank_block(benchmark.ood_test)
-    return _Loaders(
-        train=ShardedBatches(train),
-        val=val,
-        val_shard=TensorBatches(_rank_block(benchmark.val), size),
-        test=TensorBatches(_rank_block(benchmark.test), size),
-        ood_test=fixed(ood_test),
-        ood_val=fixed(benchmark.ood_val),
-    )
-
-
-def _build_options(
-    config: ExperimentConfig, name: str
-) -> tuple[dict[str, Any], tuple[float, ...] | None, float | None]:
-    """The options to build ``name`` with, the grid to choose its scale from (None: fixed) and
-    its untuned default scale. A scale left null is chosen by `choose_noise_scale`, so the
-    method is built at a fixed value and never runs a selection of its own."""
-    options = dataclasses.asdict(config.method_options(name))
-    if name not in SCALE_OPTIONS or options[SCALE_OPTIONS[name][0]] is not None:
-        return options, None, None
-    scale_key, grid_key, untuned = SCALE_OPTIONS[name]
-    grid = tuple(options[grid_key])
-    options[scale_key] = untuned if untuned is not None else min(grid)
-    return options, grid, untuned
-
-
-def _table_rows(
-    name: str, choice: ScaleChoice | None, untuned: float | None, report_untuned: bool
-) -> list[Row]:
-    label = METHOD_LABELS.get(name, name)
-    if choice is None:
-        return [Row(name, name, label, scale_source="config" if name in SCALE_OPTIONS else None)]
-    rows = [Row(name, name, f"{label} (scale chosen on val.)", choice.scale, "chosen")]
-    if untuned is not None and report_untuned:
-        untuned_label = f"{label} (untuned, scale {untuned:g})"
-        rows.append(Row(f"{name}_untuned", name, untuned_label, untuned, "untuned"))
-    return rows
-
-
-def run_pair(
-    config: ExperimentConfig,
-    name: str,
-    seed: int,
-    benchmark: Benchmark,
-    pair_dir: Path,
-    *,
-    progress: bool = True,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train method ``name`` with ``seed``, choose its scale if asked, evaluate every row.
-
-    Returns the JSON-ready result and the figure artefacts (bins, scores) per row.
-    """
-    options, grid, untuned = _build_options(config, name)
-    factory = partial(
-        build_model,
-        config.model.name,
-        benchmark.num_classes,
-        benchmark.input_shape,
-        **config.model.options,
-    )
-    method = build_method(
-        name,
-        factory,
-        train=config.train_config(seed, progress=progress),
-        loss_fn=loss_function(benchmark),
-        **options,
-    )
-    loaders = _loaders(benchmark, config, seed)
-    method.extra_callbacks += history_callbacks(pair_dir)  # metrics.csv (+ TensorBoard)
-    info = method.fit(loaders.train, loaders.val_shard, checkpoint_dir=pair_dir / "checkpoint")
-    choice = None
-    if grid is not None:
-        assert isinstance(method, SamplingMethod)
-        choice = choose_noise_scale(
-            method,
-            grid,
-            loaders.val,
-            loaders.ood_val,
-            config.scale_selection,
-            benchmark.ignore_index,
-        )
-    result: dict[str, Any] = {
-        "method": name,
-        "seed": seed,
-        "train_seconds": info.train_seconds,
-        "selection_seconds": choice.seconds if choice else info.selection_seconds,
-        "epochs": [run.epochs for run in info.runs],
-        "selected_epochs": [run.selected_epoch for run in info.runs],
-        "final_val": [run.history[-1] for run in info.runs if run.history],
-        "scale_selection": dataclasses.asdict(choice) if choice else None,
-        "rows": [],
-    }
-    artefacts: dict[str, Any] = {}
-    for row in _table_rows(name, choice, untuned, config.scale_selection.report_untuned):
-        evaluation = evaluate(
-            partial(predictor, method, row.scale), benchmark, loaders.test, loaders.ood_test
-        )
-        result["rows"].append(_row_result(row, method, evaluation))
-        artefacts[row.key] = {
-            "bins": {
-                f.name: getattr(evaluation.bins, f.name)
-                for f in dataclasses.fields(evaluation.bins)
-            },
-            "scores_in": evaluation.scores_in,
-            "scores_out": evaluation.scores_out,
-            "panels": evaluation.panels,
-        }
-    return result, artefacts
-
-
-def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, Any]:
-    scale = row.scale
-    if scale is None and isinstance(method, SamplingMethod):
-        scale = method.noise_scale
-    return {
-        "key": row.key,
-        "label": row.label,
-        "scale": scale,
-        "scale_source": row.scale_source,
-        "forward_passes": method.forward_passes_per_input,
-        "test_seconds": evaluation.test_seconds,
-        "metrics": evaluation.metrics,
     }
 
 
@@ -363,11 +150,6 @@ def run_experiment(
             seed=config.data.split_seed,
             image_size=config.data.image_size,
         )
-    if world_size() > 1 and benchmark.task == "segmentation":
-        raise ConfigError(
-            f"{config.name}: segmentation runs in one process only (the streamed dense "
-            "evaluation and its figures are not sharded across ranks yet); drop --nproc"
-        )
     _prepare_out_dir(out_dir, config, resume)
     threads = torch.get_num_threads()
     if config.threads is not None:
@@ -394,40 +176,103 @@ def _run_pairs(
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Every method x seed, finished pairs read back; artefacts of the first seed only.
 
-    In a distributed run every rank trains and evaluates each pair, rank 0 writes it and alone
-    reads the results back (other ranks return empty ones).
+    Per seed, the methods that share the seed's training run train it once (`run_methods`),
+    every other method trains alone. In a distributed run every rank trains and evaluates each
+    pair, rank 0 writes it and alone reads the results back (other ranks return empty ones).
     """
-    pairs = [(name, seed) for seed in config.seeds for name in config.methods]
     pair_results: list[dict[str, Any]] = []
     artefacts: dict[str, dict[str, Any]] = {}
     progress = progress and is_rank_zero()
-    bar = tqdm(pairs, desc="method x seed", disable=not progress, file=sys.stderr)
-    for name, seed in bar:
-        bar.set_postfix_str(f"{name} seed {seed}")
-        pair_dir = out_dir / "state" / name / f"seed_{seed}"
-        result_path, artefact_path = pair_dir / "result.json", pair_dir / "artefacts.pt"
-        if not (result_path.exists() and artefact_path.exists()):
-            if is_rank_zero():
-                pair_dir.mkdir(parents=True, exist_ok=True)
-            result, pair_artefacts = run_pair(
-                config, name, seed, benchmark, pair_dir, progress=progress
-            )
-            if is_rank_zero():
-                save_atomic(pair_artefacts, artefact_path)
-                write_text_atomic(result_path, json.dumps(result, indent=1))
-                shutil.rmtree(pair_dir / "checkpoint", ignore_errors=True)
-                logger.info("%s seed %d done: %s", name, seed, _headline(result))
-            barrier()  # every rank sees the pair finished before looking at the next one
-        elif is_rank_zero():
-            logger.info("%s seed %d: finished earlier, read from %s", name, seed, result_path)
+    bar = tqdm(
+        total=len(config.seeds) * len(config.methods),
+        desc="method x seed",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    for seed in config.seeds:
+        for group, run_dir in _training_groups(config, benchmark, out_dir, seed):
+            pair_dirs = {name: _pair_dir(out_dir, name, seed) for name in group}
+            todo = {name: path for name, path in pair_dirs.items() if not _finished(path)}
+            if todo:
+                _run_group(config, seed, group, benchmark, run_dir, pair_dirs, todo, progress)
+            bar.update(len(group))
         if not is_rank_zero():
             continue
-        result = json.loads(result_path.read_text())
-        pair_artefacts = torch.load(artefact_path, weights_only=True)
-        pair_results.append(result)
-        if seed == config.seeds[0]:
-            artefacts.update(pair_artefacts)
+        for name in config.methods:
+            pair_dir = _pair_dir(out_dir, name, seed)
+            pair_results.append(json.loads((pair_dir / "result.json").read_text()))
+            if seed == config.seeds[0]:
+                artefacts.update(torch.load(pair_dir / "artefacts.pt", weights_only=True))
+    bar.close()
     return pair_results, artefacts
+
+
+def _pair_dir(out_dir: Path, name: str, seed: int) -> Path:
+    return out_dir / "state" / name / f"seed_{seed}"
+
+
+def _finished(pair_dir: Path) -> bool:
+    return (pair_dir / "result.json").exists() and (pair_dir / "artefacts.pt").exists()
+
+
+def _training_groups(
+    config: ExperimentConfig, benchmark: Benchmark, out_dir: Path, seed: int
+) -> list[tuple[list[str], Path]]:
+    """The methods of ``seed`` grouped by training run, each with its run's checkpoint folder:
+    those that share the seed's run together (``state/shared/seed_<s>``), then each other
+    method alone (``state/<method>/seed_<s>/checkpoint``)."""
+    shares = {
+        name: build(config, name, seed, benchmark, False).method.shares_training()
+        for name in config.methods
+    }
+    shared = [name for name in config.methods if shares[name]]
+    groups = [([name], _pair_dir(out_dir, name, seed) / "checkpoint") for name in config.methods]
+    groups = [group for group in groups if not shares[group[0][0]]]
+    if shared:
+        groups.insert(0, (shared, out_dir / "state" / "shared" / f"seed_{seed}"))
+    return groups
+
+
+def _run_group(
+    config: ExperimentConfig,
+    seed: int,
+    group: list[str],
+    benchmark: Benchmark,
+    run_dir: Path,
+    pair_dirs: dict[str, Path],
+    todo: dict[str, Path],
+    progress: bool,
+) -> None:
+    """Train ``group``'s run (resuming it), finish and write each pair of ``todo``, then drop
+    the run's checkpoints. The run's method list is kept beside its checkpoints: a resumed run
+    whose list changed (methods added) trains afresh, as its callbacks differ."""
+    manifest = run_dir / "methods.json"
+    if is_rank_zero():
+        if manifest.exists() and json.loads(manifest.read_text()) != group:
+            logger.warning("%s: the methods changed, training this run afresh", run_dir)
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(manifest, json.dumps(group))
+    barrier()
+    for name, result, pair_artefacts in run_methods(
+        config,
+        seed,
+        group,
+        benchmark,
+        run_dir,
+        todo,
+        history_dirs=list(pair_dirs.values()),
+        progress=progress,
+    ):
+        pair_dir = todo[name]
+        if is_rank_zero():
+            save_atomic(pair_artefacts, pair_dir / "artefacts.pt")
+            write_text_atomic(pair_dir / "result.json", json.dumps(result, indent=1))
+            shutil.rmtree(pair_dir / "checkpoint", ignore_errors=True)
+            logger.info("%s seed %d done: %s", name, seed, _headline(result))
+        barrier()  # every rank sees the pair finished before looking at the next one
+    if is_rank_zero():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _headline(result: dict[str, Any]) -> str:

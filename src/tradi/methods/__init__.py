@@ -1,6 +1,7 @@
 """The paper's methods behind one interface: mcp, mc_dropout, deep_ensembles, swag,
-gaussian_perturbation and tradi, and the modern one-run peer ivon (optional package ivon-opt),
-each built by `build_method` and trained by the same loop."""
+gaussian_perturbation and tradi, the calibration baseline temperature_scaling and the modern
+one-run peer ivon (optional package ivon-opt), each built by `build_method` and trained by the
+same loop."""
 
 from __future__ import annotations
 
@@ -21,13 +22,23 @@ from tradi.methods.ivon import IVON, IVONOptions
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
 from tradi.methods.swag import SWAG, SWAGOptions
+from tradi.methods.temperature_scaling import TemperatureScaling, TemperatureScalingOptions
 from tradi.methods.tradi import SCALE_GRID, TRADI, TradiOptions
 from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.loop import LossFn
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (MCP, MCDropout, DeepEnsembles, SWAG, GaussianPerturbation, TRADI, IVON)
+    for cls in (
+        MCP,
+        MCDropout,
+        DeepEnsembles,
+        SWAG,
+        GaussianPerturbation,
+        TRADI,
+        IVON,
+        TemperatureScaling,
+    )
 }
 
 
@@ -84,6 +95,8 @@ __all__ = [
     "SWAGOptions",
     "SamplingMethod",
     "ScaleSearch",
+    "TemperatureScaling",
+    "TemperatureScalingOptions",
     "TradiOptions",
     "build_method",
 ]

@@ -121,6 +121,7 @@ class Method(ABC):
         self.fit_info: FitInfo | None = None
         #: Callbacks added to every network this method trains (logging, history files).
         self.extra_callbacks: list[Callback] = []
+        self._own_callbacks: tuple[Callback, ...] = ()
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -132,13 +133,80 @@ class Method(ABC):
     ) -> FitInfo:
         """Train on ``train_loader``; ``val_loader`` serves model selection and noise scales.
 
-        Test data never enters here. With ``checkpoint_dir`` an interrupted fit resumes.
+        Test data never enters here. With ``checkpoint_dir`` an interrupted fit resumes. The
+        same as ``training_callbacks``, ``train_network`` and ``adopt`` in turn, which is how
+        the runner trains one network for every method of a seed that ``shares_training``.
         """
-        self._check_fit(val_loader)
-        self.model, result = self._train_network(
-            self.train.seed, train_loader, val_loader, self._callbacks(), checkpoint_dir
+        callbacks = self.training_callbacks(val_loader)
+        model, result = self.train_network(train_loader, val_loader, callbacks, checkpoint_dir)
+        return self.adopt(
+            model,
+            result,
+            train_loader,
+            val_loader,
+            callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir,
         )
-        info = FitInfo(train_seconds=result.train_seconds, runs=[result])
+
+    def shares_training(self) -> bool:
+        """Whether this method's network is the seed's ordinary run (the model factory, seed,
+        optimizer and schedule of `TrainConfig`, training changed by callbacks that only
+        observe), so that one run can serve every such method of a seed (issue 12). False for
+        a class that brings its own ``_optimizer`` or ``_scheduler`` (IVON); a class whose
+        callbacks change training must say False too."""
+        cls = type(self)
+        return cls._optimizer is Method._optimizer and cls._scheduler is Method._scheduler
+
+    def training_callbacks(self, val_loader: Iterable[Any] | None = None) -> Sequence[Callback]:
+        """Check the options against ``val_loader`` (ValueError before any training) and return
+        fresh callbacks this method needs on the training run; ``adopt`` reads them back."""
+        self._check_fit(val_loader)
+        self._own_callbacks = tuple(self._callbacks())
+        return self._own_callbacks
+
+    def train_network(
+        self,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | Path | None = None,
+    ) -> tuple[nn.Module, FitResult]:
+        """The seed's training run (``TrainConfig.seed``) with ``callbacks`` (any methods')."""
+        return self._train_network(
+            self.train.seed, train_loader, val_loader, callbacks, checkpoint_dir
+        )
+
+    def adopt(
+        self,
+        model: nn.Module,
+        result: FitResult,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None,
+        *,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | Path | None = None,
+    ) -> FitInfo:
+        """Take ``model``, trained by ``train_network`` with ``callbacks`` (this method's own
+        from ``training_callbacks`` among them), and finish fitting: read the callbacks' state,
+        then the after-fit step (a noise scale, a temperature) on ``val_loader``.
+
+        ``FitInfo.train_seconds`` charges this method the run without any callback time plus
+        the time of its own callbacks (`FitResult.callback_seconds`), as measured.
+        ``checkpoint_dir`` serves methods that train more networks (Deep Ensembles).
+        """
+        if len(callbacks) != len(result.callback_seconds):
+            raise ValueError(
+                f"{self.name}: adopt() got {len(callbacks)} callback(s) but the run timed "
+                f"{len(result.callback_seconds)}; pass the callbacks the network trained with"
+            )
+        self.model = model
+        own = {id(callback) for callback in self._own_callbacks}
+        others = sum(
+            seconds
+            for callback, seconds in zip(callbacks, result.callback_seconds, strict=True)
+            if id(callback) not in own
+        )
+        info = FitInfo(train_seconds=result.train_seconds - others, runs=[result])
         self.fit_info = self._after_fit(info, train_loader, val_loader)
         return self.fit_info
 
@@ -148,6 +216,7 @@ class Method(ABC):
             raise ValueError(f"{self.name}: select={self.train.select!r} needs a val_loader")
 
     def _callbacks(self) -> Sequence[Callback]:
+        """The callbacks this method adds to training (none by default); kept for ``adopt``."""
         return ()
 
     def _after_fit(
@@ -280,18 +349,21 @@ class SamplingMethod(Method):
     def _posterior(self, scale: float) -> WeightPosterior:
         """The weight posterior at noise scale ``scale``."""
 
-    def fit(
+    def train_network(
         self,
         train_loader: Iterable[Any],
-        val_loader: Iterable[Any] | None = None,
-        *,
+        val_loader: Iterable[Any] | None,
+        callbacks: Sequence[Callback] = (),
         checkpoint_dir: str | Path | None = None,
-    ) -> FitInfo:
-        # the whole global batches on every rank of a distributed run: its sampled weight sets
-        # then get the single-process BatchNorm statistics
+    ) -> tuple[nn.Module, FitResult]:
+        self._use_training_loader(train_loader)  # known before training (IVON counts it)
+        return super().train_network(train_loader, val_loader, callbacks, checkpoint_dir)
+
+    def _use_training_loader(self, train_loader: Iterable[Any]) -> None:
+        """Keep the training loader for BatchNorm re-estimation: its whole global batches on
+        every rank of a distributed run, so sampled weight sets get single-process statistics."""
         self.bn_loader = global_batches(train_loader)
         self._ensemble = None
-        return super().fit(train_loader, val_loader, checkpoint_dir=checkpoint_dir)
 
     @property
     def forward_passes_per_input(self) -> int:
@@ -401,6 +473,7 @@ class SamplingMethod(Method):
         self, info: FitInfo, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
     ) -> FitInfo:
         """Fix the noise scale from the options, or choose it on validation data when unset."""
+        self._use_training_loader(train_loader)
         scale, grid = self._scale_option()
         self.noise_scale = scale
         if scale is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from tradi.methods.base import FitInfo, Method
 from tradi.structure import unwrap
+from tradi.training import Callback, FitResult
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class DeepEnsemblesOptions:
 class DeepEnsembles(Method):
     """M members, each built and trained through the shared loop from its own seed.
 
+    Member 0 is the seed's ordinary run, so the runner lets it be the run other methods share.
     The reported training time is the sum of the members' (they could run in parallel, but
     the cost is M trainings). With a checkpoint directory, member i checkpoints in
     ``member_{i}/`` so an interrupted ensemble resumes where it stopped.
@@ -40,24 +42,46 @@ class DeepEnsembles(Method):
         super().__init__(*args, **kwargs)
         self.members: list[nn.Module] = []
 
-    def fit(
+    def train_network(
         self,
         train_loader: Iterable[Any],
-        val_loader: Iterable[Any] | None = None,
+        val_loader: Iterable[Any] | None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | Path | None = None,
+    ) -> tuple[nn.Module, FitResult]:
+        """Member 0: the seed's ordinary run (the one other methods share), in ``member_0/``."""
+        return self._train_network(
+            self.train.seed, train_loader, val_loader, callbacks, _member_dir(checkpoint_dir, 0)
+        )
+
+    def adopt(
+        self,
+        model: nn.Module,
+        result: FitResult,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None,
         *,
+        callbacks: Sequence[Callback] = (),
         checkpoint_dir: str | Path | None = None,
     ) -> FitInfo:
-        self._check_fit(val_loader)
-        members, runs = [], []
-        for index in range(self.options.n_members):
-            member_dir = Path(checkpoint_dir) / f"member_{index}" if checkpoint_dir else None
-            model, result = self._train_network(
-                self.train.seed + index, train_loader, val_loader, (), member_dir
+        """Take ``model`` as member 0 and train members 1..M-1 (seeds seed + i, checkpoints in
+        ``checkpoint_dir/member_i``). ``train_seconds``: member 0's share of its run (as
+        `Method.adopt`) plus the other members' runs."""
+        first = super().adopt(model, result, train_loader, val_loader, callbacks=callbacks)
+        members, runs = [model], [result]
+        for index in range(1, self.options.n_members):
+            member, run = self._train_network(
+                self.train.seed + index,
+                train_loader,
+                val_loader,
+                (),
+                _member_dir(checkpoint_dir, index),
             )
-            members.append(model)
-            runs.append(result)
+            members.append(member)
+            runs.append(run)
         self.members = members
-        self.fit_info = FitInfo(train_seconds=sum(r.train_seconds for r in runs), runs=runs)
+        seconds = first.train_seconds + sum(run.train_seconds for run in runs[1:])
+        self.fit_info = FitInfo(train_seconds=seconds, runs=runs)
         return self.fit_info
 
     @property
@@ -84,3 +108,7 @@ class DeepEnsembles(Method):
             unwrap(model).load_state_dict(member_state)
             members.append(model)
         self.members = members
+
+
+def _member_dir(checkpoint_dir: str | Path | None, index: int) -> Path | None:
+    return Path(checkpoint_dir) / f"member_{index}" if checkpoint_dir else None

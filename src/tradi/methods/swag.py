@@ -138,6 +138,10 @@ class SWAG(SamplingMethod):
                 f"({self.train.epochs} epochs): nothing would be collected"
             )
 
+    def shares_training(self) -> bool:
+        """Only without an SWA learning rate: SWALR changes the run itself, not just callbacks."""
+        return self.options.swa_lr is None
+
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
         base = super()._scheduler(optimizer)
         if self.options.swa_lr is None:

@@ -94,8 +94,11 @@ class FitResult:
     """What one run of ``fit`` did.
 
     ``train_seconds`` is the wall-clock time of the epochs (training and validation passes,
-    callbacks included, summed over resumed sessions); ``selected_epoch`` is the 0-based epoch
-    whose weights the model holds now; ``history`` has one dict per epoch.
+    callbacks included, summed over resumed sessions); ``callback_seconds`` is the part of it
+    spent inside each callback's hooks, one entry per callback in the order given to ``fit``
+    (so a run shared by several methods can charge each the callbacks it added);
+    ``selected_epoch`` is the 0-based epoch whose weights the model holds now; ``history`` has
+    one dict per epoch.
     """
 
     train_seconds: float
@@ -103,6 +106,21 @@ class FitResult:
     steps: int
     selected_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
+    callback_seconds: list[float] = field(default_factory=list)
+
+
+class _TimedCallbacks:
+    """Calls one hook on every callback in order and adds the time each took to ``seconds``."""
+
+    def __init__(self, callbacks: Sequence[Callback], seconds: list[float]) -> None:
+        self.callbacks = callbacks
+        self.seconds = seconds
+
+    def __call__(self, hook: str, *args: Any) -> None:
+        for index, callback in enumerate(self.callbacks):
+            started = time.perf_counter()
+            getattr(callback, hook)(*args)
+            self.seconds[index] += time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -180,7 +198,48 @@ def fit(
     (``unwrap``), so their names carry no ``module.`` prefix and no forward pass outside
     training runs a collective. ``io`` (`tradi.ModelIO`) says how a batch splits into inputs
     and targets and which output holds the logits; other wrappers are looked through like DDP.
+
+    Raises ValueError for ``epochs < 1``, an unknown ``select``, a ``select`` without
+    ``val_loader``, or a checkpoint written with other callbacks or scheduler.
     """
+    _check_fit_arguments(epochs, select, val_loader)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    network = unwrap(model)
+    run = _Run(
+        network,
+        optimizer,
+        scheduler,
+        callbacks,
+        train_loader,
+        Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None,
+    )
+    loop = run.start(resume)
+    hooks = _TimedCallbacks(callbacks, loop["callback_seconds"])
+    progress = progress and is_rank_zero()
+    epoch_bar = tqdm(range(loop["epoch"], epochs), desc="epochs", disable=not progress)
+    for epoch in epoch_bar:
+        started = time.perf_counter()
+        hooks("on_epoch_start", network, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, loop["steps"] = _train_one_epoch(
+            model, train_loader, optimizer, loss_fn, hooks, device, loop["steps"], progress, io
+        )
+        metrics = {"epoch": float(epoch), "lr": lr, "train_loss": train_loss}
+        if val_loader is not None:
+            metrics.update(evaluate(network, val_loader, loss_fn, device, io))
+        hooks("on_epoch_end", network, epoch, metrics)
+        if scheduler is not None:
+            scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        loop["seconds"] += time.perf_counter() - started
+        run.end_epoch(loop, metrics, select, epochs)
+        epoch_bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if "loss" in k})
+    return run.finish(loop)
+
+
+def _check_fit_arguments(epochs: int, select: Selection, val_loader: Iterable | None) -> None:
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if select != "last" and select not in _SELECTION_METRIC:
@@ -189,68 +248,70 @@ def fit(
         )
     if select != "last" and val_loader is None:
         raise ValueError(f"select={select!r} needs a val_loader")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
-    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
-    network = unwrap(model)
 
-    loop = {"epoch": 0, "steps": 0, "seconds": 0.0, "history": [], "best": None}
-    for callback in callbacks:
-        callback.on_train_start(network, optimizer)
-    if resume and checkpoint_path is not None and checkpoint_path.exists():
-        loop = _restore(checkpoint_path, network, optimizer, scheduler, callbacks, train_loader)
-        logger.info("resumed from %s at epoch %d", checkpoint_path, loop["epoch"])
 
-    progress = progress and is_rank_zero()
-    epoch_bar = tqdm(range(loop["epoch"], epochs), desc="epochs", disable=not progress)
-    for epoch in epoch_bar:
-        started = time.perf_counter()
-        for callback in callbacks:
-            callback.on_epoch_start(network, epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, loop["steps"] = _train_one_epoch(
-            model, train_loader, optimizer, loss_fn, callbacks, device, loop["steps"], progress, io
-        )
-        metrics = {"epoch": float(epoch), "lr": lr, "train_loss": train_loss}
-        if val_loader is not None:
-            metrics.update(evaluate(network, val_loader, loss_fn, device, io))
-        for callback in callbacks:
-            callback.on_epoch_end(network, epoch, metrics)
-        if scheduler is not None:
-            scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        loop["seconds"] += time.perf_counter() - started
+@dataclass
+class _Run:
+    """The state ``fit`` starts from, records after each epoch and ends with."""
+
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    callbacks: Sequence[Callback]
+    loader: Iterable[Any]
+    checkpoint_path: Path | None
+
+    def start(self, resume: bool) -> dict[str, Any]:
+        """Call ``on_train_start``; then restore the checkpoint if asked and there is one."""
+        loop: dict[str, Any] = {"epoch": 0, "steps": 0, "seconds": 0.0, "history": []}
+        loop["best"] = None
+        loop["callback_seconds"] = [0.0] * len(self.callbacks)
+        for callback in self.callbacks:
+            callback.on_train_start(self.network, self.optimizer)
+        path = self.checkpoint_path
+        if resume and path is not None and path.exists():
+            loop = {**loop, **_restore(path, self)}
+            logger.info("resumed from %s at epoch %d", path, loop["epoch"])
+        return loop
+
+    def end_epoch(
+        self, loop: dict[str, Any], metrics: dict[str, float], select: Selection, epochs: int
+    ) -> None:
+        """Record the epoch, keep the best snapshot, log and checkpoint it (rank 0)."""
         loop["history"].append(metrics)
-        loop["epoch"] = epoch + 1
+        loop["epoch"] = int(metrics["epoch"]) + 1
         if select != "last":
-            loop["best"] = _better_snapshot(loop["best"], select, metrics, network, callbacks)
-        epoch_bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if "loss" in k})
+            loop["best"] = _better_snapshot(
+                loop["best"], select, metrics, self.network, self.callbacks
+            )
         if is_rank_zero():  # every rank holds the same state under DDP: one writes
             logger.info(
                 "epoch %d/%d %s",
-                epoch + 1,
+                loop["epoch"],
                 epochs,
                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
             )
-            if checkpoint_path is not None:
-                _save(checkpoint_path, loop, network, optimizer, scheduler, callbacks, train_loader)
+            if self.checkpoint_path is not None:
+                _save(self.checkpoint_path, loop, self)
         barrier()  # no rank may resume from a checkpoint that is still being written
 
-    selected_epoch = loop["epoch"] - 1
-    if loop["best"] is not None:
+    def finish(self, loop: dict[str, Any]) -> FitResult:
+        """Rewind to the selected epoch (if selecting) and say what happened."""
+        selected_epoch = loop["epoch"] - 1
         best = loop["best"]
-        network.load_state_dict(best["model"])
-        for callback, state in zip(callbacks, best["callbacks"], strict=True):
-            callback.load_state_dict(copy.deepcopy(state))
-        selected_epoch = best["epoch"]
-    return FitResult(
-        train_seconds=loop["seconds"],
-        epochs=loop["epoch"],
-        steps=loop["steps"],
-        selected_epoch=selected_epoch,
-        history=list(loop["history"]),
-    )
+        if best is not None:
+            self.network.load_state_dict(best["model"])
+            for callback, state in zip(self.callbacks, best["callbacks"], strict=True):
+                callback.load_state_dict(copy.deepcopy(state))
+            selected_epoch = best["epoch"]
+        return FitResult(
+            train_seconds=loop["seconds"],
+            epochs=loop["epoch"],
+            steps=loop["steps"],
+            selected_epoch=selected_epoch,
+            history=list(loop["history"]),
+            callback_seconds=list(loop["callback_seconds"]),
+        )
 
 
 def _train_one_epoch(
@@ -258,7 +319,7 @@ def _train_one_epoch(
     loader: Iterable[Any],
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
-    callbacks: Sequence[Callback],
+    hooks: _TimedCallbacks,
     device: torch.device,
     steps: int,
     progress: bool,
@@ -271,14 +332,13 @@ def _train_one_epoch(
         inputs, targets = to_device(io.inputs(batch), device), io.targets(batch).to(device)
         optimizer.zero_grad(set_to_none=True)
         with ExitStack() as around_step:
-            for callback in callbacks:
+            for callback in hooks.callbacks:
                 around_step.enter_context(callback.step_context())
             loss = loss_fn(io.logits(io.forward(model, inputs)), targets)
             (loss * _share_of_global_batch(targets.shape[0])).backward()
         optimizer.step()
         steps += 1
-        for callback in callbacks:
-            callback.on_after_step(unwrap(model), optimizer, steps)
+        hooks("on_after_step", unwrap(model), optimizer, steps)
         loss_sum += loss.detach().double() * targets.shape[0]
         count += targets.shape[0]
     totals = all_reduce_sums({"loss": loss_sum, "count": count})
@@ -316,37 +376,24 @@ def _better_snapshot(
     }
 
 
-def _save(
-    path: Path,
-    loop: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None,
-    callbacks: Sequence[Callback],
-    loader: Iterable[Any],
-) -> None:
+def _save(path: Path, loop: dict[str, Any], run: _Run) -> None:
     save_atomic(
         {
             "loop": loop,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "callbacks": [callback.state_dict() for callback in callbacks],
-            "rng": capture_rng_state(loader),
+            "model": run.network.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+            "callbacks": [callback.state_dict() for callback in run.callbacks],
+            "rng": capture_rng_state(run.loader),
         },
         path,
     )
 
 
-def _restore(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None,
-    callbacks: Sequence[Callback],
-    loader: Iterable[Any],
-) -> dict[str, Any]:
+def _restore(path: Path, run: _Run) -> dict[str, Any]:
+    """Load ``path`` into the run's objects and return its loop state."""
     state = load_checkpoint(path)
+    callbacks, scheduler = run.callbacks, run.scheduler
     if len(state["callbacks"]) != len(callbacks):
         raise ValueError(
             f"{path} was written with {len(state['callbacks'])} callback(s), "
@@ -354,11 +401,11 @@ def _restore(
         )
     if (state["scheduler"] is None) != (scheduler is None):
         raise ValueError(f"{path} and this run disagree on whether a scheduler is used")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    run.network.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     for callback, callback_state in zip(callbacks, state["callbacks"], strict=True):
         callback.load_state_dict(callback_state)
-    restore_rng_state(state["rng"], loader)
+    restore_rng_state(state["rng"], run.loader)
     return state["loop"]

@@ -1,0 +1,345 @@
+"""One seed's methods: built, trained (once for all that share the run), scale-selected and
+evaluated, in named steps: `build`, `fit`, `select`, `evaluate`.
+
+Every method whose `Method.shares_training` is true trains the same network from the same seed
+(MCP, MC Dropout, Gaussian perturbation, TRADI, SWAG without an SWA learning rate, temperature
+scaling, Deep Ensembles' first member): `fit` trains it once with the union of their callbacks
+(TRADI's tracker, SWAG's collection), and each method then `adopt`s a copy of it. Every random
+state is put back to its value at the end of training before each method's after-fit step, so
+a method's results equal those of its own, separate run (tested). Its ``train_seconds`` is the
+shared run without any callbacks' time plus its own callbacks' time, as measured by the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tradi.data import Benchmark, TensorSplit
+from tradi.distributed import ShardedBatches, shard_dataset, world_size
+from tradi.experiments.config import ExperimentConfig
+from tradi.experiments.evaluation import Evaluation, evaluate, predictor
+from tradi.experiments.loaders import TensorBatches
+from tradi.experiments.report import METHOD_LABELS
+from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
+from tradi.methods import FitInfo, Method, SamplingMethod, build_method
+from tradi.models import build_model
+from tradi.training import Callback, FitResult
+from tradi.training.checkpoint import capture_rng_state, restore_rng_state
+from tradi.training.history import history_callbacks
+from tradi.training.loop import LossFn
+
+ScaleSource = Literal["chosen", "untuned", "config"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: a trained method predicting at one noise setting.
+
+    ``scale`` None: the method's own prediction (its configured scale, if any). ``scale_source``
+    says where a noise scale came from: "chosen" on validation, the "untuned" default, or
+    "config" (None for methods without one).
+    """
+
+    key: str
+    method: str
+    label: str
+    scale: float | None = None
+    scale_source: ScaleSource | None = None
+
+
+@dataclass
+class Built:
+    """A method as built for a seed, with the grid its scale is chosen from (None: fixed) and
+    its untuned default scale."""
+
+    name: str
+    method: Method
+    grid: tuple[float, ...] | None
+    untuned: float | None
+
+
+@dataclass
+class Loaders:
+    """``val`` is the whole validation set (scale selection, after-fit steps); ``val_shard``
+    this rank's block of it, for the training loop's validation, which reduces its sums over
+    the ranks. The test loaders hold this rank's block (the evaluation gathers the
+    predictions). With one process every block is the whole split."""
+
+    train: TensorBatches | ShardedBatches
+    val: TensorBatches
+    val_shard: TensorBatches
+    test: TensorBatches
+    ood_test: TensorBatches | None
+    ood_val: TensorBatches | None
+
+
+def loss_function(benchmark: Benchmark) -> LossFn:
+    """Cross-entropy; for segmentation with the benchmark's class weights and ignored label."""
+    if benchmark.task == "segmentation":
+        return nn.CrossEntropyLoss(
+            weight=benchmark.class_weights,
+            ignore_index=benchmark.ignore_index if benchmark.ignore_index is not None else -100,
+        )
+    return F.cross_entropy
+
+
+def rank_block(split: TensorSplit) -> TensorSplit:
+    """This rank's contiguous block of ``split`` (the split itself in a single process)."""
+    if world_size() == 1:
+        return split
+    return split.subset(torch.as_tensor(list(shard_dataset(split).indices)))
+
+
+def make_loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> Loaders:
+    """Fresh loaders for one seed; the training loader's shuffling is seeded by ``seed``.
+
+    In a distributed run every rank draws the single-process global batches and keeps its part
+    (`ShardedBatches`), so DDP's averaged gradient is the single-process one.
+    """
+    size = config.data.eval_batch_size
+
+    def fixed(split: TensorSplit | None) -> TensorBatches | None:
+        return None if split is None else TensorBatches(split, size)
+
+    train = TensorBatches(
+        benchmark.train, config.data.batch_size, shuffle=True, seed=seed, augment=benchmark.augment
+    )
+    val = TensorBatches(benchmark.val, size)
+    ood_test = benchmark.ood_test
+    return Loaders(
+        train=train if world_size() == 1 else ShardedBatches(train),
+        val=val,
+        val_shard=val if world_size() == 1 else TensorBatches(rank_block(benchmark.val), size),
+        test=TensorBatches(rank_block(benchmark.test), size),
+        ood_test=fixed(None if ood_test is None else rank_block(ood_test)),
+        ood_val=fixed(benchmark.ood_val),
+    )
+
+
+def build(
+    config: ExperimentConfig, name: str, seed: int, benchmark: Benchmark, progress: bool
+) -> Built:
+    """Step 1: method ``name`` for ``seed``. A scale left null is chosen by `select`, so the
+    method is built at a fixed value (its untuned default, else the grid's smallest) and never
+    runs a selection of its own."""
+    options = dataclasses.asdict(config.method_options(name))
+    grid, untuned = None, None
+    if name in SCALE_OPTIONS and options[SCALE_OPTIONS[name][0]] is None:
+        scale_key, grid_key, untuned = SCALE_OPTIONS[name]
+        grid = tuple(options[grid_key])
+        options[scale_key] = untuned if untuned is not None else min(grid)
+    factory = partial(
+        build_model,
+        config.model.name,
+        benchmark.num_classes,
+        benchmark.input_shape,
+        **config.model.options,
+    )
+    method = build_method(
+        name,
+        factory,
+        train=config.train_config(seed, progress=progress),
+        loss_fn=loss_function(benchmark),
+        **options,
+    )
+    return Built(name, method, grid, untuned)
+
+
+def fit(
+    group: Sequence[Built], loaders: Loaders, checkpoint_dir: Path, history: Sequence[Callback]
+) -> tuple[nn.Module, FitResult, list[Callback]]:
+    """Step 2: one training run for every method of ``group`` (all of which share it), with
+    the union of their callbacks and the ``history`` writers (metrics.csv), checkpointed in
+    ``checkpoint_dir`` (resumable)."""
+    callbacks = [
+        *(
+            callback
+            for built in group
+            for callback in built.method.training_callbacks(loaders.val_shard)
+        ),
+        *history,
+    ]
+    model, result = group[0].method.train_network(
+        loaders.train, loaders.val_shard, callbacks, checkpoint_dir
+    )
+    return model, result, callbacks
+
+
+def select(
+    built: Built, loaders: Loaders, config: ExperimentConfig, benchmark: Benchmark
+) -> ScaleChoice | None:
+    """Step 3: the noise scale chosen on validation data, for a method whose scale is null."""
+    if built.grid is None:
+        return None
+    assert isinstance(built.method, SamplingMethod)
+    return choose_noise_scale(
+        built.method,
+        built.grid,
+        loaders.val,
+        loaders.ood_val,
+        config.scale_selection,
+        benchmark.ignore_index,
+    )
+
+
+def evaluate_rows(
+    built: Built,
+    choice: ScaleChoice | None,
+    loaders: Loaders,
+    benchmark: Benchmark,
+    report_untuned: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Step 4: every table row of the method on the test (and OOD test) sets: the JSON-ready
+    rows and the figure artefacts (bins, scores, panels) per row key."""
+    rows, artefacts = [], {}
+    for row in _table_rows(built, choice, report_untuned):
+        evaluation = evaluate(
+            partial(predictor, built.method, row.scale), benchmark, loaders.test, loaders.ood_test
+        )
+        rows.append(_row_result(row, built.method, evaluation))
+        artefacts[row.key] = {
+            "bins": {
+                f.name: getattr(evaluation.bins, f.name)
+                for f in dataclasses.fields(evaluation.bins)
+            },
+            "scores_in": evaluation.scores_in,
+            "scores_out": evaluation.scores_out,
+            "panels": evaluation.panels,
+        }
+    return rows, artefacts
+
+
+def run_methods(
+    config: ExperimentConfig,
+    seed: int,
+    group: Sequence[str],
+    benchmark: Benchmark,
+    checkpoint_dir: Path,
+    pair_dirs: Mapping[str, Path],
+    *,
+    history_dirs: Sequence[Path] = (),
+    progress: bool = True,
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Train ``group`` (methods that share one run, or one method alone) once for ``seed``, then
+    for each method in ``pair_dirs`` (a subset of ``group``) adopt, select and evaluate.
+
+    Yields (name, JSON-ready result, figure artefacts) as each method finishes. A method's own
+    extra training (Deep Ensembles' other members) checkpoints in ``pair_dirs[name]/checkpoint``;
+    the per-epoch history goes to ``metrics.csv`` in each of ``history_dirs``.
+    """
+    loaders = make_loaders(benchmark, config, seed)
+    built = [build(config, name, seed, benchmark, progress) for name in group]
+    # metrics.csv (+ TensorBoard) in the folder of every method of the group, the same for a
+    # resumed run whichever of them are still to do (the loop checkpoints callback states)
+    histories = {folder: history_callbacks(folder) for folder in history_dirs}
+    model, result, callbacks = fit(
+        built, loaders, checkpoint_dir, [c for h in histories.values() for c in h]
+    )
+    trained_state = capture_rng_state(loaders.train)
+    for one in built:
+        if one.name not in pair_dirs:
+            continue
+        # a method's own extra training (Deep Ensembles' other members) continues its history
+        one.method.extra_callbacks = histories.get(pair_dirs[one.name], [])
+        restore_rng_state(trained_state, loaders.train)  # as if this method had trained alone
+        info = one.method.adopt(
+            copy.deepcopy(model),
+            result,
+            loaders.train,
+            loaders.val,
+            callbacks=callbacks,
+            checkpoint_dir=pair_dirs[one.name] / "checkpoint",
+        )
+        choice = select(one, loaders, config, benchmark)
+        rows, artefacts = evaluate_rows(
+            one, choice, loaders, benchmark, config.scale_selection.report_untuned
+        )
+        yield one.name, _pair_result(one, seed, info, result, group, choice, rows), artefacts
+
+
+def run_pair(
+    config: ExperimentConfig,
+    name: str,
+    seed: int,
+    benchmark: Benchmark,
+    pair_dir: Path,
+    *,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Method ``name`` with ``seed`` trained alone (checkpoints in ``pair_dir/checkpoint``),
+    its scale chosen if asked, every row evaluated: the result and the figure artefacts."""
+    ((_, result, artefacts),) = run_methods(
+        config,
+        seed,
+        [name],
+        benchmark,
+        pair_dir / "checkpoint",
+        {name: pair_dir},
+        history_dirs=[pair_dir],
+        progress=progress,
+    )
+    return result, artefacts
+
+
+def _pair_result(
+    built: Built,
+    seed: int,
+    info: FitInfo,
+    shared: FitResult,
+    group: Sequence[str],
+    choice: ScaleChoice | None,
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "method": built.name,
+        "seed": seed,
+        "train_seconds": info.train_seconds,
+        "training_run": {
+            "methods": list(group),
+            "seconds": shared.train_seconds,
+            "callback_seconds": sum(shared.callback_seconds),
+        },
+        "selection_seconds": choice.seconds if choice else info.selection_seconds,
+        "epochs": [run.epochs for run in info.runs],
+        "selected_epochs": [run.selected_epoch for run in info.runs],
+        "final_val": [run.history[-1] for run in info.runs if run.history],
+        "scale_selection": dataclasses.asdict(choice) if choice else None,
+        "rows": rows,
+    }
+
+
+def _table_rows(built: Built, choice: ScaleChoice | None, report_untuned: bool) -> list[Row]:
+    name = built.name
+    label = METHOD_LABELS.get(name, name)
+    if choice is None:
+        return [Row(name, name, label, scale_source="config" if name in SCALE_OPTIONS else None)]
+    rows = [Row(name, name, f"{label} (scale chosen on val.)", choice.scale, "chosen")]
+    if built.untuned is not None and report_untuned:
+        untuned_label = f"{label} (untuned, scale {built.untuned:g})"
+        rows.append(Row(f"{name}_untuned", name, untuned_label, built.untuned, "untuned"))
+    return rows
+
+
+def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, Any]:
+    scale = row.scale
+    if scale is None and isinstance(method, SamplingMethod):
+        scale = method.noise_scale
+    return {
+        "key": row.key,
+        "label": row.label,
+        "scale": scale,
+        "scale_source": row.scale_source,
+        "forward_passes": method.forward_passes_per_input,
+        "test_seconds": evaluation.test_seconds,
+        "metrics": evaluation.metrics,
+    }

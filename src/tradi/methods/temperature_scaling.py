@@ -1,0 +1,143 @@
+"""Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017).
+
+The trained network's logits z are divided by one scalar T > 0 fitted on the validation split
+by minimising the NLL of softmax(z / T) (Guo et al., section 4.2). T is optimised as log T with
+L-BFGS, so it stays positive. Dividing by T keeps the arg-max: accuracy is unchanged, only the
+confidence moves. The network is the seed's ordinary run, so the runner shares it with MCP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tradi.adapters import to_device
+from tradi.methods.base import FitInfo, Method
+
+#: Labelled pixels of a segmentation validation set kept (seeded draw) to fit T: the logits of
+#: every pixel would not fit in memory, and one scalar is fitted well from far fewer.
+MAX_FIT_ROWS = 2_000_000
+
+
+@dataclass(frozen=True)
+class TemperatureScalingOptions:
+    """``max_iter``: L-BFGS iterations on log T (50, as in Guo et al.'s reference code)."""
+
+    max_iter: int = 50
+
+    def __post_init__(self) -> None:
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 50) -> float:
+    """The T > 0 minimising the mean NLL of softmax(logits / T) against ``labels``.
+
+    ``logits``: [N, C] float; ``labels``: [N] int64 in [0, C). L-BFGS on log T from T = 1 (strong
+    Wolfe line search); returns T as a float. Raises ValueError for empty or mismatched inputs.
+    """
+    if logits.ndim != 2 or labels.shape != logits.shape[:1] or len(labels) == 0:
+        raise ValueError(
+            f"need logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    logits, labels = logits.detach().double(), labels.detach()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+class TemperatureScaling(Method):
+    """The seed's network with its logits divided by a temperature fitted on validation data;
+    one forward pass per input."""
+
+    name = "temperature_scaling"
+    label: ClassVar[str] = "Temperature scaling"
+    short_label: ClassVar[str] = "Temp. scaling"
+    options_type = TemperatureScalingOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.temperature: float | None = None
+
+    def _check_fit(self, val_loader: Iterable[Any] | None) -> None:
+        super()._check_fit(val_loader)
+        if val_loader is None:
+            raise ValueError("temperature_scaling fits its temperature on a val_loader; pass one")
+
+    def _after_fit(
+        self, info: FitInfo, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
+    ) -> FitInfo:
+        """Fit T on ``val_loader`` (the whole validation split); its time is selection time."""
+        assert val_loader is not None  # checked before training by _check_fit
+        started = time.perf_counter()
+        logits, labels = self._validation_logits(val_loader)
+        self.temperature = fit_temperature(logits, labels, self.options.max_iter)
+        info.selection_seconds = time.perf_counter() - started
+        return info
+
+    @torch.no_grad()
+    def _validation_logits(self, loader: Iterable[Any]) -> tuple[Tensor, Tensor]:
+        """Logits and labels of the labelled validation rows (pixels), [R, C] and [R]; beyond
+        ``MAX_FIT_ROWS`` labelled rows, each is kept with one rate, drawn from the seed."""
+        model = self._require_model().eval()
+        labelled = sum(int(self._labelled(self.io.targets(b), None).sum()) for b in loader)
+        rate = min(1.0, MAX_FIT_ROWS / max(labelled, 1))
+        generator = torch.Generator().manual_seed(self.train.seed)
+        rows, targets = [], []
+        for batch in loader:
+            logits = self._logits(model, self.io.inputs(batch)).cpu()
+            logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+            labels = self.io.targets(batch).reshape(-1)
+            keep = self._labelled(labels, logits.shape[1])
+            if rate < 1.0:
+                keep &= torch.rand(labels.shape, generator=generator) < rate
+            rows.append(logits[keep])
+            targets.append(labels[keep])
+        return torch.cat(rows), torch.cat(targets)
+
+    def _labelled(self, labels: Tensor, num_classes: int | None) -> Tensor:
+        """Rows with a class label: not the loss's ``ignore_index``, in [0, C) when C is known."""
+        keep = labels >= 0
+        if num_classes is not None:
+            keep &= labels < num_classes
+        ignore_index = getattr(self.loss_fn, "ignore_index", None)
+        if ignore_index is not None:
+            keep &= labels != ignore_index
+        return keep
+
+    @property
+    def forward_passes_per_input(self) -> int:
+        return 1
+
+    @torch.no_grad()
+    def sample_probs(self, x: Any) -> Tensor:
+        if self.temperature is None:
+            raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
+        model = self._require_model().eval()
+        return (self._logits(model, x) / self.temperature).softmax(dim=1).unsqueeze(0)
+
+    def _logits(self, model: nn.Module, x: Any) -> Tensor:
+        """The network's logits [N, C, ...] for model inputs ``x`` (read through ``io``)."""
+        return self.io.logits(self.io.forward(model, to_device(x, self.device)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "temperature": self.temperature}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.temperature = float(state["temperature"])
