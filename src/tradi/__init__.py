@@ -26,6 +26,9 @@ from tradi.tracking import KalmanConfig, WeightTracker
 __version__ = "0.1.0"
 
 _LAZY = {
+    "fit_ensemble": "tradi.auto_scale",
+    "ScaleSelection": "tradi.selection",
+    "ScaleSearch": "tradi.selection",
     "build_method": "tradi.methods",
     "METHODS": "tradi.methods",
     "fit": "tradi.training",
@@ -52,6 +55,8 @@ __all__ = [
     "KernelGaussian",
     "SWAGPosterior",
     "SampledEnsemble",
+    "ScaleSearch",
+    "ScaleSelection",
     "TrainConfig",
     "WeightPosterior",
     "WeightTracker",
@@ -59,6 +64,7 @@ __all__ = [
     "build_method",
     "build_model",
     "fit",
+    "fit_ensemble",
     "load_benchmark",
     "load_dataset",
     "update_bn_stats",

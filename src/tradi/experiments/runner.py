@@ -56,10 +56,10 @@ from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
 from tradi.experiments.evaluation import Evaluation, evaluate, predictor
 from tradi.experiments.loaders import TensorBatches
-from tradi.experiments.report import METHOD_LABELS, write_outputs
-from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
-from tradi.methods import Method, SamplingMethod, build_method
+from tradi.experiments.report import write_outputs
+from tradi.methods import METHODS, Method, SamplingMethod, build_method
 from tradi.models import build_model
+from tradi.selection import ScaleSearch
 from tradi.training.checkpoint import save_atomic
 from tradi.training.loop import LossFn
 
@@ -178,30 +178,28 @@ def _loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> _Load
     )
 
 
-def _build_options(
-    config: ExperimentConfig, name: str
-) -> tuple[dict[str, Any], tuple[float, ...] | None, float | None]:
-    """The options to build ``name`` with, the grid to choose its scale from (None: fixed) and
-    its untuned default scale. A scale left null is chosen by `choose_noise_scale`, so the
-    method is built at a fixed value and never runs a selection of its own."""
+def _build_options(config: ExperimentConfig, name: str) -> tuple[dict[str, Any], bool]:
+    """The options to build ``name`` with and whether its scale is to be chosen ("auto"). An
+    "auto" scale is chosen by the runner's one ``select_scale`` call after training (with the
+    config's rule and the benchmark's ``ood_val``), so the method is built at a fixed value
+    (its untuned default, else its range's low end) and never searches on its own."""
     options = dataclasses.asdict(config.method_options(name))
-    if name not in SCALE_OPTIONS or options[SCALE_OPTIONS[name][0]] is not None:
-        return options, None, None
-    scale_key, grid_key, untuned = SCALE_OPTIONS[name]
-    grid = tuple(options[grid_key])
-    options[scale_key] = untuned if untuned is not None else min(grid)
-    return options, grid, untuned
+    cls = METHODS[name]
+    if not issubclass(cls, SamplingMethod) or options["scale"] != "auto":
+        return options, False
+    fixed = cls.default_scale if cls.default_scale is not None else cls.scale_range[0]
+    return {**options, "scale": fixed}, True
 
 
-def _table_rows(
-    name: str, choice: ScaleChoice | None, untuned: float | None, report_untuned: bool
-) -> list[Row]:
-    label = METHOD_LABELS.get(name, name)
-    if choice is None:
-        return [Row(name, name, label, scale_source="config" if name in SCALE_OPTIONS else None)]
-    rows = [Row(name, name, f"{label} (scale chosen on val.)", choice.scale, "chosen")]
+def _table_rows(name: str, search: ScaleSearch | None, report_untuned: bool) -> list[Row]:
+    cls = METHODS[name]
+    sampling = issubclass(cls, SamplingMethod)
+    if search is None:
+        return [Row(name, name, cls.label, scale_source="config" if sampling else None)]
+    rows = [Row(name, name, f"{cls.label} (scale chosen on val.)", search.scale, "chosen")]
+    untuned = cls.default_scale if sampling else None  # type: ignore[attr-defined]
     if untuned is not None and report_untuned:
-        untuned_label = f"{label} (untuned, scale {untuned:g})"
+        untuned_label = f"{cls.label} (untuned, scale {untuned:.3g})"
         rows.append(Row(f"{name}_untuned", name, untuned_label, untuned, "untuned"))
     return rows
 
@@ -219,7 +217,7 @@ def run_pair(
 
     Returns the JSON-ready result and the figure artefacts (bins, scores) per row.
     """
-    options, grid, untuned = _build_options(config, name)
+    options, choose = _build_options(config, name)
     factory = partial(
         build_model,
         config.model.name,
@@ -236,30 +234,25 @@ def run_pair(
     )
     loaders = _loaders(benchmark, config, seed)
     info = method.fit(loaders.train, loaders.val_shard, checkpoint_dir=pair_dir / "checkpoint")
-    choice = None
-    if grid is not None:
+    search = None
+    if choose:
         assert isinstance(method, SamplingMethod)
-        choice = choose_noise_scale(
-            method,
-            grid,
-            loaders.val,
-            loaders.ood_val,
-            config.scale_selection,
-            benchmark.ignore_index,
+        search = method.select_scale(
+            loaders.val, config.scale_selection, ood_val_loader=loaders.ood_val
         )
     result: dict[str, Any] = {
         "method": name,
         "seed": seed,
         "train_seconds": info.train_seconds,
-        "selection_seconds": choice.seconds if choice else info.selection_seconds,
+        "selection_seconds": search.seconds if search else info.selection_seconds,
         "epochs": [run.epochs for run in info.runs],
         "selected_epochs": [run.selected_epoch for run in info.runs],
         "final_val": [run.history[-1] for run in info.runs if run.history],
-        "scale_selection": dataclasses.asdict(choice) if choice else None,
+        "scale_selection": dataclasses.asdict(search) if search else None,
         "rows": [],
     }
     artefacts: dict[str, Any] = {}
-    for row in _table_rows(name, choice, untuned, config.scale_selection.report_untuned):
+    for row in _table_rows(name, search, config.scale_selection.report_untuned):
         evaluation = evaluate(
             partial(predictor, method, row.scale), benchmark, loaders.test, loaders.ood_test
         )

@@ -8,17 +8,14 @@ from typing import Any
 
 import torch.nn.functional as F
 
-from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod, ScaleSearch
+from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod
 from tradi.methods.deep_ensembles import DeepEnsembles, DeepEnsemblesOptions
-from tradi.methods.gaussian_perturbation import (
-    SIGMA_GRID,
-    GaussianPerturbation,
-    GaussianPerturbationOptions,
-)
+from tradi.methods.gaussian_perturbation import GaussianPerturbation, GaussianPerturbationOptions
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
 from tradi.methods.swag import SWAG, SWAGOptions
-from tradi.methods.tradi import SCALE_GRID, TRADI, TradiOptions
+from tradi.methods.tradi import TRADI, TradiOptions
+from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.loop import LossFn
 
@@ -33,12 +30,14 @@ def build_method(
     *,
     train: TrainConfig | Mapping[str, Any] | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    selection: ScaleSelection | None = None,
     **options: Any,
 ) -> Method:
     """The method called ``name`` (see ``METHODS``) with its options given as keywords.
 
     ``train`` is the shared `TrainConfig` (or a mapping of its fields, e.g. from YAML); unknown
-    option keys raise a ValueError that lists the valid ones.
+    option keys raise a ValueError that lists the valid ones. ``selection``: the rule a sampling
+    method applies to ``scale="auto"`` (default `ScaleSelection()`); other methods refuse it.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -47,19 +46,17 @@ def build_method(
         config = train
     else:
         config = options_from_mapping(TrainConfig, train)
-    return cls(
-        model_factory,
-        options_from_mapping(cls.options_type, options),
-        train=config,
-        loss_fn=loss_fn,
-    )
+    parsed = options_from_mapping(cls.options_type, options)
+    if issubclass(cls, SamplingMethod):
+        return cls(model_factory, parsed, train=config, loss_fn=loss_fn, selection=selection)
+    if selection is not None:
+        raise ValueError(f"{name} has no noise scale: it takes no selection rule")
+    return cls(model_factory, parsed, train=config, loss_fn=loss_fn)
 
 
 __all__ = [
     "MCP",
     "METHODS",
-    "SCALE_GRID",
-    "SIGMA_GRID",
     "SWAG",
     "TRADI",
     "DeepEnsembles",
@@ -75,6 +72,7 @@ __all__ = [
     "SWAGOptions",
     "SamplingMethod",
     "ScaleSearch",
+    "ScaleSelection",
     "TradiOptions",
     "build_method",
 ]

@@ -9,15 +9,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tradi.methods.base import FitInfo, SamplingMethod, check_sampling_options
+from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.tracking import KalmanConfig, WeightTracker
 from tradi.training import Callback, TrackingCallback, check_literal_fields, make_optimizer
 
-# Multipliers of the tracked standard deviation. At the end of a StepLR schedule the tracked
-# sigma is tiny next to the weights (TRADI.md 4c: ~3e-5 vs |w| ~1e-2), so the grid spans two
-# decades above the untuned 1.
-SCALE_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
 _KALMAN = KalmanConfig()
 
 
@@ -27,8 +23,8 @@ class TradiOptions:
 
     ``covariance``: "kernel" (the paper's low-rank covariance, rank ``rank``, one phase per
     feature; ``phase="weight"`` is the public code's variant) or "diag". ``scale`` multiplies the
-    sampled standard deviation; None chooses it on validation data (lowest NLL) from
-    ``scale_grid``. ``n_samples`` weight sets (20); ``bn_update`` re-estimates BatchNorm statistics
+    tracked standard deviation; "auto" (default) chooses it on validation data by the method's
+    `ScaleSelection` rule (`tradi.selection`; 1 is the untuned value). ``n_samples`` weight sets (20); ``bn_update`` re-estimates BatchNorm statistics
     per sample on the training data. ``step``, ``init_mean``, ``init_variance`` and the Kalman
     constants configure the `WeightTracker`; tracking starts at the 0-based epoch ``start_epoch``.
 
@@ -44,8 +40,7 @@ class TradiOptions:
     covariance: Literal["diag", "kernel"] = "kernel"
     rank: int = 10
     phase: Literal["feature", "weight"] = "feature"
-    scale: float | None = 1.0
-    scale_grid: tuple[float, ...] = SCALE_GRID
+    scale: Scale = "auto"
     n_samples: int = 20
     bn_update: bool = True
     step: Literal["delta", "gradient"] = "delta"
@@ -59,7 +54,7 @@ class TradiOptions:
 
     def __post_init__(self) -> None:
         check_literal_fields(self)
-        check_sampling_options("scale", self.scale, self.scale_grid, self.n_samples)
+        check_sampling_options(self.scale, self.n_samples)
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.start_epoch < 0:
@@ -78,6 +73,13 @@ class TRADI(SamplingMethod):
     """One ordinary training run with weight tracking; predictions from sampled weight sets."""
 
     name = "tradi"
+    label = "TRADI"
+    short_label = "TRADI"
+    default_scale = 1.0
+    # At the end of a StepLR schedule the tracked sigma is tiny next to the weights (TRADI.md
+    # 4c: ~3e-5 vs |w| ~1e-2): the range reaches three decades above the untuned 1.
+    scale_range = (0.01, 1000.0)
+    scale_reference = "the tracked standard deviation"
     options_type = TradiOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -118,9 +120,6 @@ class TRADI(SamplingMethod):
             )
         self.tracker = self._callback.tracker
         return super()._after_fit(info, train_loader, val_loader)
-
-    def _scale_option(self) -> tuple[float | None, Sequence[float]]:
-        return self.options.scale, self.options.scale_grid
 
     def _posterior(self, scale: float) -> WeightPosterior:
         if self.tracker is None:
