@@ -20,7 +20,6 @@ from tradi.data import Benchmark, TensorSplit
 from tradi.experiments import config_from_dict, run_experiment
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.evaluation import evaluate
-from tradi.experiments.selection import pick_scale
 from tradi.metrics import classification_metrics, ood_metrics
 from tradi.training.checkpoint import save_atomic
 
@@ -46,7 +45,7 @@ def _metrics_by_pair(results: dict[str, Any]) -> dict[tuple[str, int], Any]:
     return {
         (pair["method"], pair["seed"]): (
             [(row["key"], row["scale"], row["metrics"]) for row in pair["rows"]],
-            pair["scale_selection"] and pair["scale_selection"]["grid"],
+            pair["scale_selection"] and pair["scale_selection"]["points"],
         )
         for pair in results["pairs"]
     }
@@ -138,7 +137,7 @@ def test_results_json_and_csv(full_run: tuple[dict[str, Any], Path]) -> None:
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))  # what run_experiment returned
     assert on_disk["seeds"] == [0, 1]
-    assert on_disk["config"]["methods"]["tradi"]["scale"] is None
+    assert on_disk["config"]["methods"]["tradi"]["scale"] == "auto"
     assert on_disk["versions"]["torch"] == torch.__version__
     assert on_disk["command"] == "tradi run tiny"
     passes = {"mcp": 1, "deep_ensembles": 2, "tradi": 4}
@@ -212,26 +211,20 @@ def test_scale_selection_follows_its_rule(full_run: tuple[dict[str, Any], Path])
         if pair["method"] != "tradi":
             assert choice is None
             continue
-        rows = [{k: r[k] for k in ("scale", "val_nll", "val_auroc")} for r in choice["grid"]]
-        assert pick_scale(rows, choice["nll_limit"]) == (choice["scale"], choice["criterion"])
+        points = choice["points"]
+        assert choice["rule"] == "nll_tolerance" and all(p["val_auroc"] is None for p in points)
         assert choice["nll_limit"] == pytest.approx(1.2 * choice["reference_nll"])
+        for point in points:  # the bound is applied as declared
+            assert point["admissible"] == (point["val_nll"] <= choice["nll_limit"])
+        within = [p["scale"] for p in points if p["admissible"]]
+        over = [p["scale"] for p in points if not p["admissible"]]
+        if choice["note"]:  # an end of the range decided
+            assert choice["scale"] in (0.1, 100.0)
+        else:  # the largest scale within the bound, below the smallest one over it
+            assert choice["scale"] == max(s for s in within if s < min(over))
         assert pair["rows"][0]["scale"] == choice["scale"]
         assert pair["rows"][1]["scale"] == 1.0
         assert [row["scale_source"] for row in pair["rows"]] == ["chosen", "untuned"]
-
-
-def test_pick_scale_rule() -> None:
-    rows = [
-        {"scale": 1.0, "val_nll": 0.10, "val_auroc": 0.90},
-        {"scale": 3.0, "val_nll": 0.11, "val_auroc": 0.95},
-        {"scale": 10.0, "val_nll": 0.115, "val_auroc": 0.95},
-        {"scale": 30.0, "val_nll": 0.30, "val_auroc": 0.99},
-    ]
-    assert pick_scale(rows, nll_limit=0.12) == (3.0, "val_ood_auroc")  # tie -> smaller
-    assert [r["admissible"] for r in rows] == [True, True, True, False]
-    assert pick_scale(rows, nll_limit=0.05) == (1.0, "val_nll")  # nothing admissible
-    assert pick_scale(rows, nll_limit=None) == (1.0, "val_nll")
-    assert rows[0]["admissible"] is None
 
 
 def test_the_ood_test_set_never_influences_the_chosen_scale(
@@ -246,7 +239,7 @@ def test_the_ood_test_set_never_influences_the_chosen_scale(
     choices = []
     for bench, folder in ((base, "a"), (other, "b")):
         result, _ = runner.run_pair(config, "tradi", 0, bench, tmp_path / folder, progress=False)
-        choices.append(result["scale_selection"]["grid"])
+        choices.append(result["scale_selection"]["points"])
     assert choices[0] == choices[1]
 
 
