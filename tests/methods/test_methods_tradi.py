@@ -81,12 +81,16 @@ def test_scale_multiplies_the_sampled_deviation(model_factory, train_loader) -> 
 
 
 def test_gradient_step_form_reads_the_loop_optimizer(model_factory, train_loader) -> None:
-    tradi = build_method("tradi", model_factory, train=TRAIN, step="gradient", n_samples=2)
+    tradi = build_method(
+        "tradi", model_factory, train=TRAIN, step="gradient", n_samples=2, scale=1.0
+    )
     tradi.fit(train_loader)
     assert tradi.tracker is not None and tradi.tracker.step_form == "gradient"
     assert tradi.tracker.num_updates == 3 * len(train_loader)
     with pytest.raises(ValueError, match="nothing would be tracked"):
-        build_method("tradi", model_factory, train=TRAIN, start_epoch=3).fit(train_loader)
+        build_method("tradi", model_factory, train=TRAIN, start_epoch=3, scale=1.0).fit(
+            train_loader
+        )
 
 
 def test_kernel_samples_have_the_papers_cross_covariance(model_factory, train_loader) -> None:
