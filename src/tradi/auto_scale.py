@@ -69,6 +69,7 @@ def fit_ensemble(
     scale: float | Literal["auto"] = "auto",
     selection: ScaleSelection | None = None,
     scale_range: tuple[float, float] = SCALE_RANGE,
+    start: float = 1.0,
     n_samples: int = 20,
     bn_loader: Iterable[Any] | None = None,
     seed: int = 0,
@@ -88,6 +89,7 @@ def fit_ensemble(
         selection: the rule (default `ScaleSelection()`: the largest scale whose validation NLL
             is within 10% of the trained network's; needs no OOD data).
         scale_range: the (low, high) searched unless ``selection`` sets its own.
+        start: where the default rule's search starts (1: the posterior as it is).
         n_samples: weight sets in the ensemble (20, the paper's code).
         bn_loader: training batches to re-estimate BatchNorm statistics per sample (as the paper
             and SWAG do); None keeps the model's statistics.
@@ -123,6 +125,7 @@ def fit_ensemble(
         val_loader,
         selection or ScaleSelection(),
         scale_range,
+        start=start,
         ood_val_loader=ood_val_loader,
         ignore_index=ignore_index,
     )

@@ -15,10 +15,11 @@ weight. 0 gives the posterior's mean; the chosen value is a factor, not a unit-b
 - ``"nll_tolerance"`` (default; needs no OOD data): the largest scale in the search range whose
   ensemble's validation NLL is at most ``(1 + tolerance)`` x the trained network's own validation
   NLL. The widest ensemble the in-distribution data accepts, at a declared price in NLL. Search:
-  from the range's low end up by factors of 10 to the first scale over the bound, then
-  ``iterations`` bisections in log scale between the last scale within it and that one
-  (resolution 10^(1/2^iterations), 7.5% with the default 5). NLL need not be monotone: the answer
-  is the largest scale within the bound *below the first crossing*.
+  from a start scale (the method's untuned value; 1 in `fit_ensemble`) by factors of 10, up
+  while the bound holds or down until it does, then ``iterations`` bisections in log scale
+  between the last scale within the bound and the first over it (resolution
+  10^(1/2^iterations), 15% with the default 4). NLL need not be monotone: the answer is a scale
+  within the bound next to a crossing, the first one met from the start.
 - ``"min_nll"``: the lowest validation NLL: the factor-10 ladder over the whole range, then
   ``iterations`` golden-section steps in log scale around its best point.
 - ``"ood_auroc"`` (explicit option; needs a declared OOD validation set, never the OOD test
@@ -67,7 +68,7 @@ class ScaleSelection:
 
     rule: Rule = "nll_tolerance"
     tolerance: float = 0.10
-    iterations: int = 5
+    iterations: int = 4
     low: float | None = None
     high: float | None = None
 
@@ -206,6 +207,7 @@ def search_scale(
     selection: ScaleSelection,
     default_range: tuple[float, float],
     *,
+    start: float = 1.0,
     ood_val_loader: Iterable[Any] | None = None,
     ignore_index: int | None = None,
 ) -> tuple[ScaleSearch, SampledEnsemble]:
@@ -218,6 +220,7 @@ def search_scale(
         val_loader: ``(inputs, targets)`` batches of the validation split.
         selection: the rule and its settings.
         default_range: (low, high) searched unless ``selection`` sets its own.
+        start: where the ``"nll_tolerance"`` ladder starts (clipped into the range).
         ood_val_loader: a declared OOD validation set (inputs or ``(inputs, _)`` batches); only
             ``"ood_auroc"`` reads it, and it requires it.
         ignore_index: a label that counts nowhere (segmentation).
@@ -239,7 +242,8 @@ def search_scale(
     if selection.rule == "min_nll":
         chosen, note = _lowest_nll(scorer, low, high, selection.iterations), ""
     else:
-        chosen, note = _largest_within(scorer, low, high, selection.iterations)
+        start = min(max(start, low), high)
+        chosen, note = _largest_within(scorer, low, high, start, selection.iterations)
         if selection.rule == "ood_auroc" and not note.startswith("no scale"):
             within = [p for p in scorer.points.values() if p.admissible]
             chosen = max(sorted(within, key=lambda p: p.scale), key=lambda p: p.val_auroc).scale
@@ -255,24 +259,42 @@ def search_scale(
     return search, scorer.keep_only(chosen)
 
 
+def _round(scale: float) -> float:
+    """12 significant digits: 0.01 x 10 is 0.1, not 0.10000000000000002."""
+    return float(f"{scale:.12g}")
+
+
 def _ladder(low: float, high: float) -> list[float]:
     """low, 10 low, 100 low, ... and high itself last."""
     steps = math.ceil(math.log(high / low, _LADDER) - 1e-9)
-    return [min(float(f"{low * _LADDER**k:.12g}"), high) for k in range(steps + 1)]
+    return [min(_round(low * _LADDER**k), high) for k in range(steps + 1)]
 
 
-def _largest_within(scorer: _Scorer, low: float, high: float, iterations: int) -> tuple[float, str]:
-    """The largest scale within the NLL bound below the first crossing (bisection in log)."""
-    within = None
-    for scale in _ladder(low, high):
-        if not scorer(scale).admissible:
-            break
-        within = scale
+def _largest_within(
+    scorer: _Scorer, low: float, high: float, start: float, iterations: int
+) -> tuple[float, str]:
+    """A scale within the NLL bound next to its first crossing from ``start``: factor-10 steps
+    up while the bound holds (down until it holds), then bisection in log scale."""
+    if scorer(start).admissible:
+        within = start
+        while within < high:
+            step = min(_round(within * _LADDER), high)
+            if not scorer(step).admissible:
+                over = step
+                break
+            within = step
+        else:
+            return high, f"every scale up to the range's high end {high:g} keeps the NLL bound"
     else:
-        return high, f"every scale up to the range's high end {high:g} keeps the NLL bound"
-    if within is None:
-        return low, f"no scale keeps the NLL bound; the range's low end {low:g} is returned"
-    over = scale
+        over = start
+        while over > low:
+            step = max(_round(over / _LADDER), low)
+            if scorer(step).admissible:
+                within = step
+                break
+            over = step
+        else:
+            return low, f"no scale keeps the NLL bound; the range's low end {low:g} is returned"
     for _ in range(iterations):
         middle = math.sqrt(within * over)
         if scorer(middle).admissible:

@@ -73,7 +73,7 @@ def test_nll_tolerance_finds_the_crossing_by_bisection_in_log_scale() -> None:
     assert search.reference_nll == pytest.approx(REFERENCE_NLL, rel=1e-5)
     # the answer keeps the bound and lies within one bisection step (10^(1/64)) below it
     assert crossing / 10 ** (1 / 64) <= search.scale <= crossing
-    assert len(search.points) == 5 + 6  # the ladder 0.01 ... 100, then 6 bisections
+    assert len(search.points) == 3 + 6  # the ladder from 1: 1, 10, 100, then 6 bisections
     assert all(p.admissible == (p.val_nll <= search.nll_limit) for p in search.points)
 
 

@@ -9,6 +9,7 @@ forward passes per input.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -301,6 +302,7 @@ class SamplingMethod(Method):
             val_loader,
             selection=selection or self.selection,
             scale_range=self.scale_range,
+            start=self._search_start(),
             ood_val_loader=ood_val_loader,
             ignore_index=getattr(self.loss_fn, "ignore_index", None),
             **self._ensemble_settings(),
@@ -308,6 +310,12 @@ class SamplingMethod(Method):
         assert search is not None
         self.noise_scale, self.scale_search, self._ensemble = search.scale, search, ensemble
         return search
+
+    def _search_start(self) -> float:
+        """The untuned scale, else the middle of the range in log scale."""
+        if self.default_scale is not None:
+            return self.default_scale
+        return math.sqrt(self.scale_range[0] * self.scale_range[1])
 
     def state_dict(self) -> dict[str, Any]:
         search = None if self.scale_search is None else dataclasses.asdict(self.scale_search)
