@@ -27,9 +27,7 @@ weight. 0 gives the posterior's mean; the chosen value is a factor, not a unit-b
   bound, the highest AUROC of the maximum class probability, validation in-distribution data
   against ``ood_val_loader``; ties go to the smaller scale.
 
-When even the low end breaks the NLL bound, the low end is returned and `ScaleSearch.note` says
-so. Every evaluated scale draws its weight sets from the same seed, so scales differ by the
-scale alone and the ensemble of a scale is the same whenever it is built.
+Every scale draws its weight sets from the same seed: scales differ by the scale alone.
 """
 
 from __future__ import annotations
@@ -43,13 +41,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from tradi._scale_search import Scorer, largest_within, lowest_nll
 from tradi.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics, OODMetrics
 
 Rule = Literal["nll_tolerance", "min_nll", "ood_auroc"]
 RULES: tuple[Rule, ...] = ("nll_tolerance", "min_nll", "ood_auroc")
-_LADDER = 10.0  # the coarse search's step factor
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 @dataclass(frozen=True)
@@ -75,25 +72,19 @@ class ScaleSelection:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
-        if self.tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
-        if self.low is not None or self.high is not None:
-            check_range((self.low or 0.0, self.high or math.inf))
+        if self.tolerance < 0 or self.iterations < 0:
+            raise ValueError(
+                f"tolerance and iterations must be >= 0, got {self.tolerance}, {self.iterations}"
+            )
+        self.range((1e-300, math.inf))
 
     def range(self, default: tuple[float, float]) -> tuple[float, float]:
-        """The search range: ``low``/``high`` where set, else ``default``'s ends."""
-        bounds = (self.low or default[0], self.high or default[1])
-        check_range(bounds)
-        return bounds
-
-
-def check_range(bounds: tuple[float, float]) -> None:
-    """Refuse a search range that is not 0 < low < high."""
-    low, high = bounds
-    if not 0.0 < low < high:
-        raise ValueError(f"the scale search range needs 0 < low < high, got ({low}, {high})")
+        """The search range: ``low``/``high`` where set, else ``default``'s ends; refuses a
+        range that is not 0 < low < high."""
+        low, high = self.low or default[0], self.high or default[1]
+        if not 0.0 < low < high:
+            raise ValueError(f"the scale search range needs 0 < low < high, got ({low}, {high})")
+        return low, high
 
 
 @dataclass(frozen=True)
@@ -122,43 +113,6 @@ class ScaleSearch:
     points: tuple[ScalePoint, ...]
     seconds: float
     note: str = ""
-
-
-class _Scorer:
-    """Builds and scores ensembles on the validation data, keeping the best one built so far."""
-
-    def __init__(
-        self,
-        make_ensemble: Callable[[float], SampledEnsemble],
-        val_loader: Iterable[Any],
-        ood_val_loader: Iterable[Any] | None,
-        ignore_index: int | None,
-        nll_limit: float | None,
-    ) -> None:
-        self.make_ensemble = make_ensemble
-        self.val_loader, self.ood_val_loader = val_loader, ood_val_loader
-        self.ignore_index, self.nll_limit = ignore_index, nll_limit
-        self.points: dict[float, ScalePoint] = {}
-        self.ensembles: dict[float, SampledEnsemble] = {}
-
-    def __call__(self, scale: float) -> ScalePoint:
-        if scale in self.points:
-            return self.points[scale]
-        ensemble = self.make_ensemble(scale)
-        nll, accuracy, auroc = score(
-            ensemble, self.val_loader, self.ignore_index, self.ood_val_loader
-        )
-        admissible = None if self.nll_limit is None else nll <= self.nll_limit
-        point = ScalePoint(scale, nll, accuracy, auroc, admissible)
-        self.points[scale] = point
-        self.ensembles[scale] = ensemble
-        return point
-
-    def keep_only(self, scale: float) -> SampledEnsemble:
-        """The ensemble of ``scale``, every other one released."""
-        ensemble = self.ensembles[scale]
-        self.ensembles = {scale: ensemble}
-        return ensemble
 
 
 @torch.no_grad()
@@ -238,12 +192,18 @@ def search_scale(
     reference = score(network_predict(network), val_loader, ignore_index)[0]
     limit = None if selection.rule == "min_nll" else (1.0 + selection.tolerance) * reference
     ood = ood_val_loader if selection.rule == "ood_auroc" else None
-    scorer = _Scorer(make_ensemble, val_loader, ood, ignore_index, limit)
+
+    def evaluate(scale: float, ensemble: SampledEnsemble) -> ScalePoint:
+        nll, accuracy, auroc = score(ensemble, val_loader, ignore_index, ood)
+        admissible = None if limit is None else nll <= limit
+        return ScalePoint(scale, nll, accuracy, auroc, admissible)
+
+    scorer = Scorer(make_ensemble, evaluate)
     if selection.rule == "min_nll":
-        chosen, note = _lowest_nll(scorer, low, high, selection.iterations), ""
+        chosen, note = lowest_nll(scorer, low, high, selection.iterations), ""
     else:
         start = min(max(start, low), high)
-        chosen, note = _largest_within(scorer, low, high, start, selection.iterations)
+        chosen, note = largest_within(scorer, low, high, start, selection.iterations)
         if selection.rule == "ood_auroc" and not note.startswith("no scale"):
             within = [p for p in scorer.points.values() if p.admissible]
             chosen = max(sorted(within, key=lambda p: p.scale), key=lambda p: p.val_auroc).scale
@@ -256,64 +216,4 @@ def search_scale(
         seconds=time.perf_counter() - started,
         note=note,
     )
-    return search, scorer.keep_only(chosen)
-
-
-def _round(scale: float) -> float:
-    """12 significant digits: 0.01 x 10 is 0.1, not 0.10000000000000002."""
-    return float(f"{scale:.12g}")
-
-
-def _ladder(low: float, high: float) -> list[float]:
-    """low, 10 low, 100 low, ... and high itself last."""
-    steps = math.ceil(math.log(high / low, _LADDER) - 1e-9)
-    return [min(_round(low * _LADDER**k), high) for k in range(steps + 1)]
-
-
-def _largest_within(
-    scorer: _Scorer, low: float, high: float, start: float, iterations: int
-) -> tuple[float, str]:
-    """A scale within the NLL bound next to its first crossing from ``start``: factor-10 steps
-    up while the bound holds (down until it holds), then bisection in log scale."""
-    if scorer(start).admissible:
-        within = start
-        while within < high:
-            step = min(_round(within * _LADDER), high)
-            if not scorer(step).admissible:
-                over = step
-                break
-            within = step
-        else:
-            return high, f"every scale up to the range's high end {high:g} keeps the NLL bound"
-    else:
-        over = start
-        while over > low:
-            step = max(_round(over / _LADDER), low)
-            if scorer(step).admissible:
-                within = step
-                break
-            over = step
-        else:
-            return low, f"no scale keeps the NLL bound; the range's low end {low:g} is returned"
-    for _ in range(iterations):
-        middle = math.sqrt(within * over)
-        if scorer(middle).admissible:
-            within = middle
-        else:
-            over = middle
-    return within, ""
-
-
-def _lowest_nll(scorer: _Scorer, low: float, high: float, iterations: int) -> float:
-    """The lowest validation NLL: the ladder, then golden-section steps in log scale."""
-    ladder = _ladder(low, high)
-    best = min(range(len(ladder)), key=lambda i: scorer(ladder[i]).val_nll)
-    a = math.log(ladder[max(best - 1, 0)])
-    b = math.log(ladder[min(best + 1, len(ladder) - 1)])
-    for _ in range(iterations):
-        c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-        if scorer(math.exp(c)).val_nll <= scorer(math.exp(d)).val_nll:
-            b = d
-        else:
-            a = c
-    return min(scorer.points.values(), key=lambda p: (p.val_nll, p.scale)).scale
+    return search, scorer.ensemble(chosen)

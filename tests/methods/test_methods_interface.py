@@ -64,7 +64,7 @@ def test_unknown_names_and_options_fail_clearly(model_factory) -> None:
         build_method("mcp", model_factory, train={"lr_decay": 0.1})
     with pytest.raises(TypeError, match="MCDropoutOptions"):
         METHODS["mc_dropout"](model_factory, METHODS["mcp"].options_type())
-    with pytest.raises(ValueError, match="a number >= 0 .* or 'auto'"):
+    with pytest.raises(ValueError, match=r"a number >= 0 .* or 'auto'"):
         build_method("tradi", model_factory, scale="large")
     with pytest.raises(ValueError, match="mcp has no noise scale"):
         build_method("mcp", model_factory, selection=ScaleSelection())

@@ -117,8 +117,8 @@ def test_ood_auroc_takes_the_best_separation_within_the_bound() -> None:
     ("kwargs", "message"),
     [
         ({"rule": "largest"}, "rule must be one of"),
-        ({"tolerance": -0.1}, "tolerance must be >= 0"),
-        ({"iterations": -1}, "iterations must be >= 0"),
+        ({"tolerance": -0.1}, "tolerance and iterations must be >= 0"),
+        ({"iterations": -1}, "tolerance and iterations must be >= 0"),
         ({"low": 10.0, "high": 1.0}, "0 < low < high"),
     ],
 )
