@@ -265,17 +265,19 @@ def _selection_section(results: dict[str, Any]) -> str:
             f"network's validation NLL {search['reference_nll']:.4f}, bound {limit_text}). "
             f"{search['note']}\n"
         )
+        with_auroc = search["rule"] == "ood_auroc"
         lines = [
             [
                 f"{p['scale']:.4g}",
                 f"{p['val_nll']:.4f}",
                 f"{100 * p['val_accuracy']:.2f}",
-                f"{100 * p['val_auroc']:.2f}" if p["val_auroc"] is not None else "–",
+                *([f"{100 * p['val_auroc']:.2f}"] if with_auroc else []),
                 {True: "yes", False: "no", None: "–"}[p["admissible"]],
             ]
             for p in search["points"]
         ]
-        header = ["scale", "val. NLL", "val. acc. %", "val. AUROC % (vs ood_val)", "within bound"]
+        auroc_header = ["val. AUROC % (vs ood_val)"] if with_auroc else []
+        header = ["scale", "val. NLL", "val. acc. %", *auroc_header, "within bound"]
         parts.append(_markdown(header, lines))
     return "\n".join(parts)
 
