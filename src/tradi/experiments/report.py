@@ -38,6 +38,8 @@ METRIC_FORMATS: dict[str, tuple[str, float, int]] = {
     "aupr_out": ("AUPR-out %", 100.0, 1),
     "fpr95_tpr_in": ("FPR95 % (in-dist. positive)", 100.0, 1),
     "fpr95_tpr_out": ("FPR95 % (OOD positive)", 100.0, 1),
+    "far_auroc": ("far-OOD AUROC %", 100.0, 1),
+    "far_fpr95_tpr_in": ("far-OOD FPR95 %", 100.0, 1),
     "ece": ("ECE", 1.0, 4),
     "pooled_ece": ("pooled ECE (paper's)", 1.0, 3),
     "mce": ("MCE", 1.0, 3),
@@ -54,6 +56,8 @@ _OOD_COLUMNS = (
     "aupr_in",
     "aupr_out",
     "fpr95_tpr_in",
+    "far_auroc",
+    "far_fpr95_tpr_in",
     "ece",
     "pooled_ece",
     "accuracy",
@@ -69,7 +73,8 @@ _CONVENTIONS = (
     "that keeps 95% of the in-distribution samples. ECE: 15 equal-width bins, in-distribution "
     "test data only (the calibration figure). Pooled ECE: the paper's table ECE, in-distribution "
     "and OOD test data pooled with every OOD prediction counted wrong; shown only to compare "
-    "with the paper."
+    "with the paper. Far-OOD columns (where the benchmark declares one, e.g. digits: the "
+    "in-distribution test images with inverted intensities) beside the benchmark's OOD set."
 )
 _SEGMENTATION_CONVENTIONS = (
     "Per pixel, accumulated over the whole test set (score histograms and a confusion matrix, "

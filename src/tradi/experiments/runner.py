@@ -130,6 +130,7 @@ class _Loaders:
     test: TensorBatches
     ood_test: TensorBatches | None
     ood_val: TensorBatches | None
+    far_ood_test: TensorBatches | None = None
 
 
 def _rank_block(split: TensorSplit) -> TensorSplit:
@@ -166,8 +167,10 @@ def _loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> _Load
             TensorBatches(benchmark.test, size),
             fixed(benchmark.ood_test),
             fixed(benchmark.ood_val),
+            fixed(benchmark.far_ood_test),
         )
     ood_test = None if benchmark.ood_test is None else _rank_block(benchmark.ood_test)
+    far = None if benchmark.far_ood_test is None else _rank_block(benchmark.far_ood_test)
     return _Loaders(
         train=ShardedBatches(train),
         val=val,
@@ -175,6 +178,7 @@ def _loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> _Load
         test=TensorBatches(_rank_block(benchmark.test), size),
         ood_test=fixed(ood_test),
         ood_val=fixed(benchmark.ood_val),
+        far_ood_test=fixed(far),
     )
 
 
@@ -254,7 +258,11 @@ def run_pair(
     artefacts: dict[str, Any] = {}
     for row in _table_rows(name, search, config.scale_selection.report_untuned):
         evaluation = evaluate(
-            partial(predictor, method, row.scale), benchmark, loaders.test, loaders.ood_test
+            partial(predictor, method, row.scale),
+            benchmark,
+            loaders.test,
+            loaders.ood_test,
+            loaders.far_ood_test,
         )
         result["rows"].append(_row_result(row, method, evaluation))
         artefacts[row.key] = {
