@@ -247,7 +247,7 @@ class SamplingMethod(Method):
         # the whole global batches on every rank of a distributed run: its sampled weight sets
         # then get the single-process BatchNorm statistics
         self.bn_loader = global_batches(train_loader)
-        self._ensemble = None
+        self._ensemble, self.scale_search = None, None
         return super().fit(train_loader, val_loader, checkpoint_dir=checkpoint_dir)
 
     @property
