@@ -31,7 +31,7 @@ methods:
   swag: {n_samples: 5, start_epoch: 0}
   tradi: {scale: auto, n_samples: 5, init_variance: 0.0}
 seeds: [0]
-scale_selection: {tolerance: 0.2, iterations: 2, report_untuned: false}
+scale_selection: {tolerance: 0.2, iterations: 1, report_untuned: false}
 device: cpu
 threads: 1
 """
