@@ -8,13 +8,13 @@ TORCH_SPEC ?= torch==2.13.0
 # Tests and CI read the shared datasets when they exist; data-bound tests skip otherwise.
 export TRADI_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install demo test lint format bench bench-long clean
+.PHONY: install demo test lint format docs bench bench-long clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test,lightning]"
+	$(BIN)/pip install --quiet -e ".[test,lightning,ivon,docs]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -23,15 +23,20 @@ demo: install
 	$(BIN)/tradi run digits --out runs/digits
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 format: install
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks examples
+	$(BIN)/ruff check --fix src tests benchmarks examples
+
+# the API reference site from the docstrings (mkdocs-material + mkdocstrings) into site/;
+# strict: a broken reference or link, or a docstring that does not parse, fails the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # two test workers, one thread each: the machine's two cores without oversubscription
-test: lint
+test: lint docs
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 bench: install
@@ -43,4 +48,4 @@ bench-long: install
 	$(BIN)/tradi reproduce cifar10 --no-progress
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

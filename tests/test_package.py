@@ -29,6 +29,7 @@ def test_lazy_names_resolve_to_their_subpackages() -> None:
         "swag",
         "gaussian_perturbation",
         "tradi",
+        "ivon",
     }
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = tradi.nope

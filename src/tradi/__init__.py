@@ -3,32 +3,54 @@
 TRADI (Franchi et al., ECCV 2020) tracks every weight's mean and variance with a Kalman filter
 during ordinary training, then samples weight sets from that Gaussian and averages predictions.
 
-`import tradi` loads only the tracker, posteriors and ensemble; the methods, training loop, data
-and models are imported on first use (`tradi.build_method`, ...), so a user who only tracks
-weights does not pay for torchmetrics and matplotlib.
+Every name is imported on first use (`tradi.WeightTracker`, `tradi.build_method`, ...): `import
+tradi` loads nothing heavy, `tradi --help` answers without loading torch, and a user who only
+tracks weights does not pay for torchmetrics and matplotlib.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tradi.ensemble import SampledEnsemble, update_bn_stats
-from tradi.posterior import (
-    DiagonalGaussian,
-    IsotropicGaussian,
-    KernelGaussian,
-    SWAGPosterior,
-    WeightPosterior,
-)
-from tradi.tracking import KalmanConfig, WeightTracker
+if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
+    from tradi.adapters import ModelIO
+    from tradi.data import load_benchmark, load_dataset
+    from tradi.ensemble import SampledEnsemble, update_bn_stats
+    from tradi.evaluation import Evaluation, evaluate
+    from tradi.methods import METHODS, build_method
+    from tradi.models import build_model
+    from tradi.posterior import (
+        DiagonalGaussian,
+        IsotropicGaussian,
+        KernelGaussian,
+        SWAGPosterior,
+        WeightPosterior,
+    )
+    from tradi.regression import GaussianPrediction
+    from tradi.tracking import KalmanConfig, WeightTracker
+    from tradi.training import Callback, TrainConfig, fit
 
+#: The package version; pyproject.toml reads it from here (the single source).
 __version__ = "0.1.0"
 
 _LAZY = {
     "fit_ensemble": "tradi.auto_scale",
     "ScaleSelection": "tradi.selection",
     "ScaleSearch": "tradi.selection",
+    "ModelIO": "tradi.adapters",
+    "GaussianPrediction": "tradi.regression",
+    "SampledEnsemble": "tradi.ensemble",
+    "update_bn_stats": "tradi.ensemble",
+    "evaluate": "tradi.evaluation",
+    "Evaluation": "tradi.evaluation",
+    "DiagonalGaussian": "tradi.posterior",
+    "IsotropicGaussian": "tradi.posterior",
+    "KernelGaussian": "tradi.posterior",
+    "SWAGPosterior": "tradi.posterior",
+    "WeightPosterior": "tradi.posterior",
+    "KalmanConfig": "tradi.tracking",
+    "WeightTracker": "tradi.tracking",
     "build_method": "tradi.methods",
     "METHODS": "tradi.methods",
     "fit": "tradi.training",
@@ -42,17 +64,26 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'tradi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [
     "METHODS",
     "Callback",
     "DiagonalGaussian",
+    "Evaluation",
+    "GaussianPrediction",
     "IsotropicGaussian",
     "KalmanConfig",
     "KernelGaussian",
+    "ModelIO",
     "SWAGPosterior",
     "SampledEnsemble",
     "ScaleSearch",
@@ -63,6 +94,7 @@ __all__ = [
     "__version__",
     "build_method",
     "build_model",
+    "evaluate",
     "fit",
     "fit_ensemble",
     "load_benchmark",

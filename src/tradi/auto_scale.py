@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tradi.adapters import DEFAULT_IO, ModelIO
 from tradi.ensemble import SampledEnsemble
 from tradi.posterior import WeightPosterior
 from tradi.selection import ScaleSearch, ScaleSelection, search_scale
@@ -75,6 +76,7 @@ def fit_ensemble(
     seed: int = 0,
     ood_val_loader: Iterable[Any] | None = None,
     ignore_index: int | None = None,
+    io: ModelIO = DEFAULT_IO,
 ) -> tuple[SampledEnsemble, ScaleSearch | None]:
     """The sampled ensemble at a scale chosen on validation data (or fixed), and the search.
 
@@ -97,6 +99,7 @@ def fit_ensemble(
             scale draws from the same seed.
         ood_val_loader: a declared OOD validation set, read only by rule "ood_auroc".
         ignore_index: a label that counts nowhere (segmentation).
+        io: how batches become model inputs and targets (`tradi.ModelIO`; default: tuples).
 
     Returns:
         (ensemble, search): the `SampledEnsemble` ([N, C] mean probabilities when called) at the
@@ -111,7 +114,9 @@ def fit_ensemble(
 
     def build(value: float) -> SampledEnsemble:
         with seeded_randomness(seed, device, [bn_loader] if bn_loader is not None else []):
-            return SampledEnsemble(model, family(value), n_samples, bn_loader=bn_loader, seed=seed)
+            return SampledEnsemble(
+                model, family(value), n_samples, bn_loader=bn_loader, seed=seed, io=io
+            )
 
     if scale != "auto":
         if isinstance(scale, str) or scale < 0:
@@ -128,5 +133,6 @@ def fit_ensemble(
         start=start,
         ood_val_loader=ood_val_loader,
         ignore_index=ignore_index,
+        io=io,
     )
     return ensemble, search

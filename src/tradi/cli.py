@@ -13,9 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tradi.data import DATA_DIR_ENV, DatasetNotFoundError
+from tradi import __version__
 
+# Only the standard library and the lazy `tradi` package are imported here: `tradi --help` and
+# `tradi --version` answer without loading torch. The rest is imported in `main`.
 if TYPE_CHECKING:
+    from tradi.data import Benchmark
     from tradi.experiments import ExperimentConfig
 
 DESCRIPTION = """\
@@ -25,6 +28,7 @@ measure calibration and out-of-distribution detection.
   tradi list                         the shipped experiment configs
   tradi show mnist-notmnist          print a config (copy it to a file, edit, run the file)
   tradi run digits                   all six methods on the embedded digits (about a minute)
+  tradi run digits train.epochs=2 methods.tradi.n_samples=10   override config keys (KEY=VALUE)
   tradi run my.yaml --methods mcp tradi --seeds 3 --out runs/mine
   tradi run mnist-notmnist --out runs/mnist-notmnist --resume   continue an interrupted run
   tradi run digits --nproc 2         data-parallel (DDP) on 2 local processes; or with torchrun:
@@ -34,7 +38,9 @@ measure calibration and out-of-distribution detection.
 A run writes OUT/results.json (every metric, train and test time, forward passes, per method and
 seed, with the config, seeds and versions), OUT/results.csv, OUT/report.md (the paper's table,
 ours as mean +- std over seeds beside the paper's numbers, with figures) and OUT/figures/.
-Datasets other than digits are read from --data-dir or $TRADI_DATA_DIR.
+Datasets other than digits are read from --data-dir or $TRADI_DATA_DIR (--download fetches
+missing files from their official sources and checks them against the known checksums).
+Progress bars are shown only when stderr is a terminal; otherwise log lines replace them.
 """
 
 
@@ -42,16 +48,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradi", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"tradi {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
         "run",
         help="train and evaluate every method of a config, write results and report",
         description="Train every method of CONFIG once per seed, evaluate it, and write "
-        "results.json, results.csv, report.md and figures/ to --out.",
+        "results.json, results.csv, report.md and figures/ to --out. KEY=VALUE arguments "
+        "override the config's keys, checked like the YAML: train.epochs=2, "
+        "methods.tradi.n_samples=10, seeds=[0,1,2], model.options.hidden_features=[64,64].",
     )
     run.add_argument(
         "config", metavar="CONFIG_OR_NAME", help="a shipped config name or a YAML file"
+    )
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="set a config key (dotted path; the value is read as YAML); any position",
     )
     run.add_argument(
         "--methods", nargs="+", metavar="METHOD", help="only these methods of the config"
@@ -82,7 +97,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help=f"dataset folder (default: ${DATA_DIR_ENV}, then ../shared/data)",
+        help="dataset folder (default: $TRADI_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch missing dataset files from their official sources into the data folder "
+        "(each checked against its known checksum)",
     )
     parser.add_argument(
         "--resume",
@@ -91,7 +112,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "progress restarts from its last epoch checkpoint (without it, a previous run's state in "
         "--out is discarded)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars, log lines instead (automatic when stderr is not a terminal)",
+    )
     parser.add_argument(
         "--nproc",
         type=int,
@@ -103,10 +128,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _configure_logging(no_progress: bool) -> None:
+def _configure_logging(progress: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    if no_progress:  # log lines replace the progress bars
+    if not progress:  # log lines replace the progress bars
         logging.getLogger("tradi").setLevel(logging.INFO)
+
+
+def _show_progress(no_progress: bool) -> bool:
+    """Bars only for a person watching: never into a log file or a pipe (cursor codes)."""
+    return not no_progress and sys.stderr.isatty()
 
 
 def run_rank(
@@ -114,82 +144,146 @@ def run_rank(
     out: Path,
     resume: bool,
     data_dir: Path | None,
-    no_progress: bool,
+    progress: bool,
     command: str,
 ) -> None:
     """What each process of `--nproc N` runs (module-level: `launch` spawns and pickles it)."""
     from tradi.experiments import run_experiment
 
-    _configure_logging(no_progress)
+    _configure_logging(progress)
     run_experiment(
-        config, out, resume=resume, data_dir=data_dir, progress=not no_progress, command=command
+        config, out, resume=resume, data_dir=data_dir, progress=progress, command=command
     )
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; KEY=VALUE overrides may stand anywhere after ``run CONFIG``."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and args.command != "run":
+        parser.error(f"KEY=VALUE overrides are for `tradi run`, got: {' '.join(extra)}")
+    if args.command == "run":  # `--methods a b k=v` swallows k=v: no method name has a "="
+        swallowed = [m for m in args.methods or () if "=" in m]
+        args.methods = [m for m in args.methods or () if "=" not in m] or None
+        args.overrides = [*args.overrides, *swallowed, *extra]
+    return args
+
+
+def _load(args: argparse.Namespace) -> tuple[ExperimentConfig, Path]:
+    """The config to run, with the command line's changes, and the output folder."""
+    from tradi.experiments import ConfigError, config_names, load_config, select_methods
+
+    source = args.config if args.command == "run" else args.name
+    if args.command == "reproduce" and source not in config_names():
+        raise ConfigError(f"unknown config {source!r}; shipped: {', '.join(config_names())}")
+    config = load_config(source, getattr(args, "overrides", ()))
+    out = args.out or Path("runs") / config.name
+    if args.command == "run":
+        config = select_methods(config, args.methods)
+        if args.seeds is not None:
+            if args.seeds < 1:
+                raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+            config = replace(config, seeds=tuple(range(args.seeds)))
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.nproc > 1:
+        raise ConfigError("under torchrun the processes come from --nproc_per_node: drop --nproc")
+    return config, out
+
+
+def _fetch(config: ExperimentConfig, data_dir: Path | None) -> Benchmark:
+    """The benchmark, with missing files downloaded (``--download``) before any training."""
+    from tradi.data import load_benchmark
+
+    return load_benchmark(
+        config.benchmark,
+        data_dir,
+        val_fraction=config.data.val_fraction,
+        seed=config.data.split_seed,
+        download=True,
+    )
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    """`run` and `reproduce`: train, evaluate, write, and print the table."""
+    from tradi.distributed import init_from_env, is_rank_zero, launch
+    from tradi.experiments import check_device, main_table, run_experiment
+    from tradi.experiments.report import recipe_warning
+
+    config, out = _load(args)
+    check_device(config.device)
+    progress = _show_progress(args.no_progress)
+    benchmark = _fetch(config, args.data_dir) if args.download else None
+    if args.nproc > 1:
+        launch(run_rank, args.nproc, (config, out, args.resume, args.data_dir, progress, command))
+        results = json.loads((out / "results.json").read_text())
+    else:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun started this process
+            init_from_env()
+        results = run_experiment(
+            config,
+            out,
+            resume=args.resume,
+            data_dir=args.data_dir,
+            progress=progress,
+            command=command,
+            benchmark=benchmark,
+        )
+    if is_rank_zero():
+        if warning := recipe_warning(results):
+            print(warning.replace("**", "") + "\n")
+        print(main_table(results))
+        print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, command: str) -> int:
+    from tradi.experiments import config_names, config_text, load_config
+
+    if args.command == "list":
+        for name in config_names():
+            print(f"{name:16s} {load_config(name).description}")
+        return 0
+    if args.command == "show":
+        print(config_text(args.name)[0], end="")
+        return 0
+    return _run(args, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """Entry point of the console script; returns the exit status.
+
+    Expected failures (a bad config or argument, a missing or corrupt data file, an unavailable
+    device, a file that cannot be written) print one ``tradi: error: ...`` line saying what to
+    do and return 2; a failed distributed worker returns 1, Ctrl-C 130, a closed stdout 141.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = _parse(argv)
     # The command that reruns this experiment from scratch (recorded in results and report).
     arguments = argv if argv is not None else sys.argv[1:]
     command = shlex.join(["tradi", *(a for a in arguments if a != "--resume")])
-    # Imported here so that `tradi --help` answers without loading torch.
-    from tradi.distributed import DistributedRunError, init_from_env, is_rank_zero, launch
-    from tradi.experiments import (
-        ConfigError,
-        config_names,
-        config_text,
-        load_config,
-        main_table,
-        run_experiment,
-        select_methods,
-    )
+    from tradi.data import ChecksumMismatchError, DatasetNotFoundError
+    from tradi.distributed import DistributedRunError
+    from tradi.experiments import ConfigError
 
-    _configure_logging(getattr(args, "no_progress", False))
-    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    _configure_logging(_show_progress(getattr(args, "no_progress", True)))
     try:
-        if args.command == "list":
-            for name in config_names():
-                print(f"{name:16s} {load_config(name).description}")
-            return 0
-        if args.command == "show":
-            print(config_text(args.name)[0], end="")
-            return 0
-        source = args.config if args.command == "run" else args.name
-        if args.command == "reproduce" and source not in config_names():
-            raise ConfigError(f"unknown config {source!r}; shipped: {', '.join(config_names())}")
-        config = load_config(source)
-        out = args.out or Path("runs") / config.name
-        if args.command == "run":
-            config = select_methods(config, args.methods)
-            if args.seeds is not None:
-                if args.seeds < 1:
-                    raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-                config = replace(config, seeds=tuple(range(args.seeds)))
-        if args.nproc < 1:
-            raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
-        if under_torchrun and args.nproc > 1:
-            raise ConfigError(
-                "under torchrun the processes come from --nproc_per_node: drop --nproc"
-            )
-        if args.nproc > 1:
-            launch(
-                run_rank,
-                args.nproc,
-                (config, out, args.resume, args.data_dir, args.no_progress, command),
-            )
-            results = json.loads((out / "results.json").read_text())
-        else:
-            if under_torchrun:  # torchrun started this process: join its group first
-                init_from_env()
-            results = run_experiment(
-                config,
-                out,
-                resume=args.resume,
-                data_dir=args.data_dir,
-                progress=not args.no_progress,
-                command=command,
-            )
-    except (ConfigError, DatasetNotFoundError) as error:
+        return _dispatch(args, command)
+    except BrokenPipeError:
+        raise
+    except (ConfigError, DatasetNotFoundError, ChecksumMismatchError, OSError) as error:
         print(f"tradi: error: {error}", file=sys.stderr)
         return 2
     except DistributedRunError as error:
@@ -198,11 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ntradi: interrupted; continue with: {command} --resume", file=sys.stderr)
         return 130
-    if not is_rank_zero():
-        return 0
-    print(main_table(results))
-    print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
-    return 0
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (`tradi list | head -1`): stop quietly. Python would
+    report the failed flush at exit, so stdout is pointed at /dev/null first."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a command stopped by a closed pipe
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi._scale_search import Scorer, largest_within, lowest_nll
+from tradi.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics, OODMetrics
 
@@ -121,14 +122,16 @@ def score(
     loader: Iterable[Any],
     ignore_index: int | None = None,
     ood_loader: Iterable[Any] | None = None,
+    io: ModelIO = DEFAULT_IO,
 ) -> tuple[float, float, float | None]:
     """(mean NLL, accuracy, AUROC or None) of ``predict``'s probabilities [N, C, ...] over
     ``(inputs, targets)`` batches; the AUROC (max class probability, in-distribution positive)
-    only when ``ood_loader`` is given. Labels equal to ``ignore_index`` count nowhere."""
+    only when ``ood_loader`` is given. Labels equal to ``ignore_index`` count nowhere; ``io``
+    reads inputs and targets from a batch."""
     metrics = ClassificationMetrics(ignore_index=ignore_index)
     ood = OODMetrics() if ood_loader is not None else None
-    for inputs, targets in loader:
-        probs = predict(inputs).cpu()
+    for batch in loader:
+        probs, targets = predict(io.inputs(batch)).cpu(), io.targets(batch)
         metrics.update(probs, targets)
         if ood is not None:
             valid = None if ignore_index is None else targets != ignore_index
@@ -137,19 +140,18 @@ def score(
     if ood is not None:
         assert ood_loader is not None
         for batch in ood_loader:
-            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            ood.update(predict(inputs).cpu().max(dim=1).values, True)
+            ood.update(predict(io.inputs(batch)).cpu().max(dim=1).values, True)
         auroc = float(ood.compute()["auroc"])
     values = metrics.compute()
     return float(values["nll"]), float(values["accuracy"]), auroc
 
 
-def network_predict(model: nn.Module) -> Callable[[Tensor], Tensor]:
+def network_predict(model: nn.Module, io: ModelIO = DEFAULT_IO) -> Callable[[Any], Tensor]:
     """The trained network alone, in eval mode: softmax probabilities of one pass."""
     device = next(model.parameters()).device
 
-    def predict(inputs: Tensor) -> Tensor:
-        return model.eval()(inputs.to(device)).softmax(dim=1)
+    def predict(inputs: Any) -> Tensor:
+        return io.logits(io.forward(model.eval(), to_device(inputs, device))).softmax(dim=1)
 
     return predict
 
@@ -164,6 +166,7 @@ def search_scale(
     start: float = 1.0,
     ood_val_loader: Iterable[Any] | None = None,
     ignore_index: int | None = None,
+    io: ModelIO = DEFAULT_IO,
 ) -> tuple[ScaleSearch, SampledEnsemble]:
     """Choose a scale by ``selection``'s rule; return the record and the chosen ensemble.
 
@@ -178,6 +181,7 @@ def search_scale(
         ood_val_loader: a declared OOD validation set (inputs or ``(inputs, _)`` batches); only
             ``"ood_auroc"`` reads it, and it requires it.
         ignore_index: a label that counts nowhere (segmentation).
+        io: how batches become model inputs and targets (`tradi.ModelIO`).
 
     Raises:
         ValueError: ``"ood_auroc"`` without ``ood_val_loader``, or a bad range.
@@ -189,12 +193,12 @@ def search_scale(
         )
     started = time.perf_counter()
     low, high = selection.range(default_range)
-    reference = score(network_predict(network), val_loader, ignore_index)[0]
+    reference = score(network_predict(network, io), val_loader, ignore_index, io=io)[0]
     limit = None if selection.rule == "min_nll" else (1.0 + selection.tolerance) * reference
     ood = ood_val_loader if selection.rule == "ood_auroc" else None
 
     def evaluate(scale: float, ensemble: SampledEnsemble) -> ScalePoint:
-        nll, accuracy, auroc = score(ensemble, val_loader, ignore_index, ood)
+        nll, accuracy, auroc = score(ensemble, val_loader, ignore_index, ood, io)
         admissible = None if limit is None else nll <= limit
         return ScalePoint(scale, nll, accuracy, auroc, admissible)
 

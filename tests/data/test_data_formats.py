@@ -8,12 +8,14 @@ import hashlib
 import io
 import os
 import pickle
+import socket
 import struct
 import subprocess
 import tarfile
-import urllib.error
-import urllib.request
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -281,20 +283,69 @@ def test_missing_file_says_where_to_put_it(fixture_data: FixtureData) -> None:
     assert "download=True" in message
 
 
+@pytest.fixture
+def serve() -> Iterator[dict[str, bytes]]:
+    """A local HTTP server (no internet needed): put bytes at ``files[path]``; its base URL
+    is ``files["base"]``."""
+    files: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path.lstrip("/"))
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    files["base"] = f"http://127.0.0.1:{server.server_address[1]}/".encode()
+    yield files
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_download_offline_gives_a_clear_error(
     fixture_data: FixtureData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def offline(url: str, timeout: float) -> None:
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    url = f"http://127.0.0.1:{_closed_port()}/t10k-images-idx3-ubyte.gz"  # nobody listens
+    monkeypatch.setitem(data_files.DOWNLOADS, "mnist/t10k-images-idx3-ubyte.gz", url)
     (fixture_data.root / "mnist" / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("mnist", "test", fixture_data.root, download=True)
     message = str(info.value)
-    assert "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz" in message
+    assert f"could not download {url}" in message
     assert str(fixture_data.root / "mnist" / "t10k-images-idx3-ubyte.gz") in message
     assert not list((fixture_data.root / "mnist").glob("tmp*"))  # no partial download left
+
+
+def test_download_checks_the_known_checksum(
+    fixture_data: FixtureData, monkeypatch: pytest.MonkeyPatch, serve: dict[str, bytes]
+) -> None:
+    name = "mnist/t10k-images-idx3-ubyte.gz"
+    good = (fixture_data.root / name).read_bytes()
+    (fixture_data.root / name).unlink()
+    serve["good.gz"], serve["bad.gz"] = good, good[:-1] + bytes([good[-1] ^ 1])
+    monkeypatch.setitem(data_files.KNOWN_CHECKSUMS, name, fixture_data.checksums[name])
+    monkeypatch.setitem(data_files.DOWNLOADS, name, serve["base"].decode() + "bad.gz")
+    with pytest.raises(ChecksumMismatchError, match="checksum mismatch for http"):
+        load_dataset("mnist", "test", fixture_data.root, download=True)
+    assert not (fixture_data.root / name).exists()
+    assert not list((fixture_data.root / "mnist").glob("tmp*"))
+    monkeypatch.setitem(data_files.DOWNLOADS, name, serve["base"].decode() + "good.gz")
+    test = load_dataset(
+        "mnist", "test", fixture_data.root, download=True, checksums=fixture_data.checksums
+    )
+    assert (fixture_data.root / name).read_bytes() == good and len(test) == 10
 
 
 def test_data_dir_comes_from_the_argument_or_the_environment(
@@ -419,18 +470,21 @@ def test_cifar10_benchmark_pads_crops_with_black(fixture_data: FixtureData) -> N
 
 
 def test_download_unpacks_an_archive_and_refuses_escaping_paths(
-    fixture_data: FixtureData, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fixture_data: FixtureData,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    serve: dict[str, bytes],
 ) -> None:
     batches = fixture_data.root / "cifar10" / "cifar-10-batches-py"
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         tar.add(batches, arcname="cifar-10-batches-py")
     payload = archive.getvalue()
-    url = "https://example.invalid/cifar-10-python.tar.gz"
+    serve["cifar-10-python.tar.gz"] = payload
+    url = serve["base"].decode() + "cifar-10-python.tar.gz"
     md5 = f"md5:{hashlib.md5(payload).hexdigest()}"
     archive_entry = data_files.Archive(url, md5, "cifar-10-batches-py")
     monkeypatch.setitem(data_files.DOWNLOADS, "cifar10/cifar-10-batches-py", archive_entry)
-    monkeypatch.setattr(urllib.request, "urlopen", lambda u, timeout: io.BytesIO(payload))
     empty_root = tmp_path / "fresh"
     train = load_dataset(
         "cifar10",
@@ -447,7 +501,7 @@ def test_download_unpacks_an_archive_and_refuses_escaping_paths(
     with tarfile.open(fileobj=evil, mode="w:gz") as tar:
         info = tarfile.TarInfo("cifar-10-batches-py/../escaped")
         tar.addfile(info, io.BytesIO(b""))
-    payload = evil.getvalue()
+    serve["cifar-10-python.tar.gz"] = evil.getvalue()
     archive_entry = data_files.Archive(url, None, "cifar-10-batches-py")
     monkeypatch.setitem(data_files.DOWNLOADS, "cifar10/cifar-10-batches-py", archive_entry)
     with pytest.raises(ValueError, match="unsafe path"):

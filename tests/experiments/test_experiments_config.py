@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tradi.experiments import ConfigError, config_from_dict, config_names, config_text, load_config
+from tradi.experiments import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_names,
+    config_text,
+    load_config,
+)
+from tradi.experiments.yaml_text import read_yaml
 from tradi.methods import TradiOptions
 
 
@@ -35,6 +44,7 @@ def test_mnist_notmnist_has_the_papers_recipe() -> None:
         "deep_ensembles",
         "swag",
         "tradi",
+        "ivon",
     ]
 
 
@@ -129,3 +139,62 @@ def test_config_files_and_bad_names(tmp_path: Any) -> None:
     path.write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e-3 as a string; configs follow YAML 1.2, where it is a number."""
+    text, _ = config_text("digits")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        text.replace("lr: 1.0e-3", "lr: 1e-3").replace("weight_decay: 1.0e-4", "weight_decay: 1E-4")
+    )
+    train = load_config(path).train_config(seed=0)
+    assert train.lr == 1e-3 and isinstance(train.lr, float) and train.weight_decay == 1e-4
+    assert read_yaml("a: 1e3\nb: 12\nc: 1e-3x\nd: '1e-3'", "t") == {
+        "a": 1000.0,
+        "b": 12,
+        "c": "1e-3x",
+        "d": "1e-3",  # quoted: still a string
+    }
+
+
+def test_a_dataclass_check_reads_without_a_leading_colon(tmp_path: Path) -> None:
+    text, _ = config_text("digits")
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace("threads: 1", "threads: 0"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: threads must be >= 1 (or null: torch's default), got 0"
+
+
+def test_overrides_create_sections_and_leave_the_document_alone() -> None:
+    raw = {"train": {"epochs": 3}, "methods": {"mcp": None}}
+    changed = apply_overrides(raw, ["train.epochs=5", "methods.mcp.x=[1, 2]", "data.batch_size=8"])
+    assert changed == {
+        "train": {"epochs": 5},
+        "methods": {"mcp": {"x": [1, 2]}},
+        "data": {"batch_size": 8},
+    }
+    assert raw == {"train": {"epochs": 3}, "methods": {"mcp": None}}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides(raw, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        apply_overrides(raw, ["train.epochs=[1"])
+
+
+def test_a_changed_recipe_is_flagged_beside_the_papers_numbers() -> None:
+    from dataclasses import replace
+
+    from tradi.experiments.report import recipe_warning
+
+    paper = load_config("mnist-notmnist")
+    assert recipe_warning({"config": paper.to_dict()}) == ""
+    # fewer methods, another device or thread count do not change the recipe
+    fewer = replace(paper, methods={"tradi": paper.methods["tradi"]}, threads=2)
+    assert recipe_warning({"config": fewer.to_dict()}) == ""
+    changed = load_config("mnist-notmnist", ["train.epochs=2", "methods.tradi.n_samples=5"])
+    warning = recipe_warning({"config": changed.to_dict()})
+    assert warning.startswith("**Warning: not the paper's recipe.**")
+    assert "train.epochs: 30 -> 2" in warning and "methods.tradi.n_samples: 20 -> 5" in warning
+    # no paper table for digits: nothing to warn about
+    assert recipe_warning({"config": load_config("digits", ["train.epochs=2"]).to_dict()}) == ""

@@ -49,8 +49,7 @@ def test_reliability_bars_are_the_bin_accuracies_and_gaps() -> None:
         # each gap bar ends at the bin's mean confidence
         tops = np.array([patch.get_y() + patch.get_height() for patch in gap_bars.patches])
         np.testing.assert_allclose(tops, method_bins.confidence.numpy()[non_empty])
-        legend = [text.get_text() for text in reliability_axes.get_legend().get_texts()]
-        assert f"ECE = {method_bins.ece().item():.4f}" in legend
+        assert reliability_axes.get_title() == f"ECE = {method_bins.ece().item():.4f}"
         (share_bars,) = bars(histogram_axes)
         np.testing.assert_allclose(
             heights(share_bars), (method_bins.count / method_bins.total).numpy()
@@ -80,3 +79,22 @@ def test_empty_mapping_or_bins_are_rejected() -> None:
     nothing = CalibrationBins(torch.linspace(0, 1, 16), zeros, zeros, zeros)
     with pytest.raises(ValueError, match="no samples in the bins of streamed"):
         reliability_diagram({"streamed": nothing})
+
+
+def test_many_methods_wrap_into_rows_and_sparse_bins_are_faint() -> None:
+    bins, _ = sample_bins()
+    names = [f"method {i}" for i in range(7)]
+    figure = reliability_diagram(dict.fromkeys(names, bins), title="test data, seed 0 of 3")
+    assert len(figure.axes) == 14  # 7 histograms + 7 diagrams; the 8th grid cell removed
+    width, height = figure.get_size_inches()
+    assert width / height < 1.5  # 4 columns x 2 rows of panels, not an 8:1 strip
+    assert figure.get_suptitle() == "test data, seed 0 of 3"
+    assert [a.get_title() for a in figure.axes if a.get_title().startswith("method")] == names
+    # one legend for the figure, below the panels, none inside a diagram
+    assert len(figure.legends) == 1
+    diagram = next(a for a in figure.axes if a.get_title().startswith("ECE"))
+    assert diagram.get_legend() is None
+    accuracy_bars, _ = bars(diagram)
+    alphas = np.array([patch.get_facecolor()[3] for patch in accuracy_bars.patches])
+    counts = bins.count.numpy()
+    np.testing.assert_allclose(alphas, 0.2 + 0.8 * counts / counts.max())

@@ -76,3 +76,13 @@ def test_bad_scores_are_rejected() -> None:
         confidence_histograms({"TRADI": (torch.rand(3), torch.tensor([float("nan")]))})
     with pytest.raises(ValueError, match="scores_out is empty"):
         ood_curves({"TRADI": (torch.rand(3), torch.tensor([]))})
+
+
+def test_histograms_name_their_score_and_wrap() -> None:
+    scores_in, scores_out = score_sets()["MCP"]
+    data = {f"m{i}": (scores_in, scores_out) for i in range(6)}
+    figure = confidence_histograms(data, score_name="MCP (max class probability)", title="seed 1")
+    assert len(figure.axes) == 6  # 4 + 2 panels, the two unused grid cells removed
+    assert {a.get_xlabel() for a in figure.axes} == {"MCP (max class probability)"}
+    assert figure.get_suptitle() == "seed 1"
+    assert ood_curves(score_sets(), title="seed 1").get_suptitle() == "seed 1"

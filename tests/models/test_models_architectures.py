@@ -169,4 +169,4 @@ def test_build_model_rejects_unknown_names_and_bad_shapes() -> None:
         build_model("resnet20", 10, (3072,))
     with pytest.raises(ValueError, match="6n \\+ 4"):
         WideResNet(depth=27)
-    assert set(MODEL_NAMES) == {"mlp", "lenet5", "resnet20", "wrn28_10", "enet"}
+    assert set(MODEL_NAMES) == {"mlp", "lenet5", "resnet20", "wrn28_10", "enet", "pspnet"}

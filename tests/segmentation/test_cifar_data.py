@@ -135,7 +135,7 @@ def test_report_puts_the_papers_cifar_rows_beside_ours() -> None:
 def test_shipped_cifar10_config_runs_the_papers_methods_on_a_cpu_budget() -> None:
     config = load_config("cifar10")
     assert config.benchmark == "cifar10" and config.model.name == "resnet20"
-    assert {"mcp", "deep_ensembles", "mc_dropout", "swag", "tradi"} == set(config.methods)
+    assert {"mcp", "deep_ensembles", "mc_dropout", "swag", "tradi", "ivon"} == set(config.methods)
     assert config.model.options["dropout"] > 0  # MC Dropout needs dropout to switch on
     assert config.device == "cpu"
 

@@ -9,6 +9,9 @@ The data directory (``data_dir=``, CLI ``--data-dir``, or ``$TRADI_DATA_DIR``) h
     cifar10/        cifar-10-batches-py/{data_batch_1..5,test_batch}  or  cifar10.npz
     camvid/         CamVid/{train,val,test}{,annot}/*.png + CamVid/{train,val,test}.txt
                     or  camvid.npz
+    streethazards/  train/{images,annotations}/{training,validation}/<town>/*.png and
+                    test/{images,annotations}/test/<town>/*.png (the two published tars)
+    bdd100k/        seg/images/{train,val}/*.jpg + seg/labels/{train,val}/*_train_id.png
 
 Every file is checked against its known checksum before use (`KNOWN_CHECKSUMS`); a missing
 file raises `DatasetNotFoundError` (a FileNotFoundError) naming the path it belongs at, a

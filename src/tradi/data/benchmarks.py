@@ -30,6 +30,29 @@ camvid-ood
     they are the OOD pixels; Unlabelled stays 255. ``val`` is SegNet's own val split (101
     images), so ``val_fraction`` does not apply. ``class_weights`` are SegNet's median-frequency
     weights over the known classes of train; ``augment`` flips image and label map together.
+streethazards
+    StreetHazards (Hendrycks et al., "Scaling Out-of-Distribution Detection for Real-World
+    Settings", ICML 2022; hendrycks/anomaly-seg). Label files hold 1-14; the reference code
+    subtracts 1 (dataset.py ``segm_transform``), giving 0 unlabeled, 1 building, 2 fence, 3 other,
+    4 pedestrian, 5 pole, 6 road line, 7 road, 8 sidewalk, 9 vegetation, 10 car, 11 wall,
+    12 traffic sign, 13 anomaly (create_dataset.py's class list; defaults.py ``OOD.out_labels =
+    (13,)``). The 13 known classes are file values 1-13 -> classes 0-12: "unlabeled" is trained
+    as a class, as the reference code does. The anomaly (file value 14) occurs in the test towns
+    only (t5, t6) and is the OOD class there (``ood_label`` = 13); a file value 0 is ignored.
+    ``val`` is the published validation town (t4). ``augment`` flips, as the reference does.
+bdd-anomaly
+    BDD-Anomaly (same paper): BDD100K's 10K segmentation set, train ids 0-18 (255 unlabelled,
+    ignored). Motorcycle (17) and train (16) are the anomalies: every image holding one of their
+    pixels leaves train and val and joins the test set, whose anomaly pixels carry ``ood_label``
+    (= 17); the 17 known classes are train ids 0-15 and 18 (bicycle -> 16). Test = the anomalous
+    images of BDD's train then val split, as create_bdd_dataset.py's anom.odgt collects them;
+    train and val = BDD's train and val images without an anomaly. That script also moves images
+    holding bicycles (its shifted label 20) out of training; the paper names motorcycle and
+    train only, which is followed here.
+
+The two anomaly benchmarks are large (720 x 1280 images): ``image_size`` (H, W) resizes them
+while they are read. Their tables follow Hendrycks et al.'s conventions: AUPR and FPR95 with the
+anomaly pixels positive.
 
 OOD splits of classification benchmarks keep the OOD set's own labels (e.g. A-J for notMNIST):
 they are never compared with predictions.
@@ -39,7 +62,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,6 +71,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from tradi._imports import import_object
 from tradi.data.augment import Augment, CropAndFlip, random_horizontal_flip
 from tradi.data.datasets import (
     CIFAR10_MEAN,
@@ -58,7 +82,9 @@ from tradi.data.datasets import (
 )
 from tradi.data.files import resolve_data_dir
 
-BenchmarkName = Literal["digits", "mnist", "mnist-notmnist", "cifar10", "camvid-ood"]
+BenchmarkName = Literal[
+    "digits", "mnist", "mnist-notmnist", "cifar10", "camvid-ood", "streethazards", "bdd-anomaly"
+]
 BENCHMARK_NAMES: tuple[str, ...] = get_args(BenchmarkName)
 Task = Literal["classification", "segmentation"]
 
@@ -68,6 +94,12 @@ CAMVID_PEDESTRIAN = 9
 CAMVID_UNLABELLED = 11
 CAMVID_KNOWN_CLASSES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10)
 CAMVID_OOD_LABEL = len(CAMVID_KNOWN_CLASSES)
+# StreetHazards label-file values (see the module docstring): 1-13 known, 14 the anomaly.
+STREETHAZARDS_KNOWN = tuple(range(1, 14))
+STREETHAZARDS_ANOMALY = (14,)
+# BDD100K train ids: train (16) and motorcycle (17) are the anomalies.
+BDD_ANOMALY_KNOWN = (*range(16), 18)
+BDD_ANOMALIES = (16, 17)
 
 
 @dataclass(frozen=True)
@@ -144,16 +176,32 @@ def load_benchmark(
     *,
     download: bool = False,
     checksums: Mapping[str, str | None] | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> Benchmark:
     """Load a benchmark by name: ``digits`` needs no ``data_dir``; the others read
     ``data_dir`` or ``$TRADI_DATA_DIR`` (see `load_dataset` for ``download`` and
-    ``checksums``). ``val_fraction`` and ``seed`` set the validation split carved from train."""
+    ``checksums``). ``val_fraction`` and ``seed`` set the validation split carved from train.
+    ``image_size`` (H, W) resizes the anomaly benchmarks' images while reading them; the other
+    benchmarks refuse it (ValueError).
+
+    ``name`` may also be the import path of your own function (``mypkg.data.make_benchmark``),
+    called as ``function(data_dir=..., val_fraction=..., seed=...)`` and returning a
+    `Benchmark`. Raises ValueError for an unknown name or a path that cannot be imported."""
+    if name not in BENCHMARK_NAMES and "." in name:  # your own: "package.module.function"
+        return _user_benchmark(name, data_dir, val_fraction, seed)
     if name not in BENCHMARK_NAMES:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
+    anomaly = {"streethazards": _streethazards, "bdd-anomaly": _bdd_anomaly}
+    if image_size is not None and name not in anomaly:
+        raise ValueError(
+            f"{name} is read at its stored size; image_size applies to {', '.join(anomaly)}"
+        )
     if name == "digits":
         return _digits(val_fraction, seed)
     root = resolve_data_dir(data_dir)
     load = partial(load_dataset, data_dir=root, download=download, checksums=checksums)
+    if name in anomaly:
+        return anomaly[name](partial(load, image_size=image_size))
     if name == "camvid-ood":
         return _camvid_ood(load)
     dataset = "cifar10" if name == "cifar10" else "mnist"
@@ -221,26 +269,103 @@ def _digits(val_fraction: float, seed: int) -> Benchmark:
 
 
 def _camvid_ood(load: partial[TensorSplit]) -> Benchmark:
-    known = {source: target for target, source in enumerate(CAMVID_KNOWN_CLASSES)}
     splits = {split: load("camvid", split) for split in ("train", "val", "test")}
-    train, val = (TensorSplit(s.x, _remap(s.y, known)) for s in (splits["train"], splits["val"]))
-    test = TensorSplit(
-        splits["test"].x, _remap(splits["test"].y, {**known, CAMVID_PEDESTRIAN: CAMVID_OOD_LABEL})
-    )
     names = CLASS_NAMES["camvid"]
+    return _unseen_class_benchmark(
+        "camvid-ood",
+        splits,
+        CAMVID_KNOWN_CLASSES,
+        (CAMVID_PEDESTRIAN,),
+        tuple(names[c] for c in CAMVID_KNOWN_CLASSES),
+        class_weighted=True,
+    )
+
+
+def _unseen_class_benchmark(
+    name: str,
+    splits: Mapping[str, TensorSplit],
+    known: tuple[int, ...],
+    anomalies: tuple[int, ...],
+    class_names: tuple[str, ...],
+    *,
+    class_weighted: bool = False,
+) -> Benchmark:
+    """Known label values -> classes 0..K-1 in order, anomaly values -> ``ood_label`` K in the
+    test split only (ignored in train and val), every other value -> ``ignore_index``. With
+    ``class_weighted``, SegNet's median-frequency weights of the known classes of train."""
+    classes = {value: target for target, value in enumerate(known)}
+    ood = dict.fromkeys(anomalies, len(known))
+    train, val = (TensorSplit(splits[s].x, _remap(splits[s].y, classes)) for s in ("train", "val"))
+    test = TensorSplit(splits["test"].x, _remap(splits["test"].y, {**classes, **ood}))
     return Benchmark(
-        name="camvid-ood",
+        name=name,
         task="segmentation",
         train=train,
         val=val,
         test=test,
         ood_test=None,
         ood_val=None,
-        num_classes=len(CAMVID_KNOWN_CLASSES),
+        num_classes=len(known),
         input_shape=_image_shape(test.x),
-        class_names=tuple(names[c] for c in CAMVID_KNOWN_CLASSES),
+        class_names=class_names,
         augment=random_horizontal_flip,
         ignore_index=IGNORE_INDEX,
-        ood_label=CAMVID_OOD_LABEL,
-        class_weights=median_frequency_weights(train.y, len(CAMVID_KNOWN_CLASSES)),
+        ood_label=len(known),
+        class_weights=median_frequency_weights(train.y, len(known)) if class_weighted else None,
     )
+
+
+def _streethazards(load: partial[TensorSplit]) -> Benchmark:
+    splits = {split: load("streethazards", split) for split in ("train", "val", "test")}
+    names = CLASS_NAMES["streethazards"]  # file value v is names[v - 1]
+    return _unseen_class_benchmark(
+        "streethazards",
+        splits,
+        STREETHAZARDS_KNOWN,
+        STREETHAZARDS_ANOMALY,
+        tuple(names[v - 1] for v in STREETHAZARDS_KNOWN),
+    )
+
+
+def _bdd_anomaly(load: partial[TensorSplit]) -> Benchmark:
+    """BDD's train and val images without an anomaly pixel train and validate; the anomalous
+    ones of both (train first) are the test set."""
+    anomalies = torch.tensor(BDD_ANOMALIES)
+    normal: dict[str, TensorSplit] = {}
+    anomalous: list[TensorSplit] = []
+    for split in ("train", "val"):
+        data = load("bdd100k", split)
+        has_anomaly = torch.isin(data.y, anomalies).flatten(1).any(dim=1)
+        normal[split] = data.subset(torch.nonzero(~has_anomaly).flatten())
+        anomalous.append(data.subset(torch.nonzero(has_anomaly).flatten()))
+    test = TensorSplit(torch.cat([s.x for s in anomalous]), torch.cat([s.y for s in anomalous]))
+    if len(test) == 0:
+        raise ValueError("bdd-anomaly: no image holds a motorcycle or train pixel: no test set")
+    names = CLASS_NAMES["bdd100k"]
+    return _unseen_class_benchmark(
+        "bdd-anomaly",
+        {**normal, "test": test},
+        BDD_ANOMALY_KNOWN,
+        BDD_ANOMALIES,
+        tuple(names[v] for v in BDD_ANOMALY_KNOWN),
+    )
+
+
+def import_benchmark_factory(path: str) -> Callable[..., Benchmark]:
+    """The function at import path ``package.module.function`` that builds a `Benchmark`;
+    raises ValueError saying what failed."""
+    found = import_object(path, "benchmark")
+    if not callable(found):
+        raise ValueError(f"benchmark {path!r} is not a function")
+    return found
+
+
+def _user_benchmark(
+    path: str, data_dir: str | os.PathLike[str] | None, val_fraction: float, seed: int
+) -> Benchmark:
+    benchmark = import_benchmark_factory(path)(
+        data_dir=data_dir, val_fraction=val_fraction, seed=seed
+    )
+    if not isinstance(benchmark, Benchmark):
+        raise TypeError(f"{path} returned {type(benchmark).__name__}, not a tradi.data.Benchmark")
+    return benchmark

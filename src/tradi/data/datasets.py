@@ -7,7 +7,9 @@ present (lossless CIFAR-10 batches, full-size CamVid PNGs) and the npz of the sh
 otherwise.
 
 Normalisation (TRADI.md §4): MNIST-like sets to mean 0.5, std 0.5 (values in [-1, 1]); CIFAR-10
-and CamVid per channel with their training-set statistics.
+and CamVid per channel with their training-set statistics; StreetHazards and BDD100K with the
+ImageNet statistics, as hendrycks/anomaly-seg's dataset.py does. Those two are large (720 x
+1280 images): ``image_size`` resizes them while they are read, one image at a time.
 """
 
 from __future__ import annotations
@@ -25,18 +27,30 @@ from torch.utils.data import Dataset
 
 from tradi.data.files import (
     DOWNLOADS,
+    MANUAL_SOURCES,
     Archive,
     DatasetNotFoundError,
     download,
     resolve_data_dir,
     verify,
 )
-from tradi.data.formats import read_camvid_split, read_cifar_batch, read_idx
+from tradi.data.formats import (
+    Size,
+    read_bdd_split,
+    read_camvid_split,
+    read_cifar_batch,
+    read_idx,
+    read_streethazards_split,
+)
 
-DatasetName = Literal["digits", "mnist", "fashion_mnist", "notmnist", "cifar10", "camvid"]
+DatasetName = Literal[
+    "digits", "mnist", "fashion_mnist", "notmnist", "cifar10", "camvid", "streethazards", "bdd100k"
+]
 SplitName = Literal["train", "val", "test"]
 SourceName = Literal["auto", "idx", "npz", "batches", "png"]
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+#: The datasets `load_dataset` can resize while reading (``image_size``).
+RESIZABLE = ("streethazards", "bdd100k")
 
 # Official CIFAR-10 training-set statistics (the JPEG copy in the shared data is within 0.002).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -44,6 +58,8 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 # SegNet CamVid train split (367 images) at 90 x 120; area downsampling keeps the mean.
 CAMVID_MEAN = (0.4120, 0.4253, 0.4328)
 CAMVID_STD = (0.2977, 0.3019, 0.2980)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "digits": ((0.5,), (0.5,)),
@@ -52,6 +68,8 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "notmnist": ((0.5,), (0.5,)),
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "camvid": (CAMVID_MEAN, CAMVID_STD),
+    "streethazards": (IMAGENET_MEAN, IMAGENET_STD),
+    "bdd100k": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
@@ -69,6 +87,17 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "camvid": (
         "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
         "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist", "Unlabelled",
+    ),
+    # file value v is class v - 1 (hendrycks/anomaly-seg create_dataset.py, dataset.py)
+    "streethazards": (
+        "unlabeled", "building", "fence", "other", "pedestrian", "pole", "road line",
+        "road", "sidewalk", "vegetation", "car", "wall", "traffic sign", "anomaly",
+    ),
+    # BDD100K train ids 0-18 (the Cityscapes training classes; create_bdd_dataset.py)
+    "bdd100k": (
+        "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+        "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+        "bus", "train", "motorcycle", "bicycle",
     ),
 }  # fmt: skip
 
@@ -144,11 +173,12 @@ def _cifar_batches_layout(split: str) -> _Layout:
     )
 
 
-def _layouts(name: str, split: str) -> list[_Layout]:
+def _layouts(name: str, split: str, size: Size | None = None) -> list[_Layout]:
     """Every layout that can hold ``name``/``split``, preferred first."""
     official = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"),
                 "notmnist": ("test",), "cifar10": ("train", "test"),
-                "camvid": ("train", "val", "test")}  # fmt: skip
+                "camvid": ("train", "val", "test"), "streethazards": ("train", "val", "test"),
+                "bdd100k": ("train", "val")}  # fmt: skip
     if split not in official[name]:
         raise ValueError(
             f"{name} has no {split!r} split (it has {', '.join(official[name])}); "
@@ -159,6 +189,23 @@ def _layouts(name: str, split: str) -> list[_Layout]:
         return [_idx_layout(name, prefix)]
     if name == "notmnist":
         return [_idx_layout(name, prefix), _npz_layout("notmnist/notmnist_small.npz", "x", "y")]
+    if name == "streethazards":
+        tar = "streethazards/test" if split == "test" else "streethazards/train"
+        return [
+            _Layout(
+                "png",
+                ((tar,),),
+                lambda root, paths: read_streethazards_split(root / paths[0], split, size),
+            )
+        ]
+    if name == "bdd100k":
+        return [
+            _Layout(
+                "png",
+                (("bdd100k/seg",),),
+                lambda root, paths: read_bdd_split(root / paths[0], split, size),
+            )
+        ]
     if name == "cifar10":
         return [
             _cifar_batches_layout(split),
@@ -189,15 +236,16 @@ def _describe_missing(root: Path, layout: _Layout) -> str:
         key = _download_key(alternatives[0])
         source = None if key is None else DOWNLOADS[key]
         url = source.url if isinstance(source, Archive) else source
+        url = url or MANUAL_SOURCES.get(alternatives[0])
         lines.append(f"    {where}" + (f"  <- {url}" if url else ""))
     return "\n".join(lines)
 
 
 def _choose_layout(
-    name: str, split: str, root: Path, source: str, fetch: bool
+    name: str, split: str, root: Path, source: str, fetch: bool, size: Size | None = None
 ) -> tuple[_Layout, list[str]]:
     """The first layout whose files are all present (after downloading them if ``fetch``)."""
-    layouts = [lay for lay in _layouts(name, split) if source in ("auto", lay.source)]
+    layouts = [lay for lay in _layouts(name, split, size) if source in ("auto", lay.source)]
     if not layouts:
         raise ValueError(f"{name} cannot be read from source {source!r}")
 
@@ -271,21 +319,28 @@ def load_dataset(
     source: SourceName | str = "auto",
     download: bool = False,
     checksums: Mapping[str, str | None] | None = None,
+    image_size: Size | None = None,
 ) -> TensorSplit:
     """Load one split of a dataset as normalised tensors, after verifying its files.
 
     ``data_dir`` falls back to ``$TRADI_DATA_DIR`` and holds one folder per dataset (``mnist/``,
-    ``fashion_mnist/``, ``notmnist/``, ``cifar10/``, ``camvid/``), as ../shared/data does.
-    ``source`` forces a layout ("idx", "npz", "batches", "png"); ``download`` fetches missing
-    files from the official sources; ``checksums`` overrides known checksums (see `verify`).
-    "digits" is embedded and needs no data directory.
+    ``fashion_mnist/``, ``notmnist/``, ``cifar10/``, ``camvid/``, ``streethazards/``,
+    ``bdd100k/``), as ../shared/data does. ``source`` forces a layout ("idx", "npz", "batches",
+    "png"); ``download`` fetches missing files from the official sources; ``checksums``
+    overrides known checksums (see `verify`). ``image_size`` (H, W) resizes StreetHazards and
+    BDD100K images while reading them (area averaging; labels nearest); other datasets refuse
+    it (ValueError). "digits" is embedded and needs no data directory.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if image_size is not None and name not in RESIZABLE:
+        raise ValueError(
+            f"{name} is read at its stored size; image_size applies to {', '.join(RESIZABLE)}"
+        )
     if name == "digits":
         return to_tensor_split(name, *load_digits_arrays(split))
     root = resolve_data_dir(data_dir)
-    layout, paths = _choose_layout(name, split, root, source, download)
+    layout, paths = _choose_layout(name, split, root, source, download, image_size)
     for path in paths:
         verify(root, path, checksums)
     return to_tensor_split(name, *layout.read(root, paths))

@@ -82,3 +82,72 @@ def read_camvid_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]
                 raise ValueError(f"{label_path}: label maps must be 8-bit, got mode {label.mode}")
             labels.append(np.asarray(label, dtype=np.uint8))
     return np.stack(images), np.stack(labels)
+
+
+Size = tuple[int, int]
+
+
+def _read_pair(
+    image_path: Path, label_path: Path, size: Size | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB image and its 8-bit label map, resized to ``size`` (H, W) when given: area
+    averaging for the image, nearest neighbour for the labels (class ids are never blended)."""
+    from PIL import Image
+
+    for path in (image_path, label_path):
+        if not path.is_file():
+            raise DatasetNotFoundError(f"{path} is missing")
+    with Image.open(image_path) as image, Image.open(label_path) as label:
+        if label.mode not in ("L", "P"):
+            raise ValueError(f"{label_path}: label maps must be 8-bit, got mode {label.mode}")
+        if image.size != label.size:
+            raise ValueError(f"{image_path} is {image.size} but its labels are {label.size}")
+        rgb = image.convert("RGB")
+        if size is not None:
+            rgb = rgb.resize(size[::-1], Image.Resampling.BOX)
+            label = label.resize(size[::-1], Image.Resampling.NEAREST)
+        return np.asarray(rgb, dtype=np.uint8), np.asarray(label, dtype=np.uint8)
+
+
+def _stack_pairs(
+    pairs: list[tuple[Path, Path]], size: Size | None, where: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    if not pairs:
+        raise DatasetNotFoundError(f"no images found under {where}")
+    read = [_read_pair(image, label, size) for image, label in pairs]
+    return np.stack([r[0] for r in read]), np.stack([r[1] for r in read])
+
+
+#: StreetHazards folders per split, in its tar files (hendrycks/anomaly-seg, create_dataset.py):
+#: ``streethazards_train.tar`` holds train/ (towns t1-3) and validation (t4), the test tar t5-6.
+STREETHAZARDS_FOLDERS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def read_streethazards_split(
+    folder: Path, split: str, size: Size | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """StreetHazards as published: ``images/<f>/<town>/<n>.png`` and the label map of the same
+    name under ``annotations/<f>/``, with ``<f>`` = training, validation or test, inside the
+    tar's ``train/`` or ``test/`` folder (``folder``). Order: towns, then files, sorted, as
+    create_dataset.py writes its .odgt index. Labels are the raw file values (1-14)."""
+    sub = STREETHAZARDS_FOLDERS[split]
+    images = folder / "images" / sub
+    pairs = [
+        (path, folder / "annotations" / sub / path.relative_to(images))
+        for path in sorted(images.glob("*/*.png"))
+    ]
+    return _stack_pairs(pairs, size, images)
+
+
+def read_bdd_split(
+    folder: Path, split: str, size: Size | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """BDD100K's 10K segmentation set as released (and mirrored in hendrycks/anomaly-seg's
+    ``seg/``): ``images/<split>/<id>.jpg`` and ``labels/<split>/<id>_train_id.png`` (train ids
+    0-18, 255 = unlabelled), ``split`` train or val, in sorted order of the image ids."""
+    images = folder / "images" / split
+    pairs = [
+        (path, folder / "labels" / split / f"{path.stem}_train_id.png")
+        for path in sorted(images.glob("*.jpg"))
+    ]
+    return _stack_pairs(pairs, size, images)

@@ -15,7 +15,6 @@ from tradi.distributed.context import (
     is_rank_zero,
     rank,
     rank_zero_only,
-    unwrap,
     world_size,
 )
 from tradi.distributed.data import (
@@ -28,6 +27,7 @@ from tradi.distributed.data import (
 from tradi.distributed.ddp import data_parallel
 from tradi.distributed.launch import DistributedRunError, launch
 from tradi.distributed.sharded import full_state_dict
+from tradi.structure import unwrap  # re-exported: the one way to look through wrappers
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

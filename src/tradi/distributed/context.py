@@ -16,8 +16,6 @@ from typing import ParamSpec, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -128,12 +126,3 @@ def rank_zero_only(fn: Callable[P, R]) -> Callable[P, R | None]:
         return fn(*args, **kwargs) if is_rank_zero() else None
 
     return wrapped
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The user's network inside a DistributedDataParallel wrapper (the model itself otherwise).
-
-    Its parameter names carry no "module." prefix, so checkpoints, trackers and posteriors
-    written under DDP load into a plain model.
-    """
-    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -1,8 +1,10 @@
 """Experiments: YAML configs shipped with the package, the resumable runner, results and report.
 
->>> config = load_config("digits")            # or a path to an edited copy
->>> results = run_experiment(config, "runs/digits")
->>> results["summary"]["tradi"]["stats"]["auroc"]["mean"]
+```python
+config = load_config("digits")            # or a path to an edited copy
+results = run_experiment(config, "runs/digits")
+results["summary"]["tradi"]["stats"]["auroc"]["mean"]
+```
 
 The same is `tradi run digits --out runs/digits` on the command line.
 """
@@ -13,10 +15,13 @@ from tradi.experiments.config import (
     ExperimentConfig,
     ModelConfig,
     ScaleSelectionConfig,
+    apply_overrides,
+    check_device,
     config_from_dict,
     config_names,
     config_text,
     load_config,
+    recipe_differences,
 )
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.experiments.report import main_table, summarize
@@ -30,11 +35,14 @@ __all__ = [
     "ModelConfig",
     "PaperTable",
     "ScaleSelectionConfig",
+    "apply_overrides",
+    "check_device",
     "config_from_dict",
     "config_names",
     "config_text",
     "load_config",
     "main_table",
+    "recipe_differences",
     "run_experiment",
     "select_methods",
     "summarize",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -18,11 +19,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-import yaml
-
-from tradi.data import BenchmarkName
+from tradi.data import BENCHMARK_NAMES, BenchmarkName
+from tradi.data.benchmarks import import_benchmark_factory
+from tradi.experiments.errors import ConfigError
+from tradi.experiments.yaml_text import apply_overrides, read_yaml
 from tradi.methods import METHODS
-from tradi.models import MLP, ENet, LeNet5, ModelName, ResNet20, WideResNet
+from tradi.models import MLP, ENet, LeNet5, ModelName, PSPNet, ResNet20, WideResNet
+from tradi.models.factory import import_model_class
 from tradi.selection import ScaleSelection
 from tradi.training import TrainConfig
 
@@ -36,26 +39,33 @@ _MODEL_CLASSES: dict[str, type] = {
     "resnet20": ResNet20,
     "wrn28_10": WideResNet,
     "enet": ENet,
+    "pspnet": PSPNet,
 }
 #: TrainConfig fields the runner sets itself (per seed, from the top-level ``device``, the CLI).
 _TRAIN_KEYS_SET_BY_RUNNER = {"seed": "seeds", "device": "device", "progress": "--no-progress"}
 
 
-class ConfigError(ValueError):
-    """A config that cannot be run: the message names the key and what is wrong with it."""
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """How the benchmark is split and batched. ``split_seed`` fixes the validation split for
-    every seed, so seeds differ by training randomness only."""
+    every seed, so seeds differ by training randomness only. ``image_size`` [H, W] resizes the
+    anomaly benchmarks' images (streethazards, bdd-anomaly) as they are read."""
 
     val_fraction: float = 0.1
     split_seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 1000
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.image_size is not None and (
+            len(self.image_size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in self.image_size)
+            or min(self.image_size) < 1
+        ):
+            raise ValueError(
+                f"image_size must be [height, width], two integers >= 1, got {self.image_size}"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
@@ -65,9 +75,15 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """An architecture of `tradi.models` and its keyword options (input and class count come
-    from the benchmark)."""
+    from the benchmark), or your own ``nn.Module`` class by import path.
 
-    name: ModelName = "mlp"
+    Your own model, LightningCLI style: ``model: {class_path: mypkg.nets.MyNet, init_args:
+    {width: 64}}`` (stored as ``name`` and ``options``). Its constructor gets ``init_args``
+    plus whichever of ``num_classes``, ``in_channels``, ``in_features``, ``input_shape`` it
+    accepts (`tradi.models.build_model`).
+    """
+
+    name: ModelName | str = "mlp"
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,7 +102,9 @@ class ScaleSelectionConfig(ScaleSelection):
 class ExperimentConfig:
     """One experiment: a benchmark, a model, the shared training recipe and the methods compared.
 
-    ``methods`` maps a method name of `tradi.methods.METHODS` to its options, in table order.
+    ``benchmark`` is a name of `tradi.data.load_benchmark` or the import path of your own
+    function returning a `tradi.data.Benchmark` (``benchmark: {class_path: mypkg.data.make}``
+    is read the same). ``methods`` maps a method name of `tradi.methods.METHODS` to its options, in table order.
     Every method trains once per seed in ``seeds`` with ``train`` (a `TrainConfig` without
     ``seed``/``device``/``progress``, which the runner sets). ``threads`` sets torch's CPU
     threads for the run (null: torch's default); one thread is fastest for tiny models, whose
@@ -94,7 +112,7 @@ class ExperimentConfig:
     """
 
     name: str
-    benchmark: BenchmarkName
+    benchmark: BenchmarkName | str
     methods: dict[str, Any]
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
@@ -154,10 +172,21 @@ def parse_dataclass(cls: type[T], mapping: Any, where: str) -> T:
     values = {
         key: check_type(value, hints[key], _join(where, key)) for key, value in mapping.items()
     }
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        section = f" in {where}" if where else ""
+        raise ConfigError(f"missing required key(s) {', '.join(map(repr, missing))}{section}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from error
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from error
 
 
 def _join(where: str, key: str) -> str:
@@ -236,14 +265,72 @@ def check_type(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_describe(value)}")
 
 
+def _model_class(name: str) -> type:
+    if name in _MODEL_CLASSES:
+        return _MODEL_CLASSES[name]
+    if "." not in name:
+        raise ConfigError(
+            f"model.name: unknown model {name!r}; choose one of {', '.join(_MODEL_CLASSES)}, "
+            "or give your own class as model.class_path: package.module.Class"
+        )
+    try:
+        return import_model_class(name)
+    except ValueError as error:
+        raise ConfigError(f"model.class_path: {error}") from error
+
+
+def _check_benchmark(name: str) -> None:
+    if name in BENCHMARK_NAMES:
+        return
+    if "." not in name:
+        raise ConfigError(
+            f"benchmark: unknown benchmark {name!r}; choose one of {', '.join(map(repr, BENCHMARK_NAMES))}, "
+            "or give your own function as package.module.function"
+        )
+    try:
+        import_benchmark_factory(name)
+    except ValueError as error:
+        raise ConfigError(f"benchmark: {error}") from error
+
+
+def _lightning_style(raw: Any) -> Any:
+    """``model: {class_path, init_args}`` (LightningCLI's keys) as ``{name, options}``, and
+    ``benchmark: {class_path}`` as the path itself."""
+    bench = raw.get("benchmark") if isinstance(raw, Mapping) else None
+    if isinstance(bench, Mapping) and "class_path" in bench:
+        if set(bench) != {"class_path"}:
+            raise ConfigError(
+                "benchmark: only class_path is read (your function gets data_dir, val_fraction "
+                "and seed); bind other arguments in your module, e.g. with functools.partial"
+            )
+        raw = {**raw, "benchmark": bench["class_path"]}
+    model = raw.get("model") if isinstance(raw, Mapping) else None
+    if not isinstance(model, Mapping) or "class_path" not in model:
+        return raw
+    clash = [key for key in ("name", "options") if key in model]
+    if clash:
+        raise ConfigError(f"model: give class_path and init_args, or name and options, not {clash}")
+    unknown = [k for k in model if k not in ("class_path", "init_args")]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in model; with class_path: init_args")
+    options = model.get("init_args") or {}
+    return {**raw, "model": {"name": model["class_path"], "options": options}}
+
+
 def _check_model_options(model: ModelConfig) -> None:
     """Refuse unknown or ill-typed architecture options before a model is ever built."""
-    init = _MODEL_CLASSES[model.name].__init__
-    hints = typing.get_type_hints(init)
-    allowed = [n for n in inspect.signature(init).parameters if n not in _SET_BY_BENCHMARK]
-    _refuse_unknown(model.options, allowed, "model.options")
+    init = _model_class(model.name).__init__
+    try:
+        hints = typing.get_type_hints(init)
+    except (NameError, TypeError):  # a user model's unresolvable annotation: values unchecked
+        hints = {}
+    parameters = inspect.signature(init).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        named = (p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+        allowed = [n for n in named if n not in _SET_BY_BENCHMARK]
+        _refuse_unknown(model.options, allowed, "model.options")
     for key, value in model.options.items():
-        model.options[key] = check_type(value, hints[key], f"model.options.{key}")
+        model.options[key] = check_type(value, hints.get(key, Any), f"model.options.{key}")
 
 
 def _check_train(train: Mapping[str, Any]) -> None:
@@ -255,7 +342,8 @@ def _check_train(train: Mapping[str, Any]) -> None:
 
 def config_from_dict(raw: Any) -> ExperimentConfig:
     """Check a parsed YAML document section by section and build the `ExperimentConfig`."""
-    config = parse_dataclass(ExperimentConfig, raw, "")
+    config = parse_dataclass(ExperimentConfig, _lightning_style(raw), "")
+    _check_benchmark(config.benchmark)
     _check_model_options(config.model)
     _check_train(config.train)
     unknown = [name for name in config.methods if name not in METHODS]
@@ -293,14 +381,86 @@ def config_text(name_or_path: str | Path) -> tuple[str, str]:
     return resource.read_text(), f"tradi/experiments/configs/{name_or_path}.yaml"
 
 
-def load_config(name_or_path: str | Path) -> ExperimentConfig:
-    """Read and check a config: a shipped name (``digits``, ``mnist-notmnist``, ...) or a path."""
-    text, source = config_text(name_or_path)
+def check_device(device: str) -> None:
+    """Raise `ConfigError` unless torch can use ``device`` here (``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``), saying what to set instead; called before any data is loaded."""
+    import torch
+
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source} is not valid YAML: {error}") from error
-    return config_from_dict(raw)
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"device: {device!r} is not a torch device ({error})") from error
+    instead = "set `device: cpu` in the config or add device=cpu to the command"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA support" if torch.version.cuda is None else "sees no CUDA GPU"
+            raise ConfigError(
+                f"device: {device!r} is not available: this torch {torch.__version__} {build}; "
+                + instead
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {device!r} is not available: {torch.cuda.device_count()} GPU(s) seen"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {device!r} is not available on this machine; " + instead)
+
+
+#: Settings that change where or how fast a run goes, not what it computes.
+_NOT_RECIPE = frozenset({"name", "description", "device", "threads", "data.eval_batch_size"})
+
+
+def recipe_differences(config: Mapping[str, Any]) -> list[str]:
+    """How ``config`` (an `ExperimentConfig.to_dict`) departs from the shipped config of its
+    benchmark, whose recipe the paper's numbers are compared against: one ``"key: shipped ->
+    this run"`` line per setting, in dotted paths (fewer methods is not a change; another
+    device or thread count neither). Empty when the recipe is the shipped one or no shipped
+    config has that benchmark's name."""
+    benchmark = config.get("benchmark")
+    if benchmark not in config_names():
+        return []
+    shipped = load_config(benchmark).to_dict()
+    shipped["methods"] = {k: v for k, v in shipped["methods"].items() if k in config["methods"]}
+    return [
+        f"{key}: {_short(before)} -> {_short(after)}"
+        for key, before, after in _changed(shipped, dict(config), "")
+        if key not in _NOT_RECIPE
+    ]
+
+
+def _changed(before: Any, after: Any, where: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        keys = [*before, *(k for k in after if k not in before)]
+        return [
+            change
+            for key in keys
+            for change in _changed(before.get(key), after.get(key), _join(where, key))
+        ]
+    return [] if before == after else [(where, before, after)]
+
+
+def _short(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)
+
+
+def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read and check a config: a shipped name (``digits``, ``mnist-notmnist``, ...) or a path,
+    with ``KEY=VALUE`` ``overrides`` (`apply_overrides`). Raises `ConfigError` naming the file
+    and line of a YAML syntax error, or the key and the problem of an invalid config."""
+    text, source = config_text(name_or_path)
+    raw = read_yaml(text, source)
+    if raw is None and not overrides:
+        raise ConfigError(
+            f"{source} is empty: a config needs at least name, benchmark and methods "
+            "(`tradi show digits` prints a complete one)"
+        )
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as error:
+        changed = f" with {' '.join(overrides)}" if overrides else ""
+        raise ConfigError(f"{source}{changed}: {error}") from error
 
 
 __all__ = [
@@ -309,9 +469,13 @@ __all__ = [
     "ExperimentConfig",
     "ModelConfig",
     "ScaleSelectionConfig",
+    "apply_overrides",
+    "check_device",
     "config_from_dict",
     "config_names",
     "config_text",
     "load_config",
     "parse_dataclass",
+    "read_yaml",
+    "recipe_differences",
 ]

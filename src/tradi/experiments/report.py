@@ -20,6 +20,7 @@ import yaml
 from torch import Tensor
 
 from tradi.experiments._files import write_text_atomic
+from tradi.experiments.config import recipe_differences
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.methods import METHODS
 from tradi.metrics import CalibrationBins
@@ -66,6 +67,9 @@ _OOD_COLUMNS = (
 _CLASSIFICATION_COLUMNS = ("nll", "accuracy", "ece", "brier")
 #: The paper's CamVid-OOD layout (AUROC / AUPR / FPR95 / ECE), then segmentation quality.
 _SEGMENTATION_COLUMNS = ("auroc", "aupr_out", "fpr95_tpr_in", "ece", "miou", "pixel_accuracy")
+#: Hendrycks et al.'s anomaly-segmentation layout (StreetHazards, BDD-Anomaly): anomaly positive.
+_ANOMALY_COLUMNS = ("auroc", "aupr_out", "fpr95_tpr_out", "ece", "miou", "pixel_accuracy")
+_ANOMALY_BENCHMARKS = ("streethazards", "bdd-anomaly")
 _CONVENTIONS = (
     "Score: maximum class probability (MCP) of the averaged prediction. AUROC does not depend on "
     "the positive class. AUPR-in: in-distribution positive; AUPR-out: OOD positive (anomaly "
@@ -85,6 +89,17 @@ _SEGMENTATION_CONVENTIONS = (
     "pixels accepted at the threshold that keeps 95% of known-class pixels. ECE (15 bins), mIoU "
     "(mean over known classes of TP / (TP + FP + FN)) and pixel accuracy: known-class pixels "
     "only."
+)
+
+_ANOMALY_CONVENTIONS = (
+    "Anomaly segmentation, Hendrycks et al.'s conventions. Per pixel, accumulated over the whole "
+    "test set. Score: maximum class probability (MCP) of the averaged prediction at each pixel. "
+    "OOD pixels: the anomaly classes (StreetHazards: the anomaly; BDD-Anomaly: motorcycle and "
+    "train), never trained on; in-distribution pixels: every known-class pixel; unlabelled "
+    "pixels count nowhere. AUROC does not depend on the positive class; AUPR-out: anomaly "
+    "pixels positive; FPR95 (OOD positive): share of known-class pixels flagged as anomalous at "
+    "the threshold that flags 95% of the anomaly pixels. ECE (15 bins), mIoU and pixel "
+    "accuracy: known-class pixels only."
 )
 
 
@@ -178,11 +193,13 @@ def _markdown(header: list[str], lines: Iterable[list[str]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-def main_columns(summary: dict[str, dict[str, Any]]) -> tuple[str, ...]:
-    """The paper's layout: OOD metrics first when the benchmark has an OOD set."""
+def main_columns(summary: dict[str, dict[str, Any]], benchmark: str = "") -> tuple[str, ...]:
+    """The paper's layout: OOD metrics first when the benchmark has an OOD set; the anomaly
+    benchmarks take the anomaly as positive for AUPR and FPR95, as Hendrycks et al. do."""
     present = set().union(*(s["stats"] for s in summary.values()))
     if "miou" in present:
-        columns = _SEGMENTATION_COLUMNS
+        anomaly = benchmark in _ANOMALY_BENCHMARKS
+        columns = _ANOMALY_COLUMNS if anomaly else _SEGMENTATION_COLUMNS
     else:
         columns = _OOD_COLUMNS if "auroc" in present else _CLASSIFICATION_COLUMNS
     return tuple(c for c in columns if c in present)
@@ -192,7 +209,7 @@ def main_table(results: dict[str, Any]) -> str:
     """The paper's table: ours mean ± std over seeds, the paper's value in brackets."""
     summary = results["summary"]
     paper = PAPER_TABLES.get(results["config"]["benchmark"])
-    columns = main_columns(summary)
+    columns = main_columns(summary, results["config"]["benchmark"])
     header = ["method", *(METRIC_FORMATS[c][0] for c in columns), "train time", "test time"]
     lines = []
     for row in summary.values():
@@ -203,6 +220,22 @@ def main_table(results: dict[str, Any]) -> str:
         )
         lines.append([row["label"], *cells, train, _duration(stats["test_seconds"]["mean"])])
     return _markdown(header, lines)
+
+
+def recipe_warning(results: dict[str, Any]) -> str:
+    """A warning for above the table when the paper's numbers stand beside a run whose recipe
+    is not the shipped one ("" otherwise): the comparison would mislead without it."""
+    config = results["config"]
+    if config["benchmark"] not in PAPER_TABLES:
+        return ""
+    changes = recipe_differences(config)
+    if not changes:
+        return ""
+    return (
+        f"**Warning: not the paper's recipe.** This run differs from the shipped "
+        f"`{config['benchmark']}` config that the paper's numbers (in brackets) belong to, so "
+        f"the two are not comparable: {'; '.join(changes)}."
+    )
 
 
 def _cost_table(summary: dict[str, dict[str, Any]]) -> str:
@@ -333,7 +366,7 @@ def _segmentation_figures(
         figures.append(
             (
                 f"Test image {index}: prediction and per-pixel confidence (MCP) of each method; "
-                "unseen-class (pedestrian) pixels outlined, unlabelled pixels black",
+                "unseen-class (OOD) pixels outlined, unlabelled pixels black",
                 f"figures/{name}.png",
             )
         )
@@ -349,8 +382,10 @@ def _figures(
     if not labels:
         return []
     figures = []
+    seed = f"seed {results['seeds'][0]} of {len(results['seeds'])}"
     bins = {labels[k]: CalibrationBins(**artefacts[k]["bins"]) for k in labels}
-    save_figure(reliability_diagram(bins), out_dir / "figures" / "reliability")
+    reliability = reliability_diagram(bins, title=f"In-distribution test data, {seed}")
+    save_figure(reliability, out_dir / "figures" / "reliability")
     figures.append(
         (
             "Reliability diagrams and confidence histograms (in-distribution test)",
@@ -363,13 +398,26 @@ def _figures(
         if artefacts[k]["scores_out"] is not None and artefacts[k]["scores_out"].numel() > 0
     }
     if scores:
-        save_figure(ood_curves(scores), out_dir / "figures" / "ood_curves")
+        score = "MCP (max class probability)"
+        curves = ood_curves(scores, title=f"OOD detection by the {score}, {seed}")
+        save_figure(curves, out_dir / "figures" / "ood_curves")
         figures.append(("ROC and precision-recall curves, MCP score", "figures/ood_curves.png"))
-        save_figure(confidence_histograms(scores), out_dir / "figures" / "ood_confidence")
+        histograms = confidence_histograms(
+            scores, score_name=score, title=f"In-distribution and OOD test data, {seed}"
+        )
+        save_figure(histograms, out_dir / "figures" / "ood_confidence")
         figures.append(("MCP of in-distribution and OOD test data", "figures/ood_confidence.png"))
     if results["benchmark"]["task"] == "segmentation":
         figures += _segmentation_figures(artefacts, labels, results["benchmark"], out_dir)
     return figures
+
+
+def _conventions(results: dict[str, Any]) -> str:
+    if results["config"]["benchmark"] in _ANOMALY_BENCHMARKS:
+        return _ANOMALY_CONVENTIONS
+    if results["benchmark"]["task"] == "segmentation":
+        return _SEGMENTATION_CONVENTIONS
+    return _CONVENTIONS
 
 
 def _input_size(benchmark: dict[str, Any]) -> str:
@@ -394,11 +442,10 @@ def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> 
         "Ours: mean ± std over seeds"
         + (f"; in brackets: the paper ({paper.caption})." if paper else "."),
         "",
+        *([warning, ""] if (warning := recipe_warning(results)) else []),
         main_table(results),
         "",
-        _SEGMENTATION_CONVENTIONS
-        if results["benchmark"]["task"] == "segmentation"
-        else _CONVENTIONS,
+        _conventions(results),
     ]
     if paper and paper.notes:
         parts += ["", *(f"- {note}" for note in paper.notes)]

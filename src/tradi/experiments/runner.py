@@ -7,6 +7,7 @@ Layout of an output folder::
     state/<method>/seed_<s>/result.json   a finished pair (written atomically, then the
                                           checkpoints are removed)
     state/<method>/seed_<s>/artefacts.pt  its calibration bins and confidence scores (figures)
+    state/<method>/seed_<s>/metrics.csv   its per-epoch history (tensorboard/ too, if installed)
     results.json, results.csv, report.md, figures/
 
 Resume: a finished pair is read back, never retrained; the pair in progress continues from its
@@ -61,6 +62,7 @@ from tradi.methods import METHODS, Method, SamplingMethod, build_method
 from tradi.models import build_model
 from tradi.selection import ScaleSearch
 from tradi.training.checkpoint import save_atomic
+from tradi.training.history import history_callbacks
 from tradi.training.loop import LossFn
 
 logger = logging.getLogger(__name__)
@@ -237,6 +239,7 @@ def run_pair(
         **options,
     )
     loaders = _loaders(benchmark, config, seed)
+    method.extra_callbacks += history_callbacks(pair_dir)  # metrics.csv (+ TensorBoard)
     info = method.fit(loaders.train, loaders.val_shard, checkpoint_dir=pair_dir / "checkpoint")
     search = None
     if choose:
@@ -359,6 +362,7 @@ def run_experiment(
             data_dir,
             val_fraction=config.data.val_fraction,
             seed=config.data.split_seed,
+            image_size=config.data.image_size,
         )
     if world_size() > 1 and benchmark.task == "segmentation":
         raise ConfigError(

@@ -36,8 +36,12 @@ class TRADICallback(pl.Callback):
     tracker (see docs/distributed.md).
 
     Args:
-        covariance, rank, scale: the posterior's defaults (`WeightTracker.posterior`).
-        n_samples, average, seed: the ensemble's defaults (`SampledEnsemble`).
+        covariance: the posterior's covariance, "diag" or "kernel" (`WeightTracker.posterior`).
+        n_samples: the ensemble's number of weight sets (`SampledEnsemble`).
+        scale: the posterior's factor on the sampled deviation.
+        rank: the kernel covariance's rank.
+        average: the ensemble's average, "probs" or "logits".
+        seed: the seed of the ensemble's weight draws.
         start_epoch: the first tracked epoch.
         tracker_options: keyword arguments for `WeightTracker` (step, config, init_mean,
             init_variance, param_filter); step="gradient" reads the first optimizer's rates.
@@ -143,7 +147,7 @@ class TRADICallback(pl.Callback):
     ) -> SampledEnsemble:
         """The sampled ensemble of the trained module; `bn_loader` re-estimates BatchNorm
         statistics per sample (pass the training loader when the module has BatchNorm);
-        `ensemble_options` (batching, chunk_size, cache) go to `SampledEnsemble`."""
+        `ensemble_options` (batching, chunk_size, cache, task, io) go to `SampledEnsemble`."""
         posterior = self.posterior(covariance, scale=scale)  # raises before fit
         assert self._module is not None  # set in on_fit_start, before any tracker exists
         return SampledEnsemble(

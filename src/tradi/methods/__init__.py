@@ -1,5 +1,6 @@
 """The paper's methods behind one interface: mcp, mc_dropout, deep_ensembles, swag,
-gaussian_perturbation and tradi, each built by `build_method` and trained by the same loop."""
+gaussian_perturbation and tradi, and the modern one-run peer ivon (optional package ivon-opt),
+each built by `build_method` and trained by the same loop."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import torch.nn.functional as F
 
+from tradi.adapters import DEFAULT_IO, ModelIO
 from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod
 from tradi.methods.deep_ensembles import DeepEnsembles, DeepEnsemblesOptions
 from tradi.methods.gaussian_perturbation import GaussianPerturbation, GaussianPerturbationOptions
+from tradi.methods.ivon import IVON, IVONOptions
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
 from tradi.methods.swag import SWAG, SWAGOptions
@@ -20,7 +23,8 @@ from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.loop import LossFn
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (MCP, MCDropout, DeepEnsembles, SWAG, GaussianPerturbation, TRADI)
+    cls.name: cls
+    for cls in (MCP, MCDropout, DeepEnsembles, SWAG, GaussianPerturbation, TRADI, IVON)
 }
 
 
@@ -31,13 +35,16 @@ def build_method(
     train: TrainConfig | Mapping[str, Any] | None = None,
     loss_fn: LossFn = F.cross_entropy,
     selection: ScaleSelection | None = None,
+    io: ModelIO = DEFAULT_IO,
     **options: Any,
 ) -> Method:
     """The method called ``name`` (see ``METHODS``) with its options given as keywords.
 
     ``train`` is the shared `TrainConfig` (or a mapping of its fields, e.g. from YAML); unknown
-    option keys raise a ValueError that lists the valid ones. ``selection``: the rule a sampling
-    method applies to ``scale="auto"`` (default `ScaleSelection()`); other methods refuse it.
+    option keys raise a ValueError that lists the valid ones. ``io`` (`tradi.ModelIO`) says how
+    batches become model inputs and targets and which output holds the logits. ``selection``:
+    the rule a sampling method applies to ``scale="auto"`` (default `ScaleSelection()`); other
+    methods refuse it.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -48,13 +55,14 @@ def build_method(
         config = options_from_mapping(TrainConfig, train)
     parsed = options_from_mapping(cls.options_type, options)
     if issubclass(cls, SamplingMethod):
-        return cls(model_factory, parsed, train=config, loss_fn=loss_fn, selection=selection)
+        return cls(model_factory, parsed, train=config, loss_fn=loss_fn, io=io, selection=selection)
     if selection is not None:
         raise ValueError(f"{name} has no noise scale: it takes no selection rule")
-    return cls(model_factory, parsed, train=config, loss_fn=loss_fn)
+    return cls(model_factory, parsed, train=config, loss_fn=loss_fn, io=io)
 
 
 __all__ = [
+    "IVON",
     "MCP",
     "METHODS",
     "SWAG",
@@ -64,6 +72,7 @@ __all__ = [
     "FitInfo",
     "GaussianPerturbation",
     "GaussianPerturbationOptions",
+    "IVONOptions",
     "MCDropout",
     "MCDropoutOptions",
     "MCPOptions",

@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tradi.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.auto_scale import fit_ensemble
 from tradi.distributed import data_parallel, global_batches
 from tradi.ensemble import SampledEnsemble
 from tradi.posterior import WeightPosterior
 from tradi.selection import ScalePoint, ScaleSearch, ScaleSelection
+from tradi.structure import has_uninitialised_parameters, unwrap
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
 from tradi.training.checkpoint import loader_generators
 from tradi.training.loop import LossFn, Scheduler
@@ -49,9 +51,9 @@ class FitInfo:
     scale_search: ScaleSearch | None = None
 
 
-def batch_inputs(batch: Any) -> Tensor:
-    """The inputs of an ``(inputs, targets)`` batch, or the batch itself when it is a tensor."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+def batch_inputs(batch: Any, io: ModelIO = DEFAULT_IO) -> Any:
+    """The model inputs of a batch as ``io`` reads them (`ModelIO.inputs`)."""
+    return io.inputs(batch)
 
 
 class Method(ABC):
@@ -60,7 +62,7 @@ class Method(ABC):
     Subclasses set ``name``, ``label`` (its row in the tables), ``short_label`` (figure panels)
     and ``options_type``, and implement ``sample_probs`` and
     ``forward_passes_per_input``; they change training only through ``_callbacks``,
-    ``_scheduler`` and ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
+    ``_optimizer``, ``_scheduler`` and ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
     """
 
     name: ClassVar[str]
@@ -75,6 +77,7 @@ class Method(ABC):
         *,
         train: TrainConfig | None = None,
         loss_fn: LossFn = F.cross_entropy,
+        io: ModelIO = DEFAULT_IO,
     ) -> None:
         options = self.options_type() if options is None else options
         if not isinstance(options, self.options_type):
@@ -85,9 +88,12 @@ class Method(ABC):
         self.options = options
         self.train = train or TrainConfig()
         self.loss_fn = loss_fn
+        self.io = io
         self.device = torch.device(self.train.device)
         self.model: nn.Module | None = None
         self.fit_info: FitInfo | None = None
+        #: Callbacks added to every network this method trains (logging, history files).
+        self.extra_callbacks: list[Callback] = []
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -133,15 +139,18 @@ class Method(ABC):
         """Build a network from ``seed`` and train it with the shared loop and config.
 
         The seed fixes the initial weights, dropout masks and shuffling (the global torch state
-        and the training loader's own generators), so a run depends on ``seed`` alone. In a
+        and the training loader's own generators), so a run depends on ``seed`` alone. Lazy
+        layers are initialised first by `_dry_run`. In a
         distributed run the network trains as `DistributedDataParallel` (`data_parallel`) and is
         returned plain.
         """
         torch.manual_seed(seed)
+        model = self.model_factory().to(self.device)
+        if has_uninitialised_parameters(model):
+            self._dry_run(model, train_loader)
         for generator in loader_generators(train_loader):
             generator.manual_seed(seed)
-        model = self.model_factory().to(self.device)
-        optimizer = make_optimizer(model, self.train)
+        optimizer = self._optimizer(model)
         with data_parallel(model) as trained:
             result = fit(
                 trained,
@@ -152,12 +161,26 @@ class Method(ABC):
                 loss_fn=self.loss_fn,
                 val_loader=val_loader,
                 select=self.train.select,
-                callbacks=callbacks,
+                callbacks=[*callbacks, *self.extra_callbacks],
                 progress=self.train.progress,
                 device=self.device,
                 checkpoint_dir=checkpoint_dir,
+                io=self.io,
             )
         return model, result
+
+    @torch.no_grad()
+    def _dry_run(self, model: nn.Module, loader: Iterable[Any]) -> None:
+        """Initialise lazy layers (`nn.LazyLinear`, ...) with one eval-mode pass of a batch,
+        before the optimizer, tracker or SWAG collector sees the parameters."""
+        batch = next(iter(loader))
+        model.eval()
+        self.io.forward(model, to_device(self.io.inputs(batch), self.device))
+        model.train()
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The shared optimizer of ``TrainConfig`` (IVON brings its own)."""
+        return make_optimizer(model, self.train)
 
     def _scheduler(self, optimizer: torch.optim.Optimizer) -> Scheduler | None:
         """The shared learning-rate schedule of ``TrainConfig``."""
@@ -185,11 +208,15 @@ class Method(ABC):
     def iter_predict(self, loader: Iterable[Any]) -> Iterator[Tensor]:
         """``sample_probs`` batch by batch, on the CPU: for dense outputs too big to concatenate."""
         for batch in loader:
-            yield self.sample_probs(batch_inputs(batch)).cpu()
+            yield self.sample_probs(self.io.inputs(batch)).cpu()
 
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a loader: [S, N, C, ...] on the CPU."""
         return torch.cat(list(self.iter_predict(loader)), dim=1)
+
+    def _network_probs(self, model: nn.Module, x: Any) -> Tensor:
+        """Class probabilities [N, C, ...] of one network on model inputs ``x`` (via ``io``)."""
+        return self.io.logits(self.io.forward(model, to_device(x, self.device))).softmax(dim=1)
 
     def predict_mean(self, x: Tensor) -> Tensor:
         """The method's predictive distribution for one batch: the mean over its S passes."""
@@ -198,12 +225,13 @@ class Method(ABC):
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to predict again without training (here: the trained network)."""
-        return {"model": self._require_model().state_dict()}
+        return {"model": unwrap(self._require_model()).state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Rebuild the trained method from ``state_dict()``'s output."""
+        """Rebuild the trained method from ``state_dict()``'s output (the network's own names:
+        states move between a wrapped and a plain model factory)."""
         model = self._built_model()
-        model.load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         self.model = model
 
 
@@ -265,6 +293,7 @@ class SamplingMethod(Method):
             "n_samples": self.options.n_samples,
             "bn_loader": self.bn_loader if self.options.bn_update else None,
             "seed": self.train.seed,
+            "io": self.io,
         }
 
     def ensemble(self, scale: float | None = None) -> SampledEnsemble:

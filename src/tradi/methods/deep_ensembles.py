@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.methods.base import FitInfo, Method
+from tradi.structure import unwrap
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,13 @@ class DeepEnsembles(Method):
         return self.options.n_members
 
     @torch.no_grad()
-    def sample_probs(self, x: Tensor) -> Tensor:
+    def sample_probs(self, x: Any) -> Tensor:
         if not self.members:
             raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
-        x = x.to(self.device)
-        return torch.stack([member.eval()(x).softmax(dim=1) for member in self.members])
+        return torch.stack([self._network_probs(member.eval(), x) for member in self.members])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"members": [member.state_dict() for member in self.members]}
+        return {"members": [unwrap(member).state_dict() for member in self.members]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["members"]) != self.options.n_members:
@@ -83,6 +83,6 @@ class DeepEnsembles(Method):
         members = []
         for member_state in state["members"]:
             model = self._built_model()
-            model.load_state_dict(member_state)
+            unwrap(model).load_state_dict(member_state)
             members.append(model)
         self.members = members

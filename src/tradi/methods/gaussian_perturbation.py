@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from tradi.methods.base import SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import DiagonalGaussian, WeightPosterior
+from tradi.structure import named_parameters_with_owner
 from tradi.tracking import default_param_filter
 
 
@@ -31,13 +32,11 @@ class GaussianPerturbationOptions:
 
 def perturbed_weights(model: nn.Module) -> dict[str, Tensor]:
     """The weights the perturbation touches: the ones TRADI tracks (not normalisation layers)."""
-    weights = {}
-    for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            name = f"{module_name}.{param_name}" if module_name else param_name
-            if default_param_filter(name, module, param):
-                weights[name] = param.detach().clone()
-    return weights
+    return {
+        name: param.detach().clone()
+        for name, module, param in named_parameters_with_owner(model)
+        if default_param_filter(name, module, param)
+    }
 
 
 def rms_variance(weights: dict[str, Tensor]) -> dict[str, Tensor]:

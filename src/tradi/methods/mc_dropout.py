@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.auto_scale import seeded_randomness
-from tradi.methods.base import Method, batch_inputs
+from tradi.methods.base import Method
 
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout,
@@ -57,20 +57,21 @@ class MCDropout(Method):
         return self.options.n_passes
 
     @torch.no_grad()
-    def sample_probs(self, x: Tensor) -> Tensor:
+    def sample_probs(self, x: Any) -> Tensor:
         """``n_passes`` dropout draws from the global torch random state: [n_passes, N, C, ...]."""
         model = self._require_model().eval()
         dropouts = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
         for module in dropouts:
             module.train()
         try:
-            x = x.to(self.device)
-            return torch.stack([model(x).softmax(dim=1) for _ in range(self.options.n_passes)])
+            return torch.stack(
+                [self._network_probs(model, x) for _ in range(self.options.n_passes)]
+            )
         finally:
             model.eval()
 
     def iter_predict(self, loader: Iterable[Any]) -> Iterator[Tensor]:
         for index, batch in enumerate(loader):
             with seeded_randomness(self.train.seed + index, self.device):
-                probs = self.sample_probs(batch_inputs(batch))
+                probs = self.sample_probs(self.io.inputs(batch))
             yield probs.cpu()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,6 +29,6 @@ class MCP(Method):
         return 1
 
     @torch.no_grad()
-    def sample_probs(self, x: Tensor) -> Tensor:
+    def sample_probs(self, x: Any) -> Tensor:
         model = self._require_model().eval()
-        return model(x.to(self.device)).softmax(dim=1).unsqueeze(0)
+        return self._network_probs(model, x).unsqueeze(0)

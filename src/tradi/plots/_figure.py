@@ -3,6 +3,7 @@ on headless machines (PNG through Agg, SVG through matplotlib's SVG backend)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +25,34 @@ def new_figure(
     figure = Figure(figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows), layout="constrained")
     axes = figure.subplots(n_rows, n_cols, squeeze=False)
     return figure, [list(row) for row in axes]
+
+
+#: Panels per row before a figure wraps: wide strips of 7 panels (8:1) read badly.
+MAX_COLUMNS = 4
+
+
+def panel_grid(
+    n_panels: int,
+    panel_size: tuple[float, float],
+    rows_per_panel: int = 1,
+    title: str | None = None,
+) -> tuple[Figure, list[list[Axes]]]:
+    """``n_panels`` panels wrapped into rows of at most `MAX_COLUMNS`, each panel a stack of
+    ``rows_per_panel`` axes; returns the figure and, per panel, its axes from top to bottom.
+    Grid cells left over in the last row are removed; ``title`` goes above the grid."""
+    columns = min(n_panels, MAX_COLUMNS)
+    grid_rows = math.ceil(n_panels / columns)
+    figure, axes = new_figure(grid_rows * rows_per_panel, columns, panel_size)
+    cells = [divmod(index, columns) for index in range(grid_rows * columns)]
+    stacks = [
+        [axes[row * rows_per_panel + k][col] for k in range(rows_per_panel)] for row, col in cells
+    ]
+    for unused in stacks[n_panels:]:
+        for axis in unused:
+            figure.delaxes(axis)
+    if title:
+        figure.suptitle(title)
+    return figure, stacks[:n_panels]
 
 
 def check_methods(data: object, what: str) -> None:

@@ -11,18 +11,21 @@ from torch import Tensor
 from tradi.metrics import ood_metrics, ood_pr_curve, ood_roc_curve
 from tradi.metrics._checks import check_scores
 from tradi.metrics.ood import TPR_LEVEL
-from tradi.plots._figure import check_methods, method_color, new_figure
+from tradi.plots._figure import check_methods, method_color, new_figure, panel_grid
 
 ScorePair = tuple[Tensor, Tensor]
 
 
-def ood_curves(scores_by_method: Mapping[str, ScorePair]) -> Figure:
+def ood_curves(scores_by_method: Mapping[str, ScorePair], title: str | None = None) -> Figure:
     """ROC, PR with in-distribution positive and PR with OOD positive, every method on each
     axis, its AUROC / AUPR in the legend. Scores (in, out): higher = more in-distribution.
     PR curves are drawn as the steps that average precision sums. Every distinct score is a
-    point: subsample very large sets (pixels) before plotting."""
+    point: subsample very large sets (pixels) before plotting. ``title`` (the score, the seed)
+    goes above the panels."""
     check_methods(scores_by_method, "scores_by_method")
     figure, axes = new_figure(1, 3, (4.0, 3.8))
+    if title:
+        figure.suptitle(title)
     roc_axes, pr_in_axes, pr_out_axes = axes[0]
     for index, (name, (scores_in, scores_out)) in enumerate(scores_by_method.items()):
         color = method_color(index)
@@ -66,15 +69,19 @@ def confidence_histograms(
     n_bins: int = 50,
     score_range: tuple[float, float] | None = (0.0, 1.0),
     log_y: bool = False,
+    score_name: str = "score",
+    title: str | None = None,
 ) -> Figure:
-    """One panel per method: the share of in-distribution and of OOD samples per score bin on
-    shared edges (each set sums to 1, so unequal set sizes compare). `score_range=None` spans
-    each method's own scores (for entropies and other scores outside [0, 1]); scores outside
-    the range are counted in the end bins."""
+    """One panel per method (four per row, then wrapped): the share of in-distribution and of
+    OOD samples per score bin on shared edges (each set sums to 1, so unequal set sizes
+    compare). `score_range=None` spans each method's own scores (for entropies and other scores
+    outside [0, 1]); scores outside the range are counted in the end bins. ``score_name``
+    labels the x axis (e.g. "MCP (max class probability)"); ``title`` goes above the panels."""
     check_methods(scores_by_method, "scores_by_method")
-    figure, axes = new_figure(1, len(scores_by_method), (3.6, 3.0))
-    for column, (name, (scores_in, scores_out)) in enumerate(scores_by_method.items()):
-        axis = axes[0][column]
+    figure, panels = panel_grid(len(scores_by_method), (3.6, 3.0), title=title)
+    for (name, (scores_in, scores_out)), (axis,) in zip(
+        scores_by_method.items(), panels, strict=True
+    ):
         scores_in = check_scores(scores_in, f"{name}: scores_in").cpu()
         scores_out = check_scores(scores_out, f"{name}: scores_out").cpu()
         if score_range is None:
@@ -97,7 +104,7 @@ def confidence_histograms(
                 color=color,
                 label=f"{label} (n={scores.numel()})",
             )
-        axis.set(title=name, xlabel="score", ylabel="share of samples", xlim=(low, high))
+        axis.set(title=name, xlabel=score_name, ylabel="share of samples", xlim=(low, high))
         if log_y:
             axis.set_yscale("log")
         axis.legend(loc="upper left", fontsize="small")

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from tradi.plots._figure import check_methods, new_figure
+from tradi.plots._figure import check_methods, panel_grid
 
 OOD_OUTLINE_COLOR = "magenta"
 CONFIDENCE_CMAP = "viridis"
@@ -94,10 +94,11 @@ def segmentation_panels(
     class_colors: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """Column 0: the image (top) and the ground truth (bottom, if given); then one column per
+    """Panel 0: the image (top) and the ground truth (bottom, if given); then one panel per
     method with its predicted classes [H, W] (top) and confidence map [H, W] (bottom, 0..1,
-    one shared colour bar). Labels outside [0, num_classes) are drawn black; the OOD mask
-    [H, W] is outlined on every panel; `class_names` adds a legend of the classes shown."""
+    one shared colour bar); panels wrap after four per row. Labels outside [0, num_classes)
+    are drawn black; the OOD mask [H, W] is outlined on every panel; `class_names` adds a
+    legend of the classes shown."""
     check_methods(predictions, "predictions")
     for name, (predicted, confidence) in predictions.items():
         if predicted.shape != confidence.shape or predicted.ndim != 2:
@@ -106,30 +107,30 @@ def segmentation_panels(
                 f"{tuple(confidence.shape)} must both be [H, W]"
             )
     colormap, norm = _label_colormap(num_classes, class_colors)
-    figure, axes = new_figure(2, 1 + len(predictions), (3.0, 2.6))
+    figure, axes = panel_grid(1 + len(predictions), (3.0, 2.6), rows_per_panel=2)
     axes[0][0].imshow(_display_image(image))
     axes[0][0].set_title("image")
     if ground_truth is None:
-        axes[1][0].set_visible(False)
+        axes[0][1].set_visible(False)
     else:
-        axes[1][0].imshow(
+        axes[0][1].imshow(
             _label_map(ground_truth, num_classes), cmap=colormap, norm=norm, interpolation="nearest"
         )
-        axes[1][0].set_title("ground truth")
+        axes[0][1].set_title("ground truth")
     confidence_image = None
-    for column, (name, (predicted, confidence)) in enumerate(predictions.items(), start=1):
-        axes[0][column].imshow(
+    for panel, (name, (predicted, confidence)) in enumerate(predictions.items(), start=1):
+        axes[panel][0].imshow(
             _label_map(predicted, num_classes), cmap=colormap, norm=norm, interpolation="nearest"
         )
-        axes[0][column].set_title(f"{name}: prediction")
-        confidence_image = axes[1][column].imshow(
+        axes[panel][0].set_title(f"{name}: prediction")
+        confidence_image = axes[panel][1].imshow(
             confidence.double().numpy(force=True),
             cmap=CONFIDENCE_CMAP,
             vmin=0.0,
             vmax=1.0,
             interpolation="nearest",
         )
-        axes[1][column].set_title(f"{name}: confidence")
+        axes[panel][1].set_title(f"{name}: confidence")
     for row in axes:
         for axis in row:
             if axis.get_visible():
@@ -144,5 +145,7 @@ def segmentation_panels(
             + [predicted for predicted, _ in predictions.values()],
             num_classes,
         )
-    figure.colorbar(confidence_image, ax=[row[-1] for row in axes], label="confidence", shrink=0.6)
+    figure.colorbar(
+        confidence_image, ax=[stack[1] for stack in axes], label="confidence", shrink=0.6
+    )
     return figure

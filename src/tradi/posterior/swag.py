@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tradi.structure import named_parameters_with_owner
+
 ParamFilter = Callable[[str, nn.Module, nn.Parameter], bool]
 
 _VARIANCE_FLOOR = 1e-30  # SWAG's var_clamp: keeps sqrt finite when an iterate never moved
@@ -94,7 +96,8 @@ class SWAGCollector:
         max_rank: K, the number of most recent deviation columns kept (20 in SWAG).
         param_filter: `(name, owning module, parameter) -> bool`; default all trainable ones.
 
-    State is float32 whatever the parameters' dtype.
+    State is float32 whatever the parameters' dtype. Parameters are named and deduplicated as
+    by `tradi.structure` (wrappers looked through, tied tensors once), like the tracker's.
     """
 
     def __init__(
@@ -103,12 +106,7 @@ class SWAGCollector:
         if max_rank < 1:
             raise ValueError(f"max_rank must be >= 1, got {max_rank}")
         keep = param_filter or all_trainable
-        named = []
-        for module_name, module in model.named_modules():
-            for param_name, param in module.named_parameters(recurse=False):
-                name = f"{module_name}.{param_name}" if module_name else param_name
-                if keep(name, module, param):
-                    named.append((name, param))
+        named = [(n, p) for n, m, p in named_parameters_with_owner(model) if keep(n, m, p)]
         if not named:
             raise ValueError("no parameter of the model is selected for SWAG")
         self.max_rank = max_rank

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from tradi.distributed.context import unwrap
 from tradi.distributed.sharded import gather_like, is_sharded, local_shard
 from tradi.posterior import DiagonalGaussian, KernelGaussian, WeightPosterior
+from tradi.structure import named_parameters_with_owner
 from tradi.tracking.kalman import KalmanConfig, gain_step
 
 StepForm = Literal["delta", "gradient"]
@@ -46,12 +46,6 @@ def default_param_filter(name: str, module: nn.Module, param: nn.Parameter) -> b
     return param.requires_grad and not isinstance(module, _NORM_TYPES)
 
 
-def _named_parameters_with_owner(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Parameter]]:
-    for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            yield (f"{module_name}.{param_name}" if module_name else param_name), module, param
-
-
 class WeightTracker:
     """Tracks mean and variance of every selected weight of `model` with TRADI's Kalman filters.
 
@@ -67,8 +61,10 @@ class WeightTracker:
         param_filter: `(name, owning module, parameter) -> bool`; overrides the default that
             skips normalisation layers and frozen parameters.
 
-    State is float32 whatever the parameters' dtype. Parameter names are the model's own (a
-    DistributedDataParallel wrapper is looked through, so they never start with "module.").
+    State is float32 whatever the parameters' dtype. Parameter names are the model's own with
+    every wrapper looked through (DDP, DataParallel, torch.compile, ...; `tradi.structure`), and
+    a tied tensor is tracked once, under its first name: state moves between a wrapped and a
+    plain model. A lazy layer must have run one forward pass first (else a ValueError).
     """
 
     def __init__(
@@ -91,8 +87,7 @@ class WeightTracker:
         if init_variance is not None and init_variance < 0:
             raise ValueError(f"init_variance must be >= 0, got {init_variance}")
         keep = param_filter or default_param_filter
-        model = unwrap(model)  # under DDP: the user's names, without the "module." prefix
-        named = [(n, p) for n, m, p in _named_parameters_with_owner(model) if keep(n, m, p)]
+        named = [(n, p) for n, m, p in named_parameters_with_owner(model) if keep(n, m, p)]
         if not named:
             raise ValueError("no parameter of the model is selected for tracking")
         self.step_form: StepForm = step
@@ -116,7 +111,7 @@ class WeightTracker:
                     (n,),
                     init_variance
                     if init_variance is not None
-                    else math.sqrt(2.0 / (shape[0] if len(shape) else 1)),
+                    else math.sqrt(2.0 / max(shape[0] if len(shape) else 1, 1)),
                     device=weights.device,
                 )
                 for n, shape in zip(self._sizes, [p.shape for p in self._params], strict=True)
@@ -279,11 +274,14 @@ class WeightTracker:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["names"] != self.names or state["step_form"] != self.step_form:
+        if state["step_form"] != self.step_form:
             raise ValueError(
-                "tracker state does not match this tracker: saved "
-                f"{len(state['names'])} params/{state['step_form']!r}, "
-                f"here {len(self.names)} params/{self.step_form!r}"
+                f"tracker state was saved with step={state['step_form']!r}, this tracker uses "
+                f"step={self.step_form!r}: build it with the same step form"
+            )
+        if state["names"] != self.names:
+            raise ValueError(
+                f"tracker state does not match this model: {_name_difference(state['names'], self.names)}"
             )
         if state["mean"].shape != self._mean.shape:
             raise ValueError(
@@ -308,3 +306,16 @@ class WeightTracker:
     @property
     def num_tracked(self) -> int:
         return self._mean.numel()
+
+
+def _name_difference(saved: list[str], here: list[str]) -> str:
+    """What differs between two lists of parameter names, shortly."""
+    saved_set, here_set = set(saved), set(here)
+    missing = [n for n in saved if n not in here_set]
+    extra = [n for n in here if n not in saved_set]
+    if not missing and not extra:
+        return "the same parameters in another order"
+    return (
+        f"saved parameters absent here {missing[:5]}, parameters here absent from the state "
+        f"{extra[:5]} ({len(missing)} and {len(extra)} in all)"
+    )

@@ -1,7 +1,9 @@
 """The one training loop every method goes through; methods differ by callbacks, not by copies.
 
-Batches are ``(inputs, targets)`` pairs and ``loss_fn(outputs, targets)`` returns a mean loss, so
-classification and segmentation (a cross-entropy with ``ignore_index``) train unchanged.
+Batches are ``(inputs, targets)`` pairs, or anything a `ModelIO` (``io=``) splits into inputs
+and targets; ``loss_fn(outputs, targets)`` returns a mean loss, ``outputs`` being the logits
+``io.logits`` takes from the model's output. So classification and segmentation (a
+cross-entropy with ``ignore_index``) train unchanged.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() at construction
 
+from tradi.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.distributed import all_reduce_sums, barrier, is_rank_zero, unwrap, world_size
 from tradi.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -54,8 +58,8 @@ _SELECTION_METRIC: dict[str, tuple[str, float]] = {
 class Callback:
     """Hooks into ``fit``. Override what you need; state in ``state_dict`` is checkpointed.
 
-    Order per epoch: ``on_epoch_start``, then ``on_after_step`` after every ``optimizer.step()``,
-    then ``on_epoch_end`` with that epoch's metrics (before the scheduler steps). ``epoch`` and
+    Order per epoch: ``on_epoch_start``, then per batch the forward and backward passes inside
+    every callback's ``step_context`` and ``on_after_step`` after ``optimizer.step()``, then ``on_epoch_end`` with that epoch's metrics (before the scheduler steps). ``epoch`` and
     ``step`` count from 0 and 1 respectively. On resume, ``on_train_start`` runs first and
     ``load_state_dict`` then restores the saved state.
     """
@@ -65,6 +69,11 @@ class Callback:
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         """Called before the first batch of every epoch."""
+
+    def step_context(self) -> AbstractContextManager[object]:
+        """Entered around each batch's forward and backward passes (not the optimizer step):
+        e.g. IVON evaluates the gradient at weights sampled from its posterior in here."""
+        return nullcontext()
 
     def on_after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         """Called right after every ``optimizer.step()``; ``step`` is the number taken so far."""
@@ -97,7 +106,13 @@ class FitResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, device: torch.device) -> dict:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: LossFn,
+    device: torch.device,
+    io: ModelIO = DEFAULT_IO,
+) -> dict:
     """Mean loss and accuracy of ``model`` in eval mode over ``loader``; the mode is restored.
 
     The loss is averaged over batches weighted by batch size. Targets outside ``[0, C)`` and
@@ -108,11 +123,11 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn, device: torch.
     model.eval()
     loss_sum, count, correct, counted = 0.0, 0, 0, 0
     ignore_index = getattr(loss_fn, "ignore_index", None)
-    for inputs, targets in loader:
-        inputs, targets = inputs.to(device), targets.to(device)
-        outputs = model(inputs)
-        loss_sum += float(loss_fn(outputs, targets)) * inputs.shape[0]
-        count += inputs.shape[0]
+    for batch in loader:
+        inputs, targets = to_device(io.inputs(batch), device), io.targets(batch).to(device)
+        outputs = io.logits(io.forward(model, inputs))
+        loss_sum += float(loss_fn(outputs, targets)) * targets.shape[0]
+        count += targets.shape[0]
         valid = (targets >= 0) & (targets < outputs.shape[1])
         if ignore_index is not None:
             valid &= targets != ignore_index
@@ -147,6 +162,7 @@ def fit(
     device: str | torch.device | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
+    io: ModelIO = DEFAULT_IO,
 ) -> FitResult:
     """Train ``model`` in place for ``epochs`` epochs and return what happened.
 
@@ -162,7 +178,8 @@ def fit(
     random states, which all ranks restore on resume. ``model`` may be the DDP wrapper: it
     trains, while callbacks, validation, snapshots and checkpoints see the network inside
     (``unwrap``), so their names carry no ``module.`` prefix and no forward pass outside
-    training runs a collective.
+    training runs a collective. ``io`` (`tradi.ModelIO`) says how a batch splits into inputs
+    and targets and which output holds the logits; other wrappers are looked through like DDP.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -192,11 +209,11 @@ def fit(
             callback.on_epoch_start(network, epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, loop["steps"] = _train_one_epoch(
-            model, train_loader, optimizer, loss_fn, callbacks, device, loop["steps"], progress
+            model, train_loader, optimizer, loss_fn, callbacks, device, loop["steps"], progress, io
         )
         metrics = {"epoch": float(epoch), "lr": lr, "train_loss": train_loss}
         if val_loader is not None:
-            metrics.update(evaluate(network, val_loader, loss_fn, device))
+            metrics.update(evaluate(network, val_loader, loss_fn, device, io))
         for callback in callbacks:
             callback.on_epoch_end(network, epoch, metrics)
         if scheduler is not None:
@@ -245,21 +262,25 @@ def _train_one_epoch(
     device: torch.device,
     steps: int,
     progress: bool,
+    io: ModelIO,
 ) -> tuple[float, int]:
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for inputs, targets in tqdm(loader, desc="batches", leave=False, disable=not progress):
-        inputs, targets = inputs.to(device), targets.to(device)
+    for batch in tqdm(loader, desc="batches", leave=False, disable=not progress):
+        inputs, targets = to_device(io.inputs(batch), device), io.targets(batch).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), targets)
-        (loss * _share_of_global_batch(inputs.shape[0])).backward()
+        with ExitStack() as around_step:
+            for callback in callbacks:
+                around_step.enter_context(callback.step_context())
+            loss = loss_fn(io.logits(io.forward(model, inputs)), targets)
+            (loss * _share_of_global_batch(targets.shape[0])).backward()
         optimizer.step()
         steps += 1
         for callback in callbacks:
             callback.on_after_step(unwrap(model), optimizer, steps)
-        loss_sum += loss.detach().double() * inputs.shape[0]
-        count += inputs.shape[0]
+        loss_sum += loss.detach().double() * targets.shape[0]
+        count += targets.shape[0]
     totals = all_reduce_sums({"loss": loss_sum, "count": count})
     if totals["count"] == 0:
         raise ValueError("the training loader yielded no batches")
