@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
 __version__ = "0.1.0"
 
 _LAZY = {
+    "fit_ensemble": "tradi.auto_scale",
+    "ScaleSelection": "tradi.selection",
+    "ScaleSearch": "tradi.selection",
     "ModelIO": "tradi.adapters",
     "GaussianPrediction": "tradi.regression",
     "SampledEnsemble": "tradi.ensemble",
@@ -83,6 +86,8 @@ __all__ = [
     "ModelIO",
     "SWAGPosterior",
     "SampledEnsemble",
+    "ScaleSearch",
+    "ScaleSelection",
     "TrainConfig",
     "WeightPosterior",
     "WeightTracker",
@@ -91,6 +96,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "fit",
+    "fit_ensemble",
     "load_benchmark",
     "load_dataset",
     "update_bn_stats",

@@ -29,9 +29,9 @@ train: {epochs: 2, optimizer: sgd, lr: 0.05, momentum: 0.9, select: last}
 methods:
   mcp: {}
   swag: {n_samples: 5, start_epoch: 0}
-  tradi: {scale: null, n_samples: 5, init_variance: 0.0}
+  tradi: {scale: auto, n_samples: 5, init_variance: 0.0}
 seeds: [0]
-scale_selection: {criterion: val_ood_auroc, nll_tolerance: 0.2, report_untuned: false}
+scale_selection: {tolerance: 0.2, iterations: 1, report_untuned: false}
 device: cpu
 threads: 1
 """

@@ -157,7 +157,7 @@ def test_the_loop_and_every_method_read_batches_through_io() -> None:
         ("mcp", {}),
         ("mc_dropout", {"n_passes": 2}),
         ("deep_ensembles", {"n_members": 2}),
-        ("tradi", {"n_samples": 2, "scale": None, "scale_grid": (1.0, 10.0)}),
+        ("tradi", {"n_samples": 2, "scale": "auto"}),
         ("swag", {"n_samples": 2}),
         ("gaussian_perturbation", {"n_samples": 2}),
     ]:

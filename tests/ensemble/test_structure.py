@@ -127,7 +127,7 @@ def test_swag_collects_a_tied_tensor_once() -> None:
 
 @pytest.mark.parametrize("name", ["tradi", "swag", "gaussian_perturbation"])
 def test_methods_train_and_predict_on_a_tied_model(name: str) -> None:
-    extra = {"sigma": 0.01} if name == "gaussian_perturbation" else {}
+    extra = {"scale": 0.01} if name == "gaussian_perturbation" else {"scale": 1.0}
     method = build_method(name, TiedLM, train=TRAIN, n_samples=2, **extra)
     method.fit(token_loader())
     probs = method.predict(token_loader(16, seed=1))
@@ -192,7 +192,9 @@ def test_a_user_wrapper_keeps_its_forward() -> None:
 
 def test_method_states_move_between_a_wrapped_and_a_plain_factory() -> None:
     loader = DataLoader(TensorDataset(torch.randn(32, 3), torch.randint(0, 4, (32,))), 16)
-    wrapped = build_method("tradi", lambda: nn.DataParallel(mlp()), train=TRAIN, n_samples=2)
+    wrapped = build_method(
+        "tradi", lambda: nn.DataParallel(mlp()), train=TRAIN, n_samples=2, scale=1.0
+    )
     wrapped.fit(loader)
     plain = build_method("tradi", mlp, train=TRAIN, n_samples=2)
     plain.load_state_dict(wrapped.state_dict())
@@ -228,7 +230,7 @@ def test_methods_initialise_lazy_layers_before_tracking(name: str) -> None:
         return nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(4))
 
     loader = DataLoader(TensorDataset(torch.randn(32, 3), torch.randint(0, 4, (32,))), 16)
-    method = build_method(name, lazy, train=TRAIN, n_samples=2)
+    method = build_method(name, lazy, train=TRAIN, n_samples=2, scale=1.0)
     method.fit(loader)
     restored = build_method(name, lazy, train=TRAIN, n_samples=2)
     restored.load_state_dict(method.state_dict())

@@ -174,11 +174,13 @@ def test_methods_take_sample_modules_and_check_names_before_training() -> None:
     g = torch.Generator().manual_seed(0)
     loader = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))] * 3
     train = {"epochs": 1, "progress": False}
-    wrong = build_method("tradi", factory, train=train, sample_modules=("fc",))
+    wrong = build_method("tradi", factory, train=train, sample_modules=("fc",), scale=1.0)
     with pytest.raises(ValueError, match="not modules of Sequential"):
         wrong.fit(loader)
     assert wrong.model is None  # refused before any training
-    method = build_method("tradi", factory, train=train, sample_modules=("3",), n_samples=4)
+    method = build_method(
+        "tradi", factory, train=train, sample_modules=("3",), n_samples=4, scale=1.0
+    )
     method.fit(loader)
     ensemble = method.ensemble()
     assert ensemble.sample_modules == ("3",)

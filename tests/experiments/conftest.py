@@ -49,9 +49,10 @@ TINY_CONFIG: dict[str, Any] = {
     "methods": {
         "mcp": {},
         "deep_ensembles": {"n_members": 2},
-        "tradi": {"scale": None, "scale_grid": [1.0, 30.0], "n_samples": 4, "init_variance": 0.0},
+        "tradi": {"scale": "auto", "n_samples": 4, "init_variance": 0.0},
     },
     "seeds": [0, 1],
+    "scale_selection": {"tolerance": 0.2, "iterations": 2, "low": 0.1, "high": 100.0},
     "threads": 1,
 }
 

@@ -66,8 +66,8 @@ def test_round_trip_through_plain_data(tiny_config: dict[str, Any]) -> None:
     assert again == config
     options = config.method_options("tradi")
     assert isinstance(options, TradiOptions)
-    assert options.scale_grid == (1.0, 30.0)  # YAML list -> the declared tuple
-    assert options.scale is None
+    assert options.scale == "auto"
+    assert config.scale_selection.tolerance == 0.2
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_round_trip_through_plain_data(tiny_config: dict[str, Any]) -> None:
     [
         (("epochs_typo",), 3, ["'epochs_typo'", "allowed keys", "benchmark"]),
         (("data", "batchsize"), 3, ["'batchsize'", "data", "batch_size"]),
-        (("methods", "tradi", "sclae"), 3.0, ["'sclae'", "methods.tradi", "scale_grid"]),
+        (("methods", "tradi", "sclae"), 3.0, ["'sclae'", "methods.tradi", "scale"]),
         (("model", "options", "width"), 3, ["'width'", "model.options", "hidden_features"]),
         (("train", "momentun"), 0.9, ["'momentun'", "train", "momentum"]),
     ],

@@ -21,7 +21,6 @@ from tradi.experiments import config_from_dict, run_experiment
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.evaluation import evaluate
 from tradi.experiments.pairs import run_pair
-from tradi.experiments.selection import pick_scale
 from tradi.metrics import classification_metrics, ood_metrics
 from tradi.training.checkpoint import save_atomic
 
@@ -52,7 +51,7 @@ def _metrics_by_pair(results: dict[str, Any]) -> dict[tuple[str, int], Any]:
     return {
         (pair["method"], pair["seed"]): (
             [(row["key"], row["scale"], row["metrics"]) for row in pair["rows"]],
-            pair["scale_selection"] and pair["scale_selection"]["grid"],
+            pair["scale_selection"] and pair["scale_selection"]["points"],
         )
         for pair in results["pairs"]
     }
@@ -150,7 +149,7 @@ def test_results_json_and_csv(full_run: tuple[dict[str, Any], Path]) -> None:
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))  # what run_experiment returned
     assert on_disk["seeds"] == [0, 1]
-    assert on_disk["config"]["methods"]["tradi"]["scale"] is None
+    assert on_disk["config"]["methods"]["tradi"]["scale"] == "auto"
     assert on_disk["versions"]["torch"] == torch.__version__
     assert on_disk["command"] == "tradi run tiny"
     passes = {"mcp": 1, "deep_ensembles": 2, "tradi": 4}
@@ -224,38 +223,20 @@ def test_scale_selection_follows_its_rule(full_run: tuple[dict[str, Any], Path])
         if pair["method"] != "tradi":
             assert choice is None
             continue
-        # the rule written out again, independently of the runner's code: the best validation
-        # AUROC among scales within the NLL limit (ties: the smaller scale), else the lowest NLL
-        grid, limit = choice["grid"], choice["nll_limit"]
-        admissible = [r for r in grid if limit is not None and r["val_nll"] <= limit]
-        if admissible:
-            top = max(r["val_auroc"] for r in admissible)
-            expected = min(r["scale"] for r in admissible if r["val_auroc"] == top)
-        else:
-            lowest = min(r["val_nll"] for r in grid)
-            expected = min(r["scale"] for r in grid if r["val_nll"] == lowest)
-        assert choice["scale"] == expected
-        assert choice["criterion"] == ("val_ood_auroc" if admissible else "val_nll")
-        flags = [None if limit is None else r["val_nll"] <= limit for r in grid]
-        assert [r["admissible"] for r in grid] == flags
+        points = choice["points"]
+        assert choice["rule"] == "nll_tolerance" and all(p["val_auroc"] is None for p in points)
         assert choice["nll_limit"] == pytest.approx(1.2 * choice["reference_nll"])
+        for point in points:  # the bound is applied as declared
+            assert point["admissible"] == (point["val_nll"] <= choice["nll_limit"])
+        within = [p["scale"] for p in points if p["admissible"]]
+        over = [p["scale"] for p in points if not p["admissible"]]
+        if choice["note"]:  # an end of the range decided
+            assert choice["scale"] in (0.1, 100.0)
+        else:  # the largest scale within the bound, below the smallest one over it
+            assert choice["scale"] == max(s for s in within if s < min(over))
         assert pair["rows"][0]["scale"] == choice["scale"]
         assert pair["rows"][1]["scale"] == 1.0
         assert [row["scale_source"] for row in pair["rows"]] == ["chosen", "untuned"]
-
-
-def test_pick_scale_rule() -> None:
-    rows = [
-        {"scale": 1.0, "val_nll": 0.10, "val_auroc": 0.90},
-        {"scale": 3.0, "val_nll": 0.11, "val_auroc": 0.95},
-        {"scale": 10.0, "val_nll": 0.115, "val_auroc": 0.95},
-        {"scale": 30.0, "val_nll": 0.30, "val_auroc": 0.99},
-    ]
-    assert pick_scale(rows, nll_limit=0.12) == (3.0, "val_ood_auroc")  # tie -> smaller
-    assert [r["admissible"] for r in rows] == [True, True, True, False]
-    assert pick_scale(rows, nll_limit=0.05) == (1.0, "val_nll")  # nothing admissible
-    assert pick_scale(rows, nll_limit=None) == (1.0, "val_nll")
-    assert rows[0]["admissible"] is None
 
 
 def test_the_ood_test_set_never_influences_the_chosen_scale(
@@ -270,7 +251,7 @@ def test_the_ood_test_set_never_influences_the_chosen_scale(
     choices = []
     for bench, folder in ((base, "a"), (other, "b")):
         result, _ = run_pair(config, "tradi", 0, bench, tmp_path / folder, progress=False)
-        choices.append(result["scale_selection"]["grid"])
+        choices.append(result["scale_selection"]["points"])
     assert choices[0] == choices[1]
 
 
@@ -323,7 +304,7 @@ def test_the_shared_run_gives_each_method_its_separate_run_results(
     trains alone, and each method is charged the run minus the other methods' callbacks."""
     tiny_config["seeds"] = [0]
     tiny_config["methods"].update(
-        gaussian_perturbation={"sigma": None, "sigma_grid": [0.01, 0.1], "n_samples": 3},
+        gaussian_perturbation={"scale": "auto", "n_samples": 3},
         mc_dropout={"n_passes": 3},
         swag={"n_samples": 3, "start_epoch": 1, "rank": 2},
         temperature_scaling={},
@@ -335,7 +316,8 @@ def test_the_shared_run_gives_each_method_its_separate_run_results(
             config, pair["method"], 0, blobs(), tmp_path / pair["method"], progress=False
         )
         assert pair["final_val"] == alone["final_val"], pair["method"]
-        choices = [p["scale_selection"] for p in (pair, alone)]
+        # as written to result.json (tuples become lists)
+        choices = [json.loads(json.dumps(p["scale_selection"])) for p in (pair, alone)]
         for choice in choices:
             if choice is not None:
                 choice["seconds"] = None  # timing, not a result

@@ -1,5 +1,5 @@
-"""Gaussian perturbation: the noise has the chosen standard deviation, sigma = 0 is the trained
-network, and sigma is chosen on validation data only."""
+"""Gaussian perturbation: the noise has the chosen standard deviation (scale x each tensor's RMS
+weight), scale 0 is the trained network, and the scale is chosen on validation data only."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tradi.ensemble import SampledEnsemble
-from tradi.methods import build_method
+from tradi.methods import ScaleSelection, build_method
 from tradi.methods.gaussian_perturbation import perturbed_weights
 from tradi.posterior.isotropic import IsotropicGaussian
 
@@ -45,7 +45,7 @@ def test_normalisation_parameters_are_not_perturbed(model_factory) -> None:
 
 def test_zero_sigma_reproduces_the_trained_network(model_factory, train_loader, val_loader) -> None:
     method = build_method(
-        "gaussian_perturbation", model_factory, train=TRAIN, sigma=0.0, n_samples=3
+        "gaussian_perturbation", model_factory, train=TRAIN, scale=0.0, n_samples=3
     )
     method.fit(train_loader)
     assert method.model is not None
@@ -62,39 +62,40 @@ def _nll(ensemble: SampledEnsemble, loader) -> float:
     return float(-np.log(probs[np.arange(len(targets)), targets]).mean())
 
 
-def test_sigma_is_chosen_on_validation_data_only(model_factory, make_loader) -> None:
-    """The chosen sigma minimises the validation NLL (recomputed here with NumPy); on a test
-    split with the true labels another sigma would win, so peeking at test would fail this."""
+def test_scale_is_chosen_on_validation_data_only(model_factory, make_loader) -> None:
+    """The search's validation NLLs are recomputed here with NumPy, and the lowest one is
+    chosen; on a test split with the true labels another scale would win, so peeking at test
+    would fail this."""
     train = make_loader(192, seed=1, shuffle=True)
     val = make_loader(96, seed=2, label_shift=1)  # wrong labels: the noisiest ensemble wins
     test = make_loader(96, seed=3)
-    grid = (1e-3, 0.3, 3.0)
+    selection = ScaleSelection(rule="min_nll", iterations=0, low=1e-3, high=10.0)
     method = build_method(
-        "gaussian_perturbation", model_factory, train=TRAIN, sigma_grid=grid, n_samples=4
+        "gaussian_perturbation", model_factory, train=TRAIN, n_samples=4, selection=selection
     )
     info = method.fit(train, val)
     assert method.model is not None and info.scale_search is not None
-    val_nll, test_nll = {}, {}
-    for sigma in grid:
-        ensemble = SampledEnsemble(
-            method.model, IsotropicGaussian(perturbed_weights(method.model), sigma), 4, seed=0
-        )
-        val_nll[sigma], test_nll[sigma] = _nll(ensemble, val), _nll(ensemble, test)
+    points = info.scale_search.points
+    assert [p.scale for p in points] == [1e-3, 1e-2, 0.1, 1.0, 10.0]
+    val_nll = {p.scale: _nll(method.ensemble(p.scale), val) for p in points}
+    test_nll = {p.scale: _nll(method.ensemble(p.scale), test) for p in points}
     assert min(val_nll, key=val_nll.get) != min(test_nll, key=test_nll.get)
     assert method.noise_scale == info.scale_search.scale == min(val_nll, key=val_nll.get)
-    for sigma in grid:
-        assert info.scale_search.scores[sigma] == pytest.approx(val_nll[sigma], rel=1e-5)
+    for point in points:
+        assert point.val_nll == pytest.approx(val_nll[point.scale], rel=1e-5)
     assert info.selection_seconds > 0
 
 
-def test_brier_criterion_matches_numpy(model_factory, train_loader, val_loader) -> None:
-    method = build_method("gaussian_perturbation", model_factory, train=TRAIN, sigma=0.1)
+def test_scale_is_a_factor_of_each_tensors_rms_weight(model_factory, train_loader) -> None:
+    method = build_method("gaussian_perturbation", model_factory, train=TRAIN, scale=0.5)
     method.fit(train_loader)
-    search = method.select_scale(val_loader, [0.0, 0.5], criterion="brier")
     assert method.model is not None
-    for sigma in (0.0, 0.5):
-        ensemble = method.ensemble(sigma)
-        probs = torch.cat([ensemble(x) for x, _ in val_loader]).double().numpy()
-        one_hot = np.eye(3)[torch.cat([y for _, y in val_loader]).numpy()]
-        expected = ((probs - one_hot) ** 2).sum(1).mean()
-        assert search.scores[sigma] == pytest.approx(expected, rel=1e-5)
+    posterior = method._posterior(0.5)
+    g = torch.Generator().manual_seed(0)
+    trained = perturbed_weights(method.model)
+    draws = [posterior.sample(g) for _ in range(400)]
+    for name, weight in trained.items():
+        noise = torch.stack([d[name] - weight for d in draws]).double().numpy()
+        rms = float(np.sqrt((weight.double().numpy() ** 2).mean()))
+        # >= 400 x 16 normal draws: the sample std is within 5% (> 5 standard errors)
+        assert noise.std() == pytest.approx(0.5 * rms, rel=0.05), name

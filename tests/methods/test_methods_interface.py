@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from tradi.methods import METHODS, build_method
+from tradi.methods import METHODS, ScaleSelection, build_method
 from tradi.training import TrainConfig
 
 TRAIN = {"epochs": 2, "optimizer": "adam", "lr": 1e-2, "progress": False}
@@ -17,7 +17,7 @@ SMALL = {
     "mc_dropout": {"n_passes": 4},
     "deep_ensembles": {"n_members": 2},
     "swag": {"n_samples": 3, "start_epoch": 0, "rank": 2},
-    "gaussian_perturbation": {"sigma": 0.05, "n_samples": 3},
+    "gaussian_perturbation": {"scale": 0.05, "n_samples": 3},
     "tradi": {"n_samples": 3, "scale": 10.0},
     "ivon": {"n_samples": 3},
     "temperature_scaling": {},
@@ -121,8 +121,10 @@ def test_unknown_names_and_options_fail_clearly(model_factory) -> None:
         build_method("mcp", model_factory, train={"lr_decay": 0.1})
     with pytest.raises(TypeError, match="MCDropoutOptions"):
         METHODS["mc_dropout"](model_factory, METHODS["mcp"].options_type())
-    method = build_method("tradi", model_factory, scale_grid=[1, 2])
-    assert method.options.scale_grid == (1, 2)  # YAML lists become the declared tuples
+    with pytest.raises(ValueError, match=r"a number >= 0 .* or 'auto'"):
+        build_method("tradi", model_factory, scale="large")
+    with pytest.raises(ValueError, match="mcp has no noise scale"):
+        build_method("mcp", model_factory, selection=ScaleSelection())
 
 
 def test_a_noise_scale_left_to_validation_needs_a_validation_loader(
@@ -159,9 +161,9 @@ def _segmenter() -> torch.nn.Module:
 def test_dense_predictions_and_scale_selection_skip_void_pixels(name: str) -> None:
     train, val = _segmentation_data(0), _segmentation_data(1)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
-    options = {"n_passes": 2} if name == "mc_dropout" else {"n_samples": 2, "scale": None}
+    options: dict = {"n_passes": 2} if name == "mc_dropout" else {"n_samples": 2, "scale": "auto"}
     if name == "tradi":
-        options.update(scale_grid=(0.0, 3.0))
+        options["selection"] = ScaleSelection(rule="min_nll", iterations=1, low=0.1, high=10.0)
     method = build_method(name, _segmenter, train=TRAIN, loss_fn=loss_fn, **options)
     info = method.fit(train, val)
     probs = method.predict(val)
@@ -170,11 +172,13 @@ def test_dense_predictions_and_scale_selection_skip_void_pixels(name: str) -> No
     if name == "mc_dropout":
         assert info.scale_search is None  # no noise scale to choose
         return
-    assert info.scale_search is not None and set(info.scale_search.scores) == {0.0, 3.0}
+    assert info.scale_search is not None and info.scale_search.rule == "min_nll"
+    chosen = min(info.scale_search.points, key=lambda p: p.val_nll)  # the rule, written out
+    assert info.scale_search.scale == chosen.scale
     assert method.noise_scale == info.scale_search.scale
     targets = torch.cat([y for _, y in val])
     valid = targets != 255
-    for scale, score in info.scale_search.scores.items():
-        mean = torch.cat([method.ensemble(scale)(x) for x, _ in val])
+    for point in info.scale_search.points:
+        mean = torch.cat([method.ensemble(point.scale)(x) for x, _ in val])
         p_target = mean.gather(1, targets.clamp(max=1).unsqueeze(1)).squeeze(1)
-        assert score == pytest.approx(float(-p_target.log()[valid].mean()), rel=1e-5)
+        assert point.val_nll == pytest.approx(float(-p_target.log()[valid].mean()), rel=1e-5)

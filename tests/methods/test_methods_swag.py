@@ -96,7 +96,7 @@ def test_zero_covariance_scale_predicts_with_the_swa_mean(
     model_factory, train_loader, val_loader
 ) -> None:
     method = build_method(
-        "swag", model_factory, train=TRAIN, covariance_scale=0.0, bn_update=False, n_samples=3
+        "swag", model_factory, train=TRAIN, scale=0.0, bn_update=False, n_samples=3
     )
     method.fit(train_loader)
     assert method.model is not None and method.collector is not None

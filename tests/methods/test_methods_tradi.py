@@ -80,20 +80,49 @@ def test_scale_multiplies_the_sampled_deviation(model_factory, train_loader) -> 
     torch.testing.assert_close(draws.std(0), expected, rtol=0.08, atol=1e-7)
 
 
-def test_scale_left_to_validation_is_chosen_there(model_factory, train_loader, val_loader) -> None:
-    tradi = build_method(
-        "tradi", model_factory, train=TRAIN, scale=None, scale_grid=(0.0, 1.0), n_samples=2
-    )
-    info = tradi.fit(train_loader, val_loader)
-    assert info.scale_search is not None and set(info.scale_search.scores) == {0.0, 1.0}
-    scores = info.scale_search.scores
-    assert tradi.noise_scale == min(scores, key=scores.get)
-
-
 def test_gradient_step_form_reads_the_loop_optimizer(model_factory, train_loader) -> None:
-    tradi = build_method("tradi", model_factory, train=TRAIN, step="gradient", n_samples=2)
+    tradi = build_method(
+        "tradi", model_factory, train=TRAIN, step="gradient", n_samples=2, scale=1.0
+    )
     tradi.fit(train_loader)
     assert tradi.tracker is not None and tradi.tracker.step_form == "gradient"
     assert tradi.tracker.num_updates == 3 * len(train_loader)
     with pytest.raises(ValueError, match="nothing would be tracked"):
-        build_method("tradi", model_factory, train=TRAIN, start_epoch=3).fit(train_loader)
+        build_method("tradi", model_factory, train=TRAIN, start_epoch=3, scale=1.0).fit(
+            train_loader
+        )
+
+
+def test_kernel_samples_have_the_papers_cross_covariance(model_factory, train_loader) -> None:
+    """Through the method's defaults: Cov(w~_i, w~_j) = s_i s_j exp(-(w*_i - w*_j)^2 / 2) with
+    w* the CURRENT weights and one phase per random feature. The weights are moved after
+    training to a spread of -2..2 while the tracked means stay near 0, so a kernel anchored at
+    the tracked mean (correlations near 1) or per-weight phases (correlations near 0) fail."""
+    tradi = build_method("tradi", model_factory, train=TRAIN, scale=1.0, n_samples=2)
+    tradi.fit(train_loader)
+    assert tradi.model is not None and tradi.tracker is not None
+    layer = tradi.model[4].weight  # 3 x 16 = 48 weights
+    with torch.no_grad():
+        layer.copy_(torch.linspace(-2.0, 2.0, layer.numel()).reshape(layer.shape))
+    anchor = layer.detach().flatten().double()
+    mean = tradi.tracker.mean()["4.weight"].flatten().double()
+    std = tradi.tracker.variance()["4.weight"].flatten().double().sqrt()
+    assert (std > 0).all() and mean.abs().max() < 0.5 * anchor.abs().max()
+
+    posterior = tradi._posterior(1.0)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([posterior.sample(g)["4.weight"].flatten() for _ in range(6000)]).double()
+    deviations = (draws - mean) / std  # centred at the tracked mean, in units of s
+    correlation = deviations.T @ deviations / len(draws)
+
+    def kernel(w: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-((w[:, None] - w[None, :]) ** 2) / 2)
+
+    expected = kernel(anchor)
+    # each entry: a mean of 6000 products with variance <= ~2 -> standard error <= ~0.02
+    assert (correlation - expected).abs().mean() < 0.03
+    assert (correlation - expected).abs().max() < 0.12
+    # the alternatives are far from what is measured
+    assert (correlation - kernel(mean)).abs().mean() > 0.2
+    off_diagonal = ~torch.eye(len(anchor), dtype=torch.bool)
+    assert (expected - torch.eye(len(anchor)))[off_diagonal].abs().mean() > 0.2

@@ -30,7 +30,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "mc_dropout": {"n_passes": 3},
     "deep_ensembles": {"n_members": 2},
     "swag": {"n_samples": 3, "start_epoch": 0},
-    "gaussian_perturbation": {"sigma": 1e-2, "n_samples": 3},
+    "gaussian_perturbation": {"scale": 1e-2, "n_samples": 3},
     "tradi": {"scale": 10.0, "n_samples": 3},
 }
 

@@ -13,6 +13,8 @@ digits (embedded, needs no files)
     in seconds, which makes it the default demo. Split: the first two thirds of each class in
     file order are train (then a seeded validation part is carved out), the rest test; the OOD
     test set is the test part of digits 5-9 (about as many images as the in-distribution test).
+    ``far_ood_test``: the in-distribution test images with inverted intensities (x -> min + max
+    - x), a declared far-OOD set beside the near-OOD one.
 mnist
     MNIST, no OOD set.
 mnist-notmnist
@@ -118,6 +120,7 @@ class Benchmark:
     ignore_index: int | None = None
     ood_label: int | None = None
     class_weights: Tensor | None = None
+    far_ood_test: TensorSplit | None = None
 
 
 def split_train_val(
@@ -249,17 +252,19 @@ def _digits(val_fraction: float, seed: int) -> Benchmark:
     full_train = load_dataset("digits", "train")
     full_test = load_dataset("digits", "test")
     train, val = split_train_val(_classes(full_train, DIGITS_IN_DISTRIBUTION), val_fraction, seed)
+    test = _classes(full_test, DIGITS_IN_DISTRIBUTION)
     return Benchmark(
         name="digits",
         task="classification",
         train=train,
         val=val,
-        test=_classes(full_test, DIGITS_IN_DISTRIBUTION),
+        test=test,
         ood_test=_classes(full_test, out_of_distribution),
         ood_val=None,
         num_classes=len(DIGITS_IN_DISTRIBUTION),
         input_shape=(1, 8, 8),
         class_names=tuple(str(d) for d in DIGITS_IN_DISTRIBUTION),
+        far_ood_test=TensorSplit(test.x.min() + test.x.max() - test.x, test.y),
     )
 
 

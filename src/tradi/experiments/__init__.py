@@ -26,21 +26,17 @@ from tradi.experiments.config import (
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.experiments.report import main_table, summarize
 from tradi.experiments.runner import run_experiment, select_methods
-from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
 
 __all__ = [
     "PAPER_TABLES",
-    "SCALE_OPTIONS",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",
     "ModelConfig",
     "PaperTable",
-    "ScaleChoice",
     "ScaleSelectionConfig",
     "apply_overrides",
     "check_device",
-    "choose_noise_scale",
     "config_from_dict",
     "config_names",
     "config_text",

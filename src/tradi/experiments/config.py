@@ -26,11 +26,10 @@ from tradi.experiments.yaml_text import apply_overrides, read_yaml
 from tradi.methods import METHODS
 from tradi.models import MLP, ENet, LeNet5, ModelName, PSPNet, ResNet20, WideResNet
 from tradi.models.factory import import_model_class
+from tradi.selection import ScaleSelection
 from tradi.training import TrainConfig
 
 T = TypeVar("T")
-
-SelectionCriterion = Literal["val_nll", "val_ood_auroc"]
 
 #: Arguments the benchmark decides (class count, input shape); a config may not set them.
 _SET_BY_BENCHMARK = frozenset({"self", "num_classes", "in_features", "in_channels", "input_size"})
@@ -89,23 +88,14 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class ScaleSelectionConfig:
-    """How a noise scale left unset (``null``) in a method's options is chosen on validation data.
+class ScaleSelectionConfig(ScaleSelection):
+    """How a noise scale set to ``auto`` in a method's options is chosen on validation data:
+    `tradi.selection.ScaleSelection`'s fields (rule, tolerance, iterations, low, high; the
+    default rule needs no OOD data; rule ``ood_auroc`` reads the benchmark's declared
+    ``ood_val`` set, never the OOD test set). ``report_untuned`` adds a row at the method's
+    untuned default scale."""
 
-    ``val_ood_auroc``: the largest AUROC of validation in-distribution data against the
-    benchmark's declared ``ood_val`` set (never the OOD test set), among the grid values whose
-    validation NLL is at most ``(1 + nll_tolerance)`` times the trained network's own; ties go to
-    the smaller scale. Without an ``ood_val`` set it falls back to ``val_nll``: the lowest
-    validation NLL. ``report_untuned`` adds a row at the method's untuned default scale.
-    """
-
-    criterion: SelectionCriterion = "val_ood_auroc"
-    nll_tolerance: float = 0.2
     report_untuned: bool = True
-
-    def __post_init__(self) -> None:
-        if self.nll_tolerance < 0:
-            raise ValueError(f"nll_tolerance must be >= 0, got {self.nll_tolerance}")
 
 
 @dataclass(frozen=True)

@@ -79,16 +79,23 @@ def evaluate(
     benchmark: Benchmark,
     test_loader: Iterable[Any],
     ood_loader: Iterable[Any] | None,
+    far_ood_loader: Iterable[Any] | None = None,
 ) -> Evaluation:
     """Every metric of the benchmark's task. ``test_seconds`` times everything a test costs:
     building the predictor (a sampling method re-estimates BatchNorm statistics per sample
-    there), prediction and metrics over the test and OOD test data together."""
+    there), prediction and metrics over the test and OOD test data together. A far-OOD set adds
+    its OOD metrics as ``far_auroc``, ``far_fpr95_tpr_in``, ... (classification only)."""
     started = time.perf_counter()
     predict = make_predictor()
     if benchmark.task == "segmentation":
         evaluation = _evaluate_segmentation(predict, benchmark, test_loader)
     else:
         evaluation = _evaluate_classification(predict, test_loader, ood_loader)
+        if far_ood_loader is not None:
+            assert evaluation.scores_in is not None
+            far = all_gather_tensors(mean_probs(predict, far_ood_loader)).max(dim=1).values
+            far_metrics = ood_metrics(evaluation.scores_in, far)
+            evaluation.metrics.update({f"far_{k}": v for k, v in far_metrics.items()})
     evaluation.test_seconds = time.perf_counter() - started
     return evaluation
 

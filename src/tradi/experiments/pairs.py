@@ -29,10 +29,9 @@ from tradi.distributed import ShardedBatches, shard_dataset, world_size
 from tradi.experiments.config import ExperimentConfig
 from tradi.experiments.evaluation import Evaluation, evaluate, predictor
 from tradi.experiments.loaders import TensorBatches
-from tradi.experiments.report import METHOD_LABELS
-from tradi.experiments.selection import SCALE_OPTIONS, ScaleChoice, choose_noise_scale
-from tradi.methods import FitInfo, Method, SamplingMethod, build_method
+from tradi.methods import METHODS, FitInfo, Method, SamplingMethod, build_method
 from tradi.models import build_model
+from tradi.selection import ScaleSearch
 from tradi.training import Callback, FitResult
 from tradi.training.checkpoint import capture_rng_state, restore_rng_state
 from tradi.training.history import history_callbacks
@@ -59,13 +58,11 @@ class Row:
 
 @dataclass
 class Built:
-    """A method as built for a seed, with the grid its scale is chosen from (None: fixed) and
-    its untuned default scale."""
+    """A method as built for a seed, and whether its scale is to be chosen ("auto")."""
 
     name: str
     method: Method
-    grid: tuple[float, ...] | None
-    untuned: float | None
+    choose_scale: bool
 
 
 @dataclass
@@ -81,6 +78,7 @@ class Loaders:
     test: TensorBatches
     ood_test: TensorBatches | None
     ood_val: TensorBatches | None
+    far_ood_test: TensorBatches | None = None
 
 
 def loss_function(benchmark: Benchmark) -> LossFn:
@@ -115,7 +113,7 @@ def make_loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> L
         benchmark.train, config.data.batch_size, shuffle=True, seed=seed, augment=benchmark.augment
     )
     val = TensorBatches(benchmark.val, size)
-    ood_test = benchmark.ood_test
+    ood_test, far = benchmark.ood_test, benchmark.far_ood_test
     return Loaders(
         train=train if world_size() == 1 else ShardedBatches(train),
         val=val,
@@ -123,21 +121,23 @@ def make_loaders(benchmark: Benchmark, config: ExperimentConfig, seed: int) -> L
         test=TensorBatches(rank_block(benchmark.test), size),
         ood_test=fixed(None if ood_test is None else rank_block(ood_test)),
         ood_val=fixed(benchmark.ood_val),
+        far_ood_test=fixed(None if far is None else rank_block(far)),
     )
 
 
 def build(
     config: ExperimentConfig, name: str, seed: int, benchmark: Benchmark, progress: bool
 ) -> Built:
-    """Step 1: method ``name`` for ``seed``. A scale left null is chosen by `select`, so the
-    method is built at a fixed value (its untuned default, else the grid's smallest) and never
-    runs a selection of its own."""
+    """Step 1: method ``name`` for ``seed``. An "auto" scale is chosen by `select` (the config's
+    rule, the benchmark's ``ood_val``), so the method is built at a fixed value (its untuned
+    default, else its range's low end) and never searches on its own."""
     options = dataclasses.asdict(config.method_options(name))
-    grid, untuned = None, None
-    if name in SCALE_OPTIONS and options[SCALE_OPTIONS[name][0]] is None:
-        scale_key, grid_key, untuned = SCALE_OPTIONS[name]
-        grid = tuple(options[grid_key])
-        options[scale_key] = untuned if untuned is not None else min(grid)
+    cls = METHODS[name]
+    choose = issubclass(cls, SamplingMethod) and options["scale"] == "auto"
+    if choose:
+        options["scale"] = (
+            cls.default_scale if cls.default_scale is not None else cls.scale_range[0]
+        )
     factory = partial(
         build_model,
         config.model.name,
@@ -152,7 +152,7 @@ def build(
         loss_fn=loss_function(benchmark),
         **options,
     )
-    return Built(name, method, grid, untuned)
+    return Built(name, method, choose)
 
 
 def fit(
@@ -175,26 +175,19 @@ def fit(
     return model, result, callbacks
 
 
-def select(
-    built: Built, loaders: Loaders, config: ExperimentConfig, benchmark: Benchmark
-) -> ScaleChoice | None:
-    """Step 3: the noise scale chosen on validation data, for a method whose scale is null."""
-    if built.grid is None:
+def select(built: Built, loaders: Loaders, config: ExperimentConfig) -> ScaleSearch | None:
+    """Step 3: the noise scale chosen on validation data, for a method whose scale is "auto"."""
+    if not built.choose_scale:
         return None
     assert isinstance(built.method, SamplingMethod)
-    return choose_noise_scale(
-        built.method,
-        built.grid,
-        loaders.val,
-        loaders.ood_val,
-        config.scale_selection,
-        benchmark.ignore_index,
+    return built.method.select_scale(
+        loaders.val, config.scale_selection, ood_val_loader=loaders.ood_val
     )
 
 
 def evaluate_rows(
     built: Built,
-    choice: ScaleChoice | None,
+    search: ScaleSearch | None,
     loaders: Loaders,
     benchmark: Benchmark,
     report_untuned: bool,
@@ -202,9 +195,13 @@ def evaluate_rows(
     """Step 4: every table row of the method on the test (and OOD test) sets: the JSON-ready
     rows and the figure artefacts (bins, scores, panels) per row key."""
     rows, artefacts = [], {}
-    for row in _table_rows(built, choice, report_untuned):
+    for row in _table_rows(built, search, report_untuned):
         evaluation = evaluate(
-            partial(predictor, built.method, row.scale), benchmark, loaders.test, loaders.ood_test
+            partial(predictor, built.method, row.scale),
+            benchmark,
+            loaders.test,
+            loaders.ood_test,
+            loaders.far_ood_test,
         )
         rows.append(_row_result(row, built.method, evaluation))
         artefacts[row.key] = {
@@ -260,11 +257,11 @@ def run_methods(
             callbacks=callbacks,
             checkpoint_dir=pair_dirs[one.name] / "checkpoint",
         )
-        choice = select(one, loaders, config, benchmark)
+        search = select(one, loaders, config)
         rows, artefacts = evaluate_rows(
-            one, choice, loaders, benchmark, config.scale_selection.report_untuned
+            one, search, loaders, benchmark, config.scale_selection.report_untuned
         )
-        yield one.name, _pair_result(one, seed, info, result, group, choice, rows), artefacts
+        yield one.name, _pair_result(one, seed, info, result, group, search, rows), artefacts
 
 
 def run_pair(
@@ -297,7 +294,7 @@ def _pair_result(
     info: FitInfo,
     shared: FitResult,
     group: Sequence[str],
-    choice: ScaleChoice | None,
+    search: ScaleSearch | None,
     rows: list[dict[str, Any]],
 ) -> dict[str, Any]:
     return {
@@ -309,24 +306,25 @@ def _pair_result(
             "seconds": shared.train_seconds,
             "callback_seconds": sum(shared.callback_seconds),
         },
-        "selection_seconds": choice.seconds if choice else info.selection_seconds,
+        "selection_seconds": search.seconds if search else info.selection_seconds,
         "epochs": [run.epochs for run in info.runs],
         "selected_epochs": [run.selected_epoch for run in info.runs],
         "final_val": [run.history[-1] for run in info.runs if run.history],
-        "scale_selection": dataclasses.asdict(choice) if choice else None,
+        "scale_selection": dataclasses.asdict(search) if search else None,
         "rows": rows,
     }
 
 
-def _table_rows(built: Built, choice: ScaleChoice | None, report_untuned: bool) -> list[Row]:
-    name = built.name
-    label = METHOD_LABELS.get(name, name)
-    if choice is None:
-        return [Row(name, name, label, scale_source="config" if name in SCALE_OPTIONS else None)]
-    rows = [Row(name, name, f"{label} (scale chosen on val.)", choice.scale, "chosen")]
-    if built.untuned is not None and report_untuned:
-        untuned_label = f"{label} (untuned, scale {built.untuned:g})"
-        rows.append(Row(f"{name}_untuned", name, untuned_label, built.untuned, "untuned"))
+def _table_rows(built: Built, search: ScaleSearch | None, report_untuned: bool) -> list[Row]:
+    name, cls = built.name, METHODS[built.name]
+    sampling = issubclass(cls, SamplingMethod)
+    if search is None:
+        return [Row(name, name, cls.label, scale_source="config" if sampling else None)]
+    rows = [Row(name, name, f"{cls.label} (scale chosen on val.)", search.scale, "chosen")]
+    untuned = cls.default_scale if sampling else None  # type: ignore[attr-defined]
+    if untuned is not None and report_untuned:
+        untuned_label = f"{cls.label} (untuned, scale {untuned:.3g})"
+        rows.append(Row(f"{name}_untuned", name, untuned_label, untuned, "untuned"))
     return rows
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.config import recipe_differences
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
-from tradi.methods import TemperatureScaling
+from tradi.methods import METHODS
 from tradi.metrics import CalibrationBins
 from tradi.plots import (
     confidence_histograms,
@@ -32,30 +32,6 @@ from tradi.plots import (
     segmentation_panels,
 )
 
-#: Table labels of the paper's methods.
-METHOD_LABELS: dict[str, str] = {
-    "mcp": "Baseline (MCP)",
-    "gaussian_perturbation": "Gauss. perturbation ensemble",
-    "mc_dropout": "MC Dropout",
-    "deep_ensembles": "Deep Ensembles",
-    "swag": "SWAG",
-    "tradi": "TRADI",
-    "ivon": "IVON",
-    "temperature_scaling": TemperatureScaling.label,
-}
-
-#: Short names for figure panels and legends.
-_SHORT_LABELS: dict[str, str] = {
-    "mcp": "MCP",
-    "gaussian_perturbation": "Gauss. pert.",
-    "mc_dropout": "MC Dropout",
-    "deep_ensembles": "Deep Ens.",
-    "swag": "SWAG",
-    "tradi": "TRADI",
-    "ivon": "IVON",
-    "temperature_scaling": TemperatureScaling.short_label,
-}
-
 #: metric key -> (column header, factor, decimals)
 METRIC_FORMATS: dict[str, tuple[str, float, int]] = {
     "auroc": ("AUROC %", 100.0, 1),
@@ -63,6 +39,8 @@ METRIC_FORMATS: dict[str, tuple[str, float, int]] = {
     "aupr_out": ("AUPR-out %", 100.0, 1),
     "fpr95_tpr_in": ("FPR95 % (in-dist. positive)", 100.0, 1),
     "fpr95_tpr_out": ("FPR95 % (OOD positive)", 100.0, 1),
+    "far_auroc": ("far-OOD AUROC %", 100.0, 1),
+    "far_fpr95_tpr_in": ("far-OOD FPR95 %", 100.0, 1),
     "ece": ("ECE", 1.0, 4),
     "pooled_ece": ("pooled ECE (paper's)", 1.0, 3),
     "mce": ("MCE", 1.0, 3),
@@ -79,6 +57,8 @@ _OOD_COLUMNS = (
     "aupr_in",
     "aupr_out",
     "fpr95_tpr_in",
+    "far_auroc",
+    "far_fpr95_tpr_in",
     "ece",
     "pooled_ece",
     "accuracy",
@@ -97,7 +77,8 @@ _CONVENTIONS = (
     "that keeps 95% of the in-distribution samples. ECE: 15 equal-width bins, in-distribution "
     "test data only (the calibration figure). Pooled ECE: the paper's table ECE, in-distribution "
     "and OOD test data pooled with every OOD prediction counted wrong; shown only to compare "
-    "with the paper."
+    "with the paper. Far-OOD columns (where the benchmark declares one, e.g. digits: the "
+    "in-distribution test images with inverted intensities) beside the benchmark's OOD set."
 )
 _SEGMENTATION_CONVENTIONS = (
     "Per pixel, accumulated over the whole test set (score histograms and a confusion matrix, "
@@ -292,50 +273,60 @@ def _all_metrics_table(summary: dict[str, dict[str, Any]]) -> str:
     )
 
 
+_RULES = {
+    "nll_tolerance": "the largest scale whose validation NLL is at most (1 + {tolerance}) × the "
+    "trained network's own (no OOD data used)",
+    "min_nll": "the lowest validation NLL",
+    "ood_auroc": "among the scales searched whose validation NLL is at most (1 + {tolerance}) × "
+    "the trained network's own, the highest AUROC of validation in-distribution data against "
+    "the declared `ood_val` set",
+}
+
+
 def _selection_section(results: dict[str, Any]) -> str:
     selection = results["config"]["scale_selection"]
+    rule = _RULES[selection["rule"]].format(tolerance=selection["tolerance"])
     parts = [
-        "Noise scales left unset in the config are chosen on validation data only (never on the "
-        f"OOD test set). Criterion `{selection['criterion']}`: among the grid values whose "
-        f"validation NLL is at most (1 + {selection['nll_tolerance']}) × the trained network's "
-        "own, the largest AUROC of validation in-distribution data against the declared "
-        "`ood_val` set; without `ood_val` (or with no admissible value) the lowest validation "
-        "NLL. The untuned default is reported as its own row."
+        "A scale set to `auto` is a factor of the method's posterior standard deviation, chosen "
+        f"on validation data only (never on the OOD test set). Rule `{selection['rule']}`: "
+        f"{rule}. The untuned default is reported as its own row."
     ]
     for pair in results["pairs"]:
-        choice = pair["scale_selection"]
-        if choice is None:
+        search = pair["scale_selection"]
+        if search is None:
             continue
-        limit = choice["nll_limit"]
+        limit = search["nll_limit"]
         limit_text = f"{limit:.4f}" if limit is not None else "–"
         parts.append(
-            f"\n**{METHOD_LABELS.get(pair['method'], pair['method'])}, seed {pair['seed']}**: "
-            f"chose {choice['scale']:g} by `{choice['criterion']}` (trained network's "
-            f"validation NLL {choice['reference_nll']:.4f}, bound {limit_text}).\n"
+            f"\n**{METHODS[pair['method']].label}, seed {pair['seed']}**: chose "
+            f"{search['scale']:.3g} (× {METHODS[pair['method']].scale_reference}; trained "
+            f"network's validation NLL {search['reference_nll']:.4f}, bound {limit_text}). "
+            f"{search['note']}\n"
         )
+        with_auroc = search["rule"] == "ood_auroc"
         lines = [
             [
-                f"{r['scale']:g}",
-                f"{r['val_nll']:.4f}",
-                f"{100 * r['val_auroc']:.2f}" if "val_auroc" in r else "–",
-                {True: "yes", False: "no", None: "–"}[r["admissible"]],
+                f"{p['scale']:.4g}",
+                f"{p['val_nll']:.4f}",
+                f"{100 * p['val_accuracy']:.2f}",
+                *([f"{100 * p['val_auroc']:.2f}"] if with_auroc else []),
+                {True: "yes", False: "no", None: "–"}[p["admissible"]],
             ]
-            for r in choice["grid"]
+            for p in search["points"]
         ]
-        parts.append(
-            _markdown(["scale", "val. NLL", "val. AUROC % (vs ood_val)", "NLL within bound"], lines)
-        )
+        auroc_header = ["val. AUROC % (vs ood_val)"] if with_auroc else []
+        header = ["scale", "val. NLL", "val. acc. %", *auroc_header, "within bound"]
+        parts.append(_markdown(header, lines))
     return "\n".join(parts)
 
 
 def _figure_label(row: dict[str, Any]) -> str:
     """A panel title short enough for seven panels side by side (first seed's scale)."""
-    name = _SHORT_LABELS.get(row["method"], row["method"])
+    name = METHODS[row["method"]].short_label
     suffix = {"chosen": " (val.)", "untuned": " (untuned)"}.get(row["scale_source"])
     if suffix is None:
         return name
-    prefix = "σ=" if row["method"] == "gaussian_perturbation" else "×"
-    return f"{name} {prefix}{row['scales'][0]:g}{suffix}"
+    return f"{name} ×{row['scales'][0]:.3g}{suffix}"
 
 
 def _segmentation_figures(

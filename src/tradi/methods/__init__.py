@@ -11,19 +11,16 @@ from typing import Any
 import torch.nn.functional as F
 
 from tradi.adapters import DEFAULT_IO, ModelIO
-from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod, ScaleSearch
+from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod
 from tradi.methods.deep_ensembles import DeepEnsembles, DeepEnsemblesOptions
-from tradi.methods.gaussian_perturbation import (
-    SIGMA_GRID,
-    GaussianPerturbation,
-    GaussianPerturbationOptions,
-)
+from tradi.methods.gaussian_perturbation import GaussianPerturbation, GaussianPerturbationOptions
 from tradi.methods.ivon import IVON, IVONOptions
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
 from tradi.methods.swag import SWAG, SWAGOptions
 from tradi.methods.temperature_scaling import TemperatureScaling, TemperatureScalingOptions
-from tradi.methods.tradi import SCALE_GRID, TRADI, TradiOptions
+from tradi.methods.tradi import TRADI, TradiOptions
+from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.loop import LossFn
 
@@ -48,6 +45,7 @@ def build_method(
     *,
     train: TrainConfig | Mapping[str, Any] | None = None,
     loss_fn: LossFn = F.cross_entropy,
+    selection: ScaleSelection | None = None,
     io: ModelIO = DEFAULT_IO,
     **options: Any,
 ) -> Method:
@@ -55,7 +53,9 @@ def build_method(
 
     ``train`` is the shared `TrainConfig` (or a mapping of its fields, e.g. from YAML); unknown
     option keys raise a ValueError that lists the valid ones. ``io`` (`tradi.ModelIO`) says how
-    batches become model inputs and targets and which output holds the logits.
+    batches become model inputs and targets and which output holds the logits. ``selection``:
+    the rule a sampling method applies to ``scale="auto"`` (default `ScaleSelection()`); other
+    methods refuse it.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -64,21 +64,18 @@ def build_method(
         config = train
     else:
         config = options_from_mapping(TrainConfig, train)
-    return cls(
-        model_factory,
-        options_from_mapping(cls.options_type, options),
-        train=config,
-        loss_fn=loss_fn,
-        io=io,
-    )
+    parsed = options_from_mapping(cls.options_type, options)
+    if issubclass(cls, SamplingMethod):
+        return cls(model_factory, parsed, train=config, loss_fn=loss_fn, io=io, selection=selection)
+    if selection is not None:
+        raise ValueError(f"{name} has no noise scale: it takes no selection rule")
+    return cls(model_factory, parsed, train=config, loss_fn=loss_fn, io=io)
 
 
 __all__ = [
     "IVON",
     "MCP",
     "METHODS",
-    "SCALE_GRID",
-    "SIGMA_GRID",
     "SWAG",
     "TRADI",
     "DeepEnsembles",
@@ -95,6 +92,7 @@ __all__ = [
     "SWAGOptions",
     "SamplingMethod",
     "ScaleSearch",
+    "ScaleSelection",
     "TemperatureScaling",
     "TemperatureScalingOptions",
     "TradiOptions",

@@ -8,10 +8,10 @@ forward passes per input.
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tradi.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.auto_scale import fit_ensemble
 from tradi.distributed import data_parallel, global_batches
 from tradi.ensemble import SampledEnsemble
-from tradi.metrics import ClassificationMetrics
 from tradi.posterior import WeightPosterior
+from tradi.selection import ScalePoint, ScaleSearch, ScaleSelection
 from tradi.structure import has_uninitialised_parameters, unwrap
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
 from tradi.training.checkpoint import loader_generators
@@ -32,17 +33,8 @@ from tradi.training.loop import LossFn, Scheduler
 from tradi.trunk import sampled_parameter_names
 
 ModelFactory = Callable[[], nn.Module]
-Criterion = Literal["nll", "brier"]
-
-
-@dataclass(frozen=True)
-class ScaleSearch:
-    """The noise scale chosen on validation data, and the criterion at every grid value."""
-
-    scale: float
-    criterion: Criterion
-    scores: dict[float, float]
-    seconds: float
+#: A sampling method's knob: a factor of its posterior's standard deviation, or "auto".
+Scale = float | Literal["auto"]
 
 
 @dataclass
@@ -60,27 +52,6 @@ class FitInfo:
     scale_search: ScaleSearch | None = None
 
 
-@contextmanager
-def seeded_randomness(
-    seed: int, device: torch.device, loaders: Sequence[Any] = ()
-) -> Iterator[None]:
-    """Run a block from torch seed ``seed`` and leave every random state as it was.
-
-    The global torch state (CPU, and ``device`` when it is a GPU) is forked and the shuffling
-    generators of ``loaders`` are rewound on exit, so a block that draws dropout masks or
-    iterates a shuffling loader gives the same result each time and disturbs nothing else.
-    """
-    generators = [g for loader in loaders for g in loader_generators(loader)]
-    states = [g.get_state() for g in generators]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            for generator, state in zip(generators, states, strict=True):
-                generator.set_state(state)
-
-
 def batch_inputs(batch: Any, io: ModelIO = DEFAULT_IO) -> Any:
     """The model inputs of a batch as ``io`` reads them (`ModelIO.inputs`)."""
     return io.inputs(batch)
@@ -89,12 +60,15 @@ def batch_inputs(batch: Any, io: ModelIO = DEFAULT_IO) -> Any:
 class Method(ABC):
     """Base class: the shared training path, prediction over loaders and option checking.
 
-    Subclasses set ``name`` and ``options_type`` and implement ``sample_probs`` and
+    Subclasses set ``name``, ``label`` (its row in the tables), ``short_label`` (figure panels)
+    and ``options_type``, and implement ``sample_probs`` and
     ``forward_passes_per_input``; they change training only through ``_callbacks``,
     ``_optimizer``, ``_scheduler`` and ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
     """
 
     name: ClassVar[str]
+    label: ClassVar[str]
+    short_label: ClassVar[str]
     options_type: ClassVar[type]
 
     def __init__(
@@ -334,14 +308,26 @@ class Method(ABC):
 class SamplingMethod(Method):
     """A method that predicts by sampling weight sets from a posterior (SWAG, Gaussian, TRADI).
 
-    Subclasses give ``_posterior(scale)``; prediction goes through one `SampledEnsemble`, with
-    BatchNorm statistics re-estimated per sample on the training loader when the options say
-    ``bn_update``. ``noise_scale`` is the current value of the method's noise knob.
+    Subclasses give ``_posterior(scale)`` and declare their knob: ``options.scale`` multiplies
+    the posterior's standard deviation (`tradi.selection`); ``scale_reference`` says what that
+    deviation is, ``default_scale`` is the untuned value (None: the method has none) and
+    ``scale_range`` the range searched for ``scale="auto"``. Prediction goes through one
+    `SampledEnsemble` built by `tradi.fit_ensemble`, with BatchNorm statistics re-estimated per
+    sample on the training loader when the options say ``bn_update``. ``noise_scale`` is the
+    scale the method predicts with, after every path (fixed, chosen in ``fit``, chosen by
+    ``select_scale``, restored by ``load_state_dict``); ``scale_search`` the last search record.
+    ``selection`` is the rule ``fit`` applies to ``scale="auto"``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    default_scale: ClassVar[float | None]
+    scale_range: ClassVar[tuple[float, float]]
+    scale_reference: ClassVar[str]
+
+    def __init__(self, *args: Any, selection: ScaleSelection | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.selection = selection or ScaleSelection()
         self.noise_scale: float | None = None
+        self.scale_search: ScaleSearch | None = None
         self.bn_loader: Iterable[Any] | None = None
         self._ensemble: SampledEnsemble | None = None
 
@@ -363,11 +349,27 @@ class SamplingMethod(Method):
         """Keep the training loader for BatchNorm re-estimation: its whole global batches on
         every rank of a distributed run, so sampled weight sets get single-process statistics."""
         self.bn_loader = global_batches(train_loader)
-        self._ensemble = None
+        self._ensemble, self.scale_search = None, None
 
     @property
     def forward_passes_per_input(self) -> int:
         return int(self.options.n_samples)
+
+    def _ensemble_settings(self) -> dict[str, Any]:
+        """What every ensemble of this method shares (`fit_ensemble`'s keywords)."""
+        if self.options.bn_update and self.bn_loader is None:
+            raise RuntimeError(
+                f"{self.name}: bn_update needs the training loader; set method.bn_loader "
+                "after load_state_dict()"
+            )
+        return {
+            "n_samples": self.options.n_samples,
+            "bn_loader": self.bn_loader if self.options.bn_update else None,
+            "seed": self.train.seed,
+            "io": self.io,
+            "sample_modules": self.options.sample_modules,
+            "bn_batches": self.options.bn_batches,
+        }
 
     def ensemble(self, scale: float | None = None) -> SampledEnsemble:
         """The sampled ensemble at ``scale`` (default: the current ``noise_scale``).
@@ -377,25 +379,8 @@ class SamplingMethod(Method):
         scale = self.noise_scale if scale is None else scale
         if scale is None:
             raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
-        if self.options.bn_update and self.bn_loader is None:
-            raise RuntimeError(
-                f"{self.name}: bn_update needs the training loader; set method.bn_loader "
-                "after load_state_dict()"
-            )
-        bn_loader = self.bn_loader if self.options.bn_update else None
-        # BatchNorm re-estimation iterates the (shuffling) training loader in train mode, with
-        # dropout on: seeded, so that the same method always predicts the same.
-        with seeded_randomness(self.train.seed, self.device, [bn_loader] if bn_loader else []):
-            return SampledEnsemble(
-                self._require_model(),
-                self._posterior(scale),
-                self.options.n_samples,
-                bn_loader=bn_loader,
-                seed=self.train.seed,
-                sample_modules=self.options.sample_modules,
-                bn_batches=self.options.bn_batches,
-                io=self.io,
-            )
+        model = self._require_model()
+        return fit_ensemble(model, self._posterior, scale=scale, **self._ensemble_settings())[0]
 
     def sample_probs(self, x: Tensor) -> Tensor:
         if self._ensemble is None:
@@ -403,103 +388,98 @@ class SamplingMethod(Method):
         return self._ensemble.sample_probs(x)
 
     def select_scale(
-        self, val_loader: Iterable[Any], grid: Sequence[float], criterion: Criterion = "nll"
+        self,
+        val_loader: Iterable[Any],
+        selection: ScaleSelection | None = None,
+        *,
+        ood_val_loader: Iterable[Any] | None = None,
     ) -> ScaleSearch:
-        """Set ``noise_scale`` to the grid value whose ensemble scores best on ``val_loader``.
+        """Choose ``noise_scale`` on validation data by ``selection`` (default: the method's
+        ``selection``) over ``scale_range``, and predict with that scale's ensemble from now on.
 
-        The criterion (mean NLL or Brier score of the averaged prediction; lower is better) is
-        computed on validation data only; ties go to the earlier grid value. All grid values
-        share the same random draws (same seed), so they differ by the scale alone.
+        ``ood_val_loader`` is read by rule "ood_auroc" only. Raises ValueError as
+        `tradi.selection.search_scale` does.
         """
-        if not grid:
-            raise ValueError("select_scale needs a non-empty grid")
-        if criterion not in ("nll", "brier"):
-            raise ValueError(f"criterion must be 'nll' or 'brier', got {criterion!r}")
-        started = time.perf_counter()
-        scores: dict[float, float] = {}
-        best: tuple[float, float, SampledEnsemble] | None = None
-        for scale in grid:
-            ensemble = self.ensemble(float(scale))
-            score = self._score(ensemble, val_loader, criterion)
-            scores[float(scale)] = score
-            if best is None or score < best[1]:
-                best = (float(scale), score, ensemble)
-        assert best is not None
-        self.noise_scale, _, self._ensemble = best
-        return ScaleSearch(
-            scale=best[0],
-            criterion=criterion,
-            scores=scores,
-            seconds=time.perf_counter() - started,
+        ensemble, search = fit_ensemble(
+            self._require_model(),
+            self._posterior,
+            val_loader,
+            selection=selection or self.selection,
+            scale_range=self.scale_range,
+            start=self._search_start(),
+            ood_val_loader=ood_val_loader,
+            ignore_index=getattr(self.loss_fn, "ignore_index", None),
+            **self._ensemble_settings(),
         )
+        assert search is not None
+        self.noise_scale, self.scale_search, self._ensemble = search.scale, search, ensemble
+        return search
 
-    def _score(
-        self, ensemble: SampledEnsemble, loader: Iterable[Any], criterion: Criterion
-    ) -> float:
-        """Mean NLL or Brier score of the ensemble's averaged prediction over ``loader``."""
-        metrics = ClassificationMetrics(ignore_index=self._ignore_index())
-        for batch in loader:
-            metrics.update(ensemble(self.io.inputs(batch)).cpu(), self.io.targets(batch))
-        return float(metrics.compute()[criterion])
-
-    def _ignore_index(self) -> int | None:
-        return getattr(self.loss_fn, "ignore_index", None)
+    def _search_start(self) -> float:
+        """The untuned scale, else the middle of the range in log scale."""
+        if self.default_scale is not None:
+            return self.default_scale
+        return math.sqrt(self.scale_range[0] * self.scale_range[1])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "noise_scale": self.noise_scale}
+        search = None if self.scale_search is None else dataclasses.asdict(self.scale_search)
+        return {**super().state_dict(), "noise_scale": self.noise_scale, "scale_search": search}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the network and noise scale; set ``bn_loader`` again if ``bn_update``."""
+        """Restore the network, noise scale and search record; set ``bn_loader`` again if
+        ``bn_update``."""
         super().load_state_dict(state)
         self.noise_scale = state["noise_scale"]
+        search = state.get("scale_search")
+        self.scale_search = None if search is None else scale_search_from_dict(search)
         self._ensemble = None
-
-    @abstractmethod
-    def _scale_option(self) -> tuple[float | None, Sequence[float]]:
-        """The noise scale the options fix (None: choose on validation) and the grid to choose from."""
 
     def _check_fit(self, val_loader: Iterable[Any] | None) -> None:
         super()._check_fit(val_loader)
         if self.options.sample_modules is not None:  # unknown names fail before training
             sampled_parameter_names(unwrap(self.model_factory()), self.options.sample_modules)
-        scale, _ = self._scale_option()
-        if scale is None and val_loader is None:
+        if self.options.scale == "auto" and val_loader is None:
             raise ValueError(
-                f"{self.name}: the noise scale is chosen on validation data (option set to None) "
-                "but fit() got no val_loader"
+                f"{self.name}: scale='auto' is chosen on validation data but fit() got no "
+                "val_loader; pass one or set a fixed scale"
             )
 
     def _after_fit(
         self, info: FitInfo, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
     ) -> FitInfo:
-        """Fix the noise scale from the options, or choose it on validation data when unset."""
+        """Fix the noise scale from the options, or choose it on validation data ("auto")."""
         self._use_training_loader(train_loader)
-        scale, grid = self._scale_option()
-        self.noise_scale = scale
-        if scale is None:
-            assert val_loader is not None  # checked before training by _check_fit
-            info.scale_search = self.select_scale(val_loader, grid)
-            info.selection_seconds = info.scale_search.seconds
+        if self.options.scale != "auto":
+            self.noise_scale = float(self.options.scale)
+            return info
+        assert val_loader is not None  # checked before training by _check_fit
+        info.scale_search = self.select_scale(val_loader)
+        info.selection_seconds = info.scale_search.seconds
         return info
 
 
+def scale_search_from_dict(state: dict[str, Any]) -> ScaleSearch:
+    """`ScaleSearch` back from ``dataclasses.asdict``'s output (a saved state)."""
+    points = tuple(ScalePoint(**point) for point in state["points"])
+    return ScaleSearch(**{**state, "points": points})
+
+
 def check_sampling_options(
-    scale_name: str,
-    scale: float | None,
-    grid: Sequence[float],
+    scale: Scale,
     n_samples: int,
     bn_batches: int | None = None,
     sample_modules: Sequence[str] | None = None,
 ) -> None:
-    """Shared checks of the sampling methods' options (noise scale, its grid, ensemble size,
-    and `check_ensemble_options`)."""
+    """Shared checks of the sampling methods' options (noise scale, ensemble size, and
+    `check_ensemble_options`)."""
     check_ensemble_options(bn_batches, sample_modules)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if scale is not None and scale < 0:
-        raise ValueError(f"{scale_name} must be >= 0 (or None: chosen on validation), got {scale}")
-    if not grid or any(value < 0 for value in grid):
-        raise ValueError(f"{scale_name}_grid must be a non-empty list of values >= 0, got {grid}")
+    if scale != "auto" and (isinstance(scale, str) or scale < 0):
+        raise ValueError(
+            f"scale must be a number >= 0 (a factor of the posterior's standard deviation) "
+            f"or 'auto' (chosen on validation data), got {scale!r}"
+        )
 
 
 def check_ensemble_options(bn_batches: int | None, sample_modules: Sequence[str] | None) -> None:

@@ -36,6 +36,8 @@ class DeepEnsembles(Method):
     """
 
     name = "deep_ensembles"
+    label = "Deep Ensembles"
+    short_label = "Deep Ens."
     options_type = DeepEnsemblesOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from tradi.methods.base import FitInfo, SamplingMethod, check_ensemble_options, seeded_randomness
+from tradi.auto_scale import seeded_randomness
+from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 from tradi.training import Callback
 
@@ -44,6 +45,8 @@ class IVONOptions:
     clipping of the update (None: none). ``n_samples``: weight sets averaged at test time.
     ``bn_update``: re-estimate BatchNorm statistics per sample (the authors do not).
     ``sample_modules``, ``bn_batches``: as in `TradiOptions`.
+    ``scale``: a factor of IVON's posterior standard deviation (IVON's own: 1), or "auto"
+    (`tradi.selection`).
     """
 
     lr: float = 0.1
@@ -57,9 +60,9 @@ class IVONOptions:
     bn_update: bool = False
     sample_modules: tuple[str, ...] | None = None
     bn_batches: int | None = None
+    scale: Scale = 1.0
 
     def __post_init__(self) -> None:
-        check_ensemble_options(self.bn_batches, self.sample_modules)
         positive = {"lr": self.lr, "hess_init": self.hess_init, "ess": self.ess}
         for key, value in positive.items():
             if value is not None and not value > 0:
@@ -73,8 +76,7 @@ class IVONOptions:
             raise ValueError(
                 f"clip_radius must be > 0 (or None: no clipping), got {self.clip_radius}"
             )
-        if self.n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+        check_sampling_options(self.scale, self.n_samples, self.bn_batches, self.sample_modules)
 
 
 def _ivon_class() -> type[torch.optim.Optimizer]:
@@ -133,12 +135,16 @@ class IVON(SamplingMethod):
 
     The shared epochs, batches, schedule and model selection apply; the shared optimizer,
     learning rate and weight decay are replaced by IVON's own (`IVONOptions`). The posterior's
-    scale is IVON's own (1): it has no noise knob to choose.
+    scale is IVON's own (1) unless the options say otherwise.
     """
 
     name = "ivon"
     label: ClassVar[str] = "IVON"
+    short_label: ClassVar[str] = "IVON"
     options_type = IVONOptions
+    default_scale = 1.0
+    scale_range = (0.01, 100.0)
+    scale_reference = "IVON's posterior standard deviation"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -190,9 +196,6 @@ class IVON(SamplingMethod):
             for n, v in zip(self._names, variance.split(sizes), strict=True)
         }
         return super()._after_fit(info, train_loader, val_loader)
-
-    def _scale_option(self) -> tuple[float | None, Sequence[float]]:
-        return 1.0, (1.0,)
 
     def _posterior(self, scale: float) -> WeightPosterior:
         if self.variance is None:

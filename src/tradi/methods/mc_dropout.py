@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tradi.methods.base import Method, seeded_randomness
+from tradi.auto_scale import seeded_randomness
+from tradi.methods.base import Method
 
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout,
@@ -42,6 +43,8 @@ class MCDropout(Method):
     """
 
     name = "mc_dropout"
+    label = "MC Dropout"
+    short_label = "MC Dropout"
     options_type = MCDropoutOptions
 
     def _check_fit(self, val_loader: Iterable[Any] | None) -> None:

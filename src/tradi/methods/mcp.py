@@ -20,6 +20,8 @@ class MCP(Method):
     """One network trained once; one forward pass per input."""
 
     name = "mcp"
+    label = "Baseline (MCP)"
+    short_label = "MCP"
     options_type = MCPOptions
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,14 +10,14 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import SWALR
 
-from tradi.methods.base import FitInfo, SamplingMethod, check_sampling_options
+from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.posterior.swag import SWAGCollector
 from tradi.training import Callback, SWAGCallback
 from tradi.training.loop import Scheduler
 
-# Used only when covariance_scale is None: around SWAG's 0.5, from a tenth to the full covariance.
-COVARIANCE_SCALE_GRID: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+#: SWAG's covariance factor 0.5 (Maddox et al., 2019) as a factor of its standard deviation.
+SWAG_SCALE = math.sqrt(0.5)
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,9 @@ class SWAGOptions:
 
     ``rank``: K, deviation columns kept (20). ``start_epoch``: first 0-based epoch whose end
     weights are collected (None: ``epochs // 2``, i.e. the second half of training).
-    ``covariance_scale``: multiplies the covariance of the samples (SWAG's 0.5); None chooses it
-    on validation data from ``covariance_scale_grid``. ``n_samples``: weight sets (30).
+    ``scale``: multiplies SWAG's standard deviation, i.e. its covariance by scale² (SWAG's own
+    covariance factor 0.5 is the default sqrt(0.5)); "auto" chooses it on validation data
+    (`tradi.selection`). ``n_samples``: weight sets (30).
     ``bn_update``: re-estimate BatchNorm statistics for every sample on the training data.
     ``sample_modules``, ``bn_batches``: as in `TradiOptions`.
     ``swa_lr``: None keeps the shared learning-rate schedule throughout (the same budget as every
@@ -36,8 +38,7 @@ class SWAGOptions:
 
     rank: int = 20
     start_epoch: int | None = None
-    covariance_scale: float | None = 0.5
-    covariance_scale_grid: tuple[float, ...] = COVARIANCE_SCALE_GRID
+    scale: Scale = SWAG_SCALE
     n_samples: int = 30
     bn_update: bool = True
     sample_modules: tuple[str, ...] | None = None
@@ -46,14 +47,7 @@ class SWAGOptions:
     swa_anneal_epochs: int = 1
 
     def __post_init__(self) -> None:
-        check_sampling_options(
-            "covariance_scale",
-            self.covariance_scale,
-            self.covariance_scale_grid,
-            self.n_samples,
-            self.bn_batches,
-            self.sample_modules,
-        )
+        check_sampling_options(self.scale, self.n_samples, self.bn_batches, self.sample_modules)
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.start_epoch is not None and self.start_epoch < 0:
@@ -118,6 +112,11 @@ class SWAG(SamplingMethod):
     """SWA mean plus diagonal and rank-K deviations of the per-epoch iterates."""
 
     name = "swag"
+    label = "SWAG"
+    short_label = "SWAG"
+    default_scale = SWAG_SCALE
+    scale_range = (0.01, 100.0)
+    scale_reference = "SWAG's standard deviation (covariance x scale^2)"
     options_type = SWAGOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -165,13 +164,10 @@ class SWAG(SamplingMethod):
         self.collector = self._callback.collector
         return super()._after_fit(info, train_loader, val_loader)
 
-    def _scale_option(self) -> tuple[float | None, Sequence[float]]:
-        return self.options.covariance_scale, self.options.covariance_scale_grid
-
     def _posterior(self, scale: float) -> WeightPosterior:
         if self.collector is None:
             raise RuntimeError("swag: call fit() or load_state_dict() first")
-        return self.collector.posterior(covariance_scale=scale)
+        return self.collector.posterior(covariance_scale=scale**2)
 
     def state_dict(self) -> dict[str, Any]:
         if self.collector is None:

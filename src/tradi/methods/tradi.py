@@ -9,15 +9,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tradi.methods.base import FitInfo, SamplingMethod, check_sampling_options
+from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.tracking import KalmanConfig, WeightTracker
 from tradi.training import Callback, TrackingCallback, check_literal_fields, make_optimizer
 
-# Multipliers of the tracked standard deviation. At the end of a StepLR schedule the tracked
-# sigma is tiny next to the weights (TRADI.md 4c: ~3e-5 vs |w| ~1e-2), so the grid spans two
-# decades above the untuned 1.
-SCALE_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
 _KALMAN = KalmanConfig()
 
 
@@ -27,15 +23,17 @@ class TradiOptions:
 
     ``covariance``: "kernel" (the paper's low-rank covariance, rank ``rank``, one phase per
     feature; ``phase="weight"`` is the public code's variant) or "diag". ``scale`` multiplies the
-    sampled standard deviation; None chooses it on validation data (lowest NLL) from
-    ``scale_grid``. ``n_samples`` weight sets (20); ``bn_update`` re-estimates BatchNorm statistics
-    per sample on the training data, on its first ``bn_batches`` batches (None: all).
-    ``sample_modules`` samples only those modules' parameters (e.g. ``("classifier",)``, the last
-    layer; None: all), the trunk before them evaluated once per input (`tradi.trunk`).
-    ``step``, ``init_mean``, ``init_variance`` and the Kalman constants configure the `WeightTracker`; tracking starts at the 0-based epoch ``start_epoch``.
+    tracked standard deviation; "auto" (default) chooses it on validation data by the method's
+    `ScaleSelection` rule (`tradi.selection`; 1 is the untuned value). ``n_samples`` weight sets
+    (20); ``bn_update`` re-estimates BatchNorm statistics per sample on the training data, on its
+    first ``bn_batches`` batches (None: all). ``sample_modules`` samples only those modules'
+    parameters (e.g. ``("classifier",)``, the last layer; None: all), the trunk before them
+    evaluated once per input (`tradi.trunk`). ``step``, ``init_mean``, ``init_variance`` and the
+    Kalman constants configure the `WeightTracker`; tracking starts at the 0-based epoch
+    ``start_epoch``.
 
-    The initial state departs from the public code (``init_mean="zero"``,
-    ``init_variance=None``, i.e. sqrt(2 / fan_out)) because with gains of ~3e-3 the start takes
+    The initial state is `WeightTracker`'s default, not the public code's (``init_mean="zero"``,
+    ``init_variance="public_code"``, i.e. sqrt(2 / fan_out)), because with gains of ~3e-3 the start takes
     a few thousand steps to fade: a zero mean leaves mu near w(t) - w(0), and the He-like
     variance (std ~0.1 for a 200-wide layer, larger than the weights) still dominates after
     two MNIST epochs (measured: 10% test accuracy at scale 1). Starting from mu(0) = w(0) and
@@ -46,15 +44,14 @@ class TradiOptions:
     covariance: Literal["diag", "kernel"] = "kernel"
     rank: int = 10
     phase: Literal["feature", "weight"] = "feature"
-    scale: float | None = 1.0
-    scale_grid: tuple[float, ...] = SCALE_GRID
+    scale: Scale = "auto"
     n_samples: int = 20
     bn_update: bool = True
     sample_modules: tuple[str, ...] | None = None
     bn_batches: int | None = None
     step: Literal["delta", "gradient"] = "delta"
     init_mean: Literal["zero", "weights"] = "weights"
-    init_variance: float | None = 0.0
+    init_variance: float | Literal["public_code"] = 0.0
     start_epoch: int = 0
     q_mean: float = _KALMAN.q_mean
     r_mean: float = _KALMAN.r_mean
@@ -63,20 +60,17 @@ class TradiOptions:
 
     def __post_init__(self) -> None:
         check_literal_fields(self)
-        check_sampling_options(
-            "scale",
-            self.scale,
-            self.scale_grid,
-            self.n_samples,
-            self.bn_batches,
-            self.sample_modules,
-        )
+        check_sampling_options(self.scale, self.n_samples, self.bn_batches, self.sample_modules)
         if self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.start_epoch < 0:
             raise ValueError(f"start_epoch must be >= 0, got {self.start_epoch}")
-        if self.init_variance is not None and self.init_variance < 0:
-            raise ValueError(f"init_variance must be >= 0, got {self.init_variance}")
+        if self.init_variance != "public_code" and (
+            isinstance(self.init_variance, str) or self.init_variance < 0
+        ):
+            raise ValueError(
+                f"init_variance must be >= 0 or 'public_code', got {self.init_variance!r}"
+            )
         self.kalman()  # validates the constants
 
     def kalman(self) -> KalmanConfig:
@@ -89,6 +83,13 @@ class TRADI(SamplingMethod):
     """One ordinary training run with weight tracking; predictions from sampled weight sets."""
 
     name = "tradi"
+    label = "TRADI"
+    short_label = "TRADI"
+    default_scale = 1.0
+    # At the end of a StepLR schedule the tracked sigma is tiny next to the weights (TRADI.md
+    # 4c: ~3e-5 vs |w| ~1e-2): the range reaches three decades above the untuned 1.
+    scale_range = (0.01, 1000.0)
+    scale_reference = "the tracked standard deviation"
     options_type = TradiOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -129,9 +130,6 @@ class TRADI(SamplingMethod):
             )
         self.tracker = self._callback.tracker
         return super()._after_fit(info, train_loader, val_loader)
-
-    def _scale_option(self) -> tuple[float | None, Sequence[float]]:
-        return self.options.scale, self.options.scale_grid
 
     def _posterior(self, scale: float) -> WeightPosterior:
         if self.tracker is None:
