@@ -1,6 +1,6 @@
 """Wall time of a whole `run_experiment` on a reduced budget, to compare runners side by side.
 
-    PYTHONPATH=src python benchmarks/bench_runner.py --epochs 3 --train 10000 --out /tmp/new
+    PYTHONPATH=src python benchmarks/runner_walltime.py --epochs 3 --train 10000 --out /tmp/new
 
 runs the shipped config (default mnist-notmnist) with the given methods and seeds, ``epochs``
 epochs (the StepLR step scaled by the same factor, so the schedule keeps its shape) and the
