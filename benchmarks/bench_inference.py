@@ -108,8 +108,8 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "mc_dropout": {},
     "deep_ensembles": {},
     "swag": {"start_epoch": 0},
-    "gaussian_perturbation": {"sigma": 1e-3},
-    "tradi": {},
+    "gaussian_perturbation": {"scale": 0.1},
+    "tradi": {"scale": 1.0},
 }
 
 
