@@ -9,6 +9,7 @@ and choose their ensembles through this same function.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from tradi.adapters import DEFAULT_IO, ModelIO
 from tradi.ensemble import SampledEnsemble
 from tradi.posterior import WeightPosterior
 from tradi.selection import ScaleSearch, ScaleSelection, search_scale
+from tradi.structure import named_parameters_with_owner
 from tradi.tracking import WeightTracker
 from tradi.training.checkpoint import loader_generators
 
@@ -51,9 +53,20 @@ def seeded_randomness(
                 generator.set_state(state)
 
 
-def _family(posterior: WeightTracker | PosteriorFamily) -> PosteriorFamily:
+def _family(posterior: WeightTracker | PosteriorFamily, searched: bool) -> PosteriorFamily:
+    """A function scale -> posterior; a tracker gives the paper's kernel covariance, rank 10.
+    When the scale is ``searched`` on validation data, the tracker's warning that its memory has
+    not filled yet is moot (the search widens the samples as far as validation data allows)."""
     if isinstance(posterior, WeightTracker):
-        return lambda scale: posterior.posterior("kernel", rank=10, scale=scale)
+        tracker = posterior
+
+        def kernel(scale: float) -> WeightPosterior:
+            with warnings.catch_warnings():
+                if searched:
+                    warnings.filterwarnings("ignore", message=r"WeightTracker\.posterior\(\)")
+                return tracker.posterior("kernel", rank=10, scale=scale)
+
+        return kernel
     if not callable(posterior):
         raise TypeError(
             "posterior must be a WeightTracker or a function scale -> posterior, e.g. "
@@ -114,7 +127,9 @@ def fit_ensemble(
         ValueError: "auto" without ``val_loader``, a negative scale, or a bad selection/range.
         TypeError: ``posterior`` is neither a tracker nor callable.
     """
-    family = _family(posterior)
+    family = _family(posterior, searched=scale == "auto")
+    if isinstance(posterior, WeightTracker):
+        _check_centre(model, posterior)
     device = next(model.parameters()).device
 
     def build(value: float) -> SampledEnsemble:
@@ -147,4 +162,33 @@ def fit_ensemble(
         ignore_index=ignore_index,
         io=io,
     )
+    if search.note:  # an end of the range decided: the bound says little about this posterior
+        warnings.warn(
+            f"fit_ensemble: {search.note}. The chosen scale {search.scale:g} sits at the end of "
+            "the search range: the tracked deviations are ~0 (a learning rate decayed to 0, a "
+            "short memory) or the ensemble is hurt even at the smallest scale (e.g. BatchNorm "
+            "re-estimated on too few batches); inspect search.points, or fix the scale",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return ensemble, search
+
+
+def _check_centre(model: nn.Module, tracker: WeightTracker) -> None:
+    """Warn when ``model``'s weights are not those of the tracker's last update: the samples are
+    centred on the tracked mean, so another model (a restored checkpoint, a fresh network)
+    would be scored against a posterior of different weights."""
+    params = {name: param for name, _, param in named_parameters_with_owner(model)}
+    for name, mean in tracker.mean().items():
+        weight = params.get(name)
+        if weight is None or not torch.allclose(
+            weight.detach().float().cpu(), mean.cpu(), rtol=1e-4, atol=1e-6
+        ):
+            warnings.warn(
+                f"fit_ensemble: the model's {name!r} differs from the tracker's mean (its weights "
+                "at the last tracker.update()): the ensemble is centred on the tracked weights, "
+                "not on this model's; pass the model as it was at the last update",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return

@@ -30,7 +30,7 @@ class Evaluation:
     segmentation outputs), higher = more in-distribution: ``mcp`` (max class probability of
     the averaged prediction, the paper's score), ``neg_entropy`` (minus the predictive entropy, nats) and
     ``neg_mutual_information`` (minus the mutual information between prediction and weights;
-    0 for a single network). ``probs``: the averaged in-distribution prediction [N, C].
+    0 for a single network, whose ``ood`` then has no entry for it). ``probs``: the averaged in-distribution prediction [N, C].
     """
 
     classification: dict[str, float]
@@ -101,5 +101,12 @@ def evaluate(
     ood = scores_out = None
     if ood_loader is not None:
         _, scores_out, _ = _predict(predictor, ood_loader)
-        ood = {name: ood_metrics(scores_in[name], scores_out[name]) for name in SCORE_NAMES}
+        # a single network's mutual information is 0 everywhere: no ranking, no OOD figures
+        ranked = [n for n in SCORE_NAMES if n != "neg_mutual_information" or _varies(scores_in[n])]
+        ood = {name: ood_metrics(scores_in[name], scores_out[name]) for name in ranked}
     return Evaluation(classification, ood, scores_in, scores_out, probs)
+
+
+def _varies(scores: Tensor) -> bool:
+    """Whether a score takes more than one value (a constant score ranks nothing)."""
+    return bool(scores.numel()) and bool((scores != scores.flatten()[0]).any())

@@ -311,6 +311,7 @@ def _pair_result(
         "selected_epochs": [run.selected_epoch for run in info.runs],
         "final_val": [run.history[-1] for run in info.runs if run.history],
         "scale_selection": dataclasses.asdict(search) if search else None,
+        "temperature": getattr(built.method, "temperature", None),  # temperature scaling's T
         "rows": rows,
     }
 

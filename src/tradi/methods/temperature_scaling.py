@@ -9,6 +9,7 @@ confidence moves. The network is the seed's ordinary run, so the runner shares i
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -34,6 +35,10 @@ class TemperatureScalingOptions:
     def __post_init__(self) -> None:
         if self.max_iter < 1:
             raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+
+
+#: Below this many misclassified validation inputs the fitted temperature is not trusted (warned).
+MIN_VALIDATION_ERRORS = 10
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 50) -> float:
@@ -87,6 +92,16 @@ class TemperatureScaling(Method):
         started = time.perf_counter()
         logits, labels = self._validation_logits(val_loader)
         self.temperature = fit_temperature(logits, labels, self.options.max_iter)
+        errors = int((logits.argmax(dim=1) != labels).sum())
+        if errors < MIN_VALIDATION_ERRORS:
+            warnings.warn(
+                f"temperature_scaling: T = {self.temperature:.3g} fitted on a validation set with "
+                f"{errors} misclassified input(s): with so few errors the NLL-optimal T mostly "
+                "sharpens the predictions and does not carry over to test data; use a larger "
+                "validation split",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         info.selection_seconds = time.perf_counter() - started
         return info
 
