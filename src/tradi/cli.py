@@ -27,7 +27,7 @@ measure calibration and out-of-distribution detection.
 
   tradi list                         the shipped experiment configs
   tradi show mnist-notmnist          print a config (copy it to a file, edit, run the file)
-  tradi run digits                   all six methods on the embedded digits (about a minute)
+  tradi run digits                   every method on the embedded digits (about a minute)
   tradi run digits train.epochs=2 methods.tradi.n_samples=10   override config keys (KEY=VALUE)
   tradi run my.yaml --methods mcp tradi --seeds 3 --out runs/mine
   tradi run mnist-notmnist --out runs/mnist-notmnist --resume   continue an interrupted run
