@@ -33,11 +33,27 @@ from torch.utils._pytree import tree_map_only
 
 _INPUT_KEYS = ("input", "inputs", "x")
 _TARGET_KEYS = ("target", "targets", "y", "label", "labels")
-_EXAMPLE = {
-    "inputs_fn": "inputs_fn=lambda batch: (batch[0], batch[1])",
-    "targets_fn": "targets_fn=lambda batch: batch[-1]",
-    "output_fn": "output_fn=lambda out: out[0]",
-}
+_OUTPUT_EXAMPLE = "io=tradi.ModelIO(output_fn=lambda out: out[0]) if out[0] are the logits"
+
+
+def _example(fn: str, value: Any) -> str:
+    """A correct `ModelIO` call for the structure seen (batch or output)."""
+    if fn == "output_fn":
+        return _OUTPUT_EXAMPLE
+    if isinstance(value, Mapping):
+        return (
+            'io=tradi.ModelIO(inputs_fn=lambda batch: batch["<input key>"], '
+            'targets_fn=lambda batch: batch["<target key>"])'
+        )
+    if isinstance(value, (tuple, list)):
+        return (
+            "io=tradi.ModelIO(inputs_fn=lambda batch: batch[0], "
+            "targets_fn=lambda batch: batch[1]) for batches (inputs, targets, ...)"
+        )
+    return (
+        "io=tradi.ModelIO(inputs_fn=lambda batch: batch.<inputs>, "
+        "targets_fn=lambda batch: batch.<targets>)"
+    )
 
 
 def _unhandled(what: str, value: Any, fn: str) -> TypeError:
@@ -45,7 +61,7 @@ def _unhandled(what: str, value: Any, fn: str) -> TypeError:
     keys = f" (keys {sorted(map(str, value))})" if isinstance(value, Mapping) else ""
     return TypeError(
         f"tradi cannot tell the {what} in a {type(value).__name__}{size}{keys}: pass "
-        f"io=tradi.ModelIO({fn}=...) saying how, e.g. {_EXAMPLE[fn]}"
+        f"io=tradi.ModelIO({fn}=...) saying how, e.g. {_example(fn, value)}"
     )
 
 

@@ -27,7 +27,7 @@ measure calibration and out-of-distribution detection.
 
   tradi list                         the shipped experiment configs
   tradi show mnist-notmnist          print a config (copy it to a file, edit, run the file)
-  tradi run digits                   all six methods on the embedded digits (about a minute)
+  tradi run digits                   every method on the embedded digits (about a minute)
   tradi run digits train.epochs=2 methods.tradi.n_samples=10   override config keys (KEY=VALUE)
   tradi run my.yaml --methods mcp tradi --seeds 3 --out runs/mine
   tradi run mnist-notmnist --out runs/mnist-notmnist --resume   continue an interrupted run
@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "overrides",
         nargs="*",
+        default=[],  # with a default argparse does not list KEY=VALUE as required
         metavar="KEY=VALUE",
         help="set a config key (dotted path; the value is read as YAML); any position",
     )
@@ -244,8 +245,10 @@ def _dispatch(args: argparse.Namespace, command: str) -> int:
     from tradi.experiments import config_names, config_text, load_config
 
     if args.command == "list":
-        for name in config_names():
-            print(f"{name:16s} {load_config(name).description}")
+        names = config_names()
+        width = max(map(len, names), default=0)
+        for name in names:
+            print(f"{name:{width}s}  {load_config(name).description}")
         return 0
     if args.command == "show":
         print(config_text(args.name)[0], end="")

@@ -144,6 +144,10 @@ def test_default_batches_and_the_errors_that_name_the_argument() -> None:
         io.targets((x, x, y))
     with pytest.raises(TypeError, match=r"keys \['input', 'x'\].*inputs_fn="):
         io.inputs({"input": x, "x": x})  # ambiguous: refused rather than guessed
+    # the suggested call fits the structure seen: (x, y, idx) -> x and y, never (x, y) as inputs
+    example = r"inputs_fn=lambda batch: batch\[0\], targets_fn=lambda batch: batch\[1\]"
+    with pytest.raises(TypeError, match=example):
+        io.inputs((x, y, torch.arange(2)))
 
 
 def test_the_loop_and_every_method_read_batches_through_io() -> None:

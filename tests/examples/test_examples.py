@@ -24,7 +24,8 @@ def test_own_model(capsys: pytest.CaptureFixture[str]) -> None:
     result = _main("own_model.py")(epochs=8, n_samples=4)
     assert result.classification["accuracy"] > 0.85  # 5 classes: chance is 0.2
     assert result.ood["mcp"]["auroc"] > 0.7  # digits 5-9 less confident than 0-4
-    assert "TRADI ensemble" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "TRADI ensemble" in out and "chosen on validation data" in out  # fit_ensemble
 
 
 def test_lightning_callback() -> None:

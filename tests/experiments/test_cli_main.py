@@ -37,10 +37,23 @@ def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None
         assert option in run_help
 
 
+def test_run_without_arguments_requires_only_the_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["run"])
+    error = capsys.readouterr().err
+    assert "required: CONFIG_OR_NAME\n" in error and "KEY=VALUE ..." in error  # optional
+
+
 def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
-    listed = capsys.readouterr().out.split()
-    assert {"digits", "mnist", "mnist-notmnist", "cifar10", "camvid-ood"} <= set(listed)
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0] for line in lines}
+    assert {"digits", "mnist", "mnist-notmnist", "cifar10", "camvid-ood"} <= listed
+    # one column for the descriptions, however long the longest name (streethazards-cpu)
+    width = max(map(len, listed))
+    assert all(line[width : width + 2] == "  " and line[width + 2] != " " for line in lines)
     assert main(["show", "mnist-notmnist"]) == 0
     assert "weight_decay: 1.0e-2" in capsys.readouterr().out
 
