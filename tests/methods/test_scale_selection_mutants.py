@@ -127,14 +127,15 @@ def test_ignored_labels_count_nowhere_in_the_reference_or_the_ensembles() -> Non
 
 
 def test_a_custom_io_reads_batches_for_the_reference_and_the_ensembles() -> None:
-    # dict batches: the default io cannot read them
-    io = ModelIO(inputs_fn=lambda b: b["x"], targets_fn=lambda b: b["y"], output_fn=lambda o: o[0])
+    # the batches store 1 - label and the network wraps its logits in a tuple: only the custom
+    # io reads the labels 0 and the logits; the default one would score labels 1
+    io = ModelIO(targets_fn=lambda b: 1 - b[1], output_fn=lambda o: o[0])
 
     class Wrapped(_Constant):
-        def forward(self, x: Tensor):  # the logits inside a tuple: output_fn unwraps them
-            return (super().forward(x),)
+        def forward(self, x: Tensor):
+            return (super().forward(x), None)
 
-    val = [{"x": torch.ones(8, 1), "y": torch.zeros(8, dtype=torch.long)}]
+    val = [(torch.ones(8, 1), torch.ones(8, dtype=torch.long))]
     search, _ = search_scale(
         _ensembles(lambda s: 0.2), Wrapped(REFERENCE_NLL), val, ScaleSelection(iterations=0),
         RANGE, io=io,
