@@ -1,20 +1,30 @@
 """The one scale search (`tradi.selection`): each rule against closed-form NLL curves, and every
-path that chooses a scale predicting with exactly the ensemble of the chosen scale."""
+path that chooses a scale predicting with exactly the ensemble of the chosen scale; then the
+tests written against the mutants that survived the first mutmut run on `selection.py` and
+`_scale_search.py` (docs/testing.md): the ends of the accepted settings, the ladder's exact
+rungs, the bracket of the golden-section search at both ends of the range and on ties, the
+downward path of the bisection, labels that count nowhere, a custom `ModelIO`, the OOD set read
+only by its rule, the wall time, and the one-ensemble cache of `Scorer`."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from tradi import fit_ensemble
+from tradi._scale_search import LADDER, Scorer, ladder, lowest_nll
+from tradi.adapters import ModelIO
 from tradi.methods import SamplingMethod, ScaleSelection, build_method
-from tradi.selection import search_scale
+from tradi.selection import network_predict, search_scale
 
 TRAIN = {"epochs": 3, "optimizer": "adam", "lr": 1e-2, "progress": False, "seed": 3}
 REFERENCE_NLL = 0.1
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+RANGE = (0.01, 1000.0)
 
 
 class _Constant(nn.Module):
@@ -53,13 +63,13 @@ VAL = [(torch.ones(8, 1), torch.zeros(8, dtype=torch.long))]
 OOD = [(-torch.ones(8, 1), torch.zeros(8, dtype=torch.long))]
 
 
-def _search(curve, selection, **kwargs):
+def _search(curve, selection, val=VAL, **kwargs):
     return search_scale(
         _ensembles(curve, kwargs.pop("ood", None)),
         _Constant(REFERENCE_NLL),
-        VAL,
+        val,
         selection,
-        (0.01, 1000.0),
+        RANGE,
         **kwargs,
     )[0]
 
@@ -201,3 +211,261 @@ def test_fit_ensemble_refuses_bad_input(model_factory, val_loader) -> None:
         fit_ensemble(model, lambda s: None, scale=-1.0)
     with pytest.raises(TypeError, match="WeightTracker or a function"):
         fit_ensemble(model, 3.0, val_loader)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- tests written against mutants
+def _nll(p: float) -> float:  # float32, as the metrics compute it
+    return float(-torch.tensor(p).log())
+
+
+# --- ScaleSelection ---------------------------------------------------------------------------
+
+
+def test_zero_tolerance_and_zero_iterations_are_accepted() -> None:
+    selection = ScaleSelection(tolerance=0.0, iterations=0)
+    assert (selection.tolerance, selection.iterations) == (0.0, 0)
+
+
+def test_a_high_end_below_one_is_accepted_with_the_default_low_end() -> None:
+    assert ScaleSelection(high=0.5).range((1e-3, 10.0)) == (1e-3, 0.5)
+
+
+@pytest.mark.parametrize("default", [(0.0, 10.0), (5.0, 5.0)])
+def test_a_range_not_strictly_increasing_from_above_zero_is_refused(default) -> None:
+    with pytest.raises(ValueError, match="0 < low < high"):
+        ScaleSelection().range(default)
+    with pytest.raises(ValueError, match="0 < low < high"):
+        ScaleSelection(low=5.0, high=5.0)
+
+
+# --- search_scale -----------------------------------------------------------------------------
+
+
+def test_the_default_start_is_one() -> None:
+    search = _search(lambda s: REFERENCE_NLL, ScaleSelection(iterations=0))
+    assert [p.scale for p in search.points] == [1.0, 10.0, 100.0, 1000.0]
+
+
+def test_ood_auroc_without_its_set_is_refused_with_the_whole_message() -> None:
+    with pytest.raises(ValueError) as caught:
+        _search(lambda s: REFERENCE_NLL, ScaleSelection("ood_auroc"))
+    assert str(caught.value) == (
+        "rule 'ood_auroc' needs ood_val_loader: a declared OOD validation set (never the OOD "
+        "test set); use rule 'nll_tolerance' when there is none"
+    )
+
+
+def test_an_nll_exactly_at_the_bound_keeps_it() -> None:
+    # the ensemble predicts exactly as the network: NLL == reference == the bound at tolerance 0
+    network = _Constant(REFERENCE_NLL)
+    search, _ = search_scale(
+        lambda s: network_predict(network),
+        network,
+        VAL,
+        ScaleSelection(tolerance=0.0),
+        RANGE,
+    )
+    assert all(p.val_nll == search.nll_limit for p in search.points)
+    assert all(p.admissible for p in search.points)
+    assert search.scale == 1000.0 and "high end" in search.note
+
+
+def test_points_record_the_accuracy() -> None:
+    # class 0 probability above 1/2 up to the crossing, below it beyond: accuracy 1, then 0
+    search = _search(lambda s: REFERENCE_NLL if s < 50 else 1.0, ScaleSelection(iterations=0))
+    assert {p.scale: p.val_accuracy for p in search.points} == {1.0: 1.0, 10.0: 1.0, 100.0: 0.0}
+
+
+def test_ignored_labels_count_nowhere_in_the_reference_or_the_ensembles() -> None:
+    # 4 labels 0 and 4 ignored labels 1; with the ignored ones counted the NLLs would change
+    val = [(torch.ones(8, 1), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))]
+    search = _search(lambda s: 0.2, ScaleSelection(iterations=0), val=val, ignore_index=1)
+    assert search.reference_nll == pytest.approx(REFERENCE_NLL, rel=1e-5)
+    assert all(p.val_nll == pytest.approx(0.2, rel=1e-5) for p in search.points)
+    assert all(p.val_accuracy == 1.0 for p in search.points)
+
+
+def test_a_custom_io_reads_batches_for_the_reference_and_the_ensembles() -> None:
+    # the batches store 1 - label and the network wraps its logits in a tuple: only the custom
+    # io reads the labels 0 and the logits; the default one would score labels 1
+    io = ModelIO(targets_fn=lambda b: 1 - b[1], output_fn=lambda o: o[0])
+
+    class Wrapped(_Constant):
+        def forward(self, x: Tensor):
+            return (super().forward(x), None)
+
+    val = [(torch.ones(8, 1), torch.ones(8, dtype=torch.long))]
+    search, _ = search_scale(
+        _ensembles(lambda s: 0.2), Wrapped(REFERENCE_NLL), val, ScaleSelection(iterations=0),
+        RANGE, io=io,
+    )  # fmt: skip
+    assert search.reference_nll == pytest.approx(REFERENCE_NLL, rel=1e-5)
+    assert all(p.val_nll == pytest.approx(0.2, rel=1e-5) for p in search.points)
+
+
+def test_an_ood_set_is_read_only_by_the_ood_rule() -> None:
+    def curve(s: float) -> float:
+        return REFERENCE_NLL * (1 + 0.1 * (s / 37.0) ** 2)
+
+    ood = [(-torch.ones(8, 1), torch.zeros(8, dtype=torch.long))]
+    for rule in ("nll_tolerance", "min_nll"):
+        search = _search(curve, ScaleSelection(rule), ood_val_loader=ood)
+        assert all(p.val_auroc is None for p in search.points)
+
+
+def test_ood_rule_when_no_scale_keeps_the_bound_returns_the_low_end() -> None:
+    ood = [(-torch.ones(8, 1), torch.zeros(8, dtype=torch.long))]
+    search = _search(lambda s: 2 * REFERENCE_NLL, ScaleSelection("ood_auroc"), ood_val_loader=ood)
+    assert search.scale == RANGE[0] and search.note.startswith("no scale keeps the NLL bound")
+
+
+def test_min_nll_has_no_note_and_the_time_is_the_wall_time() -> None:
+    before = time.perf_counter()
+    search = _search(lambda s: REFERENCE_NLL + math.log(s / 3.0) ** 2, ScaleSelection("min_nll"))
+    elapsed = time.perf_counter() - before
+    assert search.note == ""
+    assert isinstance(search.seconds, float) and 0.0 <= search.seconds <= elapsed
+
+
+def test_bisection_from_a_start_above_the_crossing_goes_down_first() -> None:
+    crossing = 37.0
+    search = _search(
+        lambda s: REFERENCE_NLL * (1 + 0.1 * (s / crossing) ** 2),
+        ScaleSelection(iterations=6),
+        start=500.0,
+    )
+    # down by factors of 10 from 500 to 50 (over) and 5 (within), then 6 bisections of [5, 50]
+    assert [p.scale for p in search.points][:1] == [5.0]
+    assert {500.0, 50.0, 5.0} <= {p.scale for p in search.points}
+    assert len(search.points) == 3 + 6
+    assert crossing / 10 ** (1 / 64) <= search.scale <= crossing
+    assert search.note == ""
+
+
+# --- _scale_search.ladder and lowest_nll ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "rungs"),
+    [
+        (0.01, 1000.0, [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]),
+        (1.0, 1000.0, [1.0, 10.0, 100.0, 1000.0]),
+        (0.5, 20.0, [0.5, 5.0, 20.0]),
+        (2.0, 3.0, [2.0, 3.0]),
+    ],
+)
+def test_ladder_rungs(low, high, rungs) -> None:
+    assert ladder(low, high) == rungs
+
+
+class _Counting:
+    """A scorer over a closed-form NLL curve that records the scales it was asked for."""
+
+    def __init__(self, curve) -> None:
+        self.curve = curve
+
+        def evaluate(scale, ensemble):
+            from tradi.selection import ScalePoint
+
+            return ScalePoint(scale, curve(scale), 1.0)
+
+        self.scorer = Scorer(lambda s: s, evaluate)
+
+
+def _probes(a: float, b: float) -> tuple[float, float]:
+    """The first golden-section pair inside [a, b] in log scale."""
+    la, lb = math.log(a), math.log(b)
+    return math.exp(lb - GOLDEN * (lb - la)), math.exp(la + GOLDEN * (lb - la))
+
+
+@pytest.mark.parametrize(
+    ("curve", "bracket"),
+    [
+        (lambda s: math.log(s / 1.3) ** 2, (0.1, 10.0)),  # best rung 1: its two neighbours
+        (lambda s: s, (0.01, 0.1)),  # best rung the low end: [low, 10 low]
+        (lambda s: -s, (100.0, 1000.0)),  # best rung the high end: [high / 10, high]
+    ],
+)
+def test_golden_section_starts_between_the_best_rungs_neighbours(curve, bracket) -> None:
+    counting = _Counting(curve)
+    lowest_nll(counting.scorer, *RANGE, iterations=1)
+    probes = sorted(set(counting.scorer.points) - set(ladder(*RANGE)))
+    assert probes == pytest.approx(sorted(_probes(*bracket)), rel=1e-12)
+
+
+def test_golden_section_ties_keep_the_lower_part_of_the_bracket() -> None:
+    counting = _Counting(lambda s: 1.0)  # flat: every comparison is a tie
+    chosen = lowest_nll(counting.scorer, *RANGE, iterations=3)
+    assert chosen == RANGE[0]  # ties go to the smaller scale
+    low_probe, high_probe = _probes(RANGE[0], RANGE[0] * LADDER)
+    # on a tie the bracket becomes [a, d]: no later probe lies above the first pair's upper one
+    probes = set(counting.scorer.points) - set(ladder(*RANGE))
+    assert max(probes) == pytest.approx(high_probe, rel=1e-12)
+    assert min(probes) < low_probe
+
+
+# --- _scale_search.Scorer ---------------------------------------------------------------------
+
+
+class _Builds:
+    def __init__(self, fail_at: float | None = None) -> None:
+        self.built: list[float] = []
+        self.fail_at = fail_at
+
+    def __call__(self, scale: float):
+        if scale == self.fail_at:
+            raise RuntimeError("out of memory")
+        self.built.append(scale)
+        return ("ensemble", scale)
+
+
+def _scorer(builds: _Builds) -> Scorer:
+    from tradi.selection import ScalePoint
+
+    return Scorer(builds, lambda scale, ensemble: ScalePoint(scale, scale, 1.0))
+
+
+def test_scorer_keeps_the_last_ensemble_and_rebuilds_any_other() -> None:
+    builds = _Builds()
+    scorer = _scorer(builds)
+    assert scorer.ensemble(3.0) == ("ensemble", 3.0)  # nothing built yet: built now
+    scorer(1.0)
+    scorer(2.0)
+    scorer(1.0)  # scored already: neither rebuilt nor made the last
+    assert builds.built == [3.0, 1.0, 2.0]
+    assert scorer.ensemble(2.0) == ("ensemble", 2.0)  # the last built: no rebuild
+    assert builds.built == [3.0, 1.0, 2.0]
+    assert scorer.ensemble(1.0) == ("ensemble", 1.0)  # rebuilt
+    assert scorer.ensemble(1.0) == ("ensemble", 1.0)  # the rebuilt one is not kept
+    assert builds.built == [3.0, 1.0, 2.0, 1.0, 1.0]
+
+
+def test_scorer_after_a_failed_build_rebuilds() -> None:
+    builds = _Builds(fail_at=2.0)
+    scorer = _scorer(builds)
+    scorer(1.0)
+    with pytest.raises(RuntimeError):
+        scorer(2.0)
+    assert scorer.ensemble(1.0) == ("ensemble", 1.0)  # the previous one was released
+    assert builds.built == [1.0, 1.0]
+
+
+def test_search_returns_the_last_built_ensemble_without_rebuilding_it() -> None:
+    built: list[float] = []
+    make = _ensembles(lambda s: REFERENCE_NLL)
+
+    def counting(scale: float):
+        built.append(scale)
+        return make(scale)
+
+    search_scale(counting, _Constant(REFERENCE_NLL), VAL, ScaleSelection(iterations=0), RANGE)
+    assert built == [1.0, 10.0, 100.0, 1000.0]  # the chosen 1000 was the last built
+
+
+# --- network_predict --------------------------------------------------------------------------
+
+
+def test_network_predict_moves_inputs_to_the_models_device() -> None:
+    model = nn.Linear(3, 2).to(torch.device("meta"))
+    probs = network_predict(model)(torch.ones(4, 3))
+    assert probs.device == torch.device("meta") and probs.shape == (4, 2)
