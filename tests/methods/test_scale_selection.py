@@ -137,15 +137,30 @@ def test_bad_selections_are_refused(kwargs, message) -> None:
         ScaleSelection(**kwargs)
 
 
+def _fresh(method: SamplingMethod, scale: float, loader) -> Tensor:
+    """Predictions of an ensemble built afresh at ``scale``, bypassing the method's cache."""
+    settings = method._ensemble_settings()
+    return fit_ensemble(method._require_model(), method._posterior, scale=scale, **settings)[
+        0
+    ].predict(loader)
+
+
 def _same_predictions(method: SamplingMethod, loader) -> None:
     """The method predicts with the ensemble of its noise_scale, and that scale is the search's;
-    another searched scale predicts differently (so the comparison can fail)."""
+    another searched scale predicts differently (so the comparison can fail), and setting
+    noise_scale to it moves the predictions there (the kept ensemble is not reused)."""
     assert method.scale_search is not None
-    assert method.noise_scale == method.scale_search.scale
-    expected = method.ensemble(method.noise_scale).predict(loader)
+    chosen = method.noise_scale
+    assert chosen == method.scale_search.scale
+    expected = _fresh(method, chosen, loader)
     torch.testing.assert_close(method.predict(loader), expected, rtol=0, atol=0)
-    others = [p.scale for p in method.scale_search.points if p.scale != method.noise_scale]
-    assert not torch.allclose(method.ensemble(max(others)).predict(loader), expected)
+    other = max(p.scale for p in method.scale_search.points if p.scale != chosen)
+    elsewhere = _fresh(method, other, loader)
+    assert not torch.allclose(elsewhere, expected)
+    method.noise_scale = other
+    torch.testing.assert_close(method.predict(loader), elsewhere, rtol=0, atol=0)
+    method.noise_scale = chosen
+    torch.testing.assert_close(method.predict(loader), expected, rtol=0, atol=0)
 
 
 def test_every_selection_path_predicts_with_the_chosen_scale(

@@ -329,7 +329,8 @@ class SamplingMethod(Method):
         self.noise_scale: float | None = None
         self.scale_search: ScaleSearch | None = None
         self.bn_loader: Iterable[Any] | None = None
-        self._ensemble: SampledEnsemble | None = None
+        # the last ensemble built and its scale (memory: one ensemble); rebuilt for another scale
+        self._ensemble: tuple[float, SampledEnsemble] | None = None
 
     @abstractmethod
     def _posterior(self, scale: float) -> WeightPosterior:
@@ -374,18 +375,23 @@ class SamplingMethod(Method):
     def ensemble(self, scale: float | None = None) -> SampledEnsemble:
         """The sampled ensemble at ``scale`` (default: the current ``noise_scale``).
 
-        A deterministic function of the trained state, ``scale`` and ``TrainConfig.seed``.
+        A deterministic function of the trained state, ``scale`` and ``TrainConfig.seed``; the
+        last one built (or the one a scale search chose) is kept and returned again for the
+        same scale.
         """
         scale = self.noise_scale if scale is None else scale
         if scale is None:
             raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
+        if self._ensemble is not None and self._ensemble[0] == scale:
+            return self._ensemble[1]
+        self._ensemble = None  # release the previous ensemble before building the next
         model = self._require_model()
-        return fit_ensemble(model, self._posterior, scale=scale, **self._ensemble_settings())[0]
+        ensemble = fit_ensemble(model, self._posterior, scale=scale, **self._ensemble_settings())[0]
+        self._ensemble = (scale, ensemble)
+        return ensemble
 
     def sample_probs(self, x: Tensor) -> Tensor:
-        if self._ensemble is None:
-            self._ensemble = self.ensemble()
-        return self._ensemble.sample_probs(x)
+        return self.ensemble().sample_probs(x)
 
     def select_scale(
         self,
@@ -412,7 +418,8 @@ class SamplingMethod(Method):
             **self._ensemble_settings(),
         )
         assert search is not None
-        self.noise_scale, self.scale_search, self._ensemble = search.scale, search, ensemble
+        self.noise_scale, self.scale_search = search.scale, search
+        self._ensemble = (search.scale, ensemble)
         return search
 
     def _search_start(self) -> float:
