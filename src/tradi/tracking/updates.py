@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.distributed.sharded import local_shard
+from tradi.tracking.fused import floor_step
 
 
 class Outcome(Enum):
@@ -61,8 +62,12 @@ def update_floor(
     `var` holds sigma2 / scale: the step adds d^2 / scale in one pass and the caller multiplies
     `scale` by (1 - K_s2) (`next_scale`). Passes over the state: the weights' sums, -d into
     w(t-1), the variance and the copy of the weights; the test that some weight moved reads
-    `_PROBES` entries of -d, and all of them only when those are all 0.
+    `_PROBES` entries of -d, and all of them only when those are all 0. On the CPU the same
+    step runs as one compiled pass where it can (`tradi.tracking.fused`).
     """
+    fused = floor_step(var, scale, prev, weights)
+    if fused is not None:
+        return (Outcome.DONE, Outcome.NON_FINITE, Outcome.NOT_STEPPED)[fused]
     if not _all_finite(weights):
         return Outcome.NON_FINITE
     torch._foreach_sub_(prev_views, weights)  # prev = w(t-1) - w = -d
