@@ -37,9 +37,11 @@ RESCALE_BELOW = 1e-6
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:
-    # a sum is NaN/Inf iff some entry is (or if it overflows: such a step is skipped too); one
-    # Python float per tensor is cheaper than stacking them or than norms (CPU, measured)
-    return math.isfinite(sum(float(t.sum()) for t in tensors))
+    # a sum is NaN/Inf iff some entry is (or if it overflows: such a step is skipped too)
+    sums = [t.sum() for t in tensors]
+    if sums[0].is_cpu:  # a Python float per tensor is cheaper than a stack (or than norms)
+        return math.isfinite(sum(float(s) for s in sums))
+    return math.isfinite(float(torch.stack(sums).sum()))  # one host synchronisation
 
 
 def _moved(minus_d: Tensor, prev_views: list[Tensor], weights: list[Tensor]) -> bool:
