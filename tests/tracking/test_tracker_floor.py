@@ -221,3 +221,15 @@ def test_the_kernel_is_built_into_a_private_cache(fresh_kernel: None, tmp_path) 
     built = list((tmp_path / "tradi").glob("floor_*.so"))
     assert len(built) == 1
     assert (tmp_path / "tradi").stat().st_mode & 0o077 == 0  # only this user can write there
+
+
+def test_a_cache_others_can_write_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    shared = tmp_path / "tradi"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    private = fused._cache_dir()
+    assert private != shared and private.stat().st_mode & 0o077 == 0
+    private.rmdir()
+    shared.chmod(0o700)
+    assert fused._cache_dir() == shared

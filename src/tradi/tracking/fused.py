@@ -23,6 +23,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -74,11 +75,13 @@ FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 
 
 def _cache_dir() -> Path:
-    """A directory only this user can write (a shared /tmp would let others plant a library)."""
+    """A directory only this user can write (a shared /tmp would let others plant a library),
+    else a fresh private temporary one."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tradi"
     try:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if os.access(base, os.W_OK):
+        info = base.stat()
+        if info.st_uid == os.getuid() and not info.st_mode & 0o022 and os.access(base, os.W_OK):
             return base
     except OSError:
         pass
@@ -108,7 +111,7 @@ def _build(compiler: str) -> Path:
 
 
 @functools.cache
-def _kernel() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _kernel() -> Callable[..., int] | None:
     """The compiled function, or None (logged once) where it cannot be built or loaded."""
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
@@ -147,6 +150,9 @@ def floor_step(var: Tensor, scale: float, prev: Tensor, weights: list[Tensor]) -
     Returns:
         0 done, 1 some weight non-finite, 2 no weight moved (the state left as it was), or
         None when the kernel cannot serve these tensors (the caller runs the eager update).
+
+    Raises:
+        ValueError: the weights' sizes do not add up to the state's (nothing is written).
     """
     kernel = _kernel() if ENABLED else None
     if kernel is None or not all(_servable(t) for t in (var, prev, *weights)):
