@@ -1,15 +1,15 @@
 """The floor update (`updates.update_floor`) as ONE compiled pass over the state, on the CPU.
 
 The eager floor step is four passes with their dispatch (the weights' sums, -d into w(t-1), the
-variance, the copy of the weights); on a small network they cost ~7% of a training step. This
+variance, the copy of the weights); on the paper's MLP they cost ~8% of a training step. This
 C loop reads each weight, w(t-1) and the variance once and writes the last two once, after one
 read-only pass that checks the weights are finite: the same arithmetic, in float32, and the same
-outcomes (docs/tracker.md, Cost). It is compiled once per machine with the system's C compiler
-(`$CC`, else `cc`; ~0.3 s) into `~/.cache/tradi` and called through ctypes.
+outcomes (docs/tracker.md, Cost). It is compiled once per machine and CPU with the system's C
+compiler (`$CC`, else `cc`; 0.2 s here) into `~/.cache/tradi` and called through ctypes.
 
 Whenever it cannot serve, `floor_step` returns None and the caller runs the eager update: no C
-compiler, a failed build (logged once), `ENABLED` False (`TRADI_FUSED=0`), or weights that are not contiguous
-float32 CPU tensors (CUDA, bf16, ...; not logged: the eager ops are the right tool there).
+compiler, a failed build (logged once), `ENABLED` False (`TRADI_FUSED=0`), or weights that are
+not contiguous float32 CPU tensors (CUDA, bf16, ...; not logged: the eager ops serve there).
 """
 
 from __future__ import annotations
@@ -88,10 +88,21 @@ def _cache_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="tradi-"))
 
 
+def _cpu() -> str:
+    """What -march=native compiles for: the CPU's model and flags where Linux says them (a home
+    directory shared by different machines must not hand one CPU's build to another)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(dict.fromkeys(line for line in lines if line.startswith(wanted)))
+
+
 def _build(compiler: str) -> Path:
     """The shared library, compiled unless this machine's cache has it (atomic rename: safe
     with several processes, e.g. DDP ranks or test workers, building at once)."""
-    key = "\0".join((SOURCE, compiler, *FLAGS, platform.machine(), platform.processor()))
+    key = "\0".join((SOURCE, compiler, *FLAGS, platform.machine(), _cpu()))
     cache = _cache_dir()
     target = cache / f"floor_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
     if target.exists():
