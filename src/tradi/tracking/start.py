@@ -1,20 +1,38 @@
-"""The tracker's start: its options and checkpoints checked, the initial variance, and the
-warning for a posterior drawn too early (docs/tracker.md)."""
+"""The tracker's start: the parameters it tracks, its options and checkpoints checked, the
+initial variance, and the warning for a posterior drawn too early (docs/tracker.md)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tradi.tracking.kalman import KalmanConfig
 
 StepForm = Literal["delta", "gradient"]
 InitMean = Literal["weights", "zero"]
 InitVariance = float | Literal["public_code"]
+
+ParamFilter = Callable[[str, nn.Module, nn.Parameter], bool]
+
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+def default_param_filter(name: str, module: nn.Module, param: nn.Parameter) -> bool:
+    """Track trainable parameters except normalisation layers' affine ones (chosen by type).
+
+    TRADI keeps BatchNorm affine parameters and running statistics from the trained network.
+    """
+    return param.requires_grad and not isinstance(module, _NORM_TYPES)
 
 
 def check_options(

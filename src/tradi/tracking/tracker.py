@@ -15,7 +15,6 @@ slides' w^2 - mu^2 form (see TRADI.md section 2 and docs/tracker.md).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -28,37 +27,22 @@ from tradi.tracking.kalman import KalmanConfig, gain_step
 from tradi.tracking.start import (
     InitMean,
     InitVariance,
+    ParamFilter,
     StepForm,
     check_options,
     check_state,
+    default_param_filter,
     early_posterior_message,
     initial_variance,
 )
 from tradi.tracking.updates import (
     Outcome,
     gradient_steps,
+    next_scale,
     update_delta,
     update_floor,
     update_gradient,
 )
-
-ParamFilter = Callable[[str, nn.Module, nn.Parameter], bool]
-
-_NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)
-
-
-def default_param_filter(name: str, module: nn.Module, param: nn.Parameter) -> bool:
-    """Track trainable parameters except normalisation layers' affine ones (chosen by type).
-
-    TRADI keeps BatchNorm affine parameters and running statistics from the trained network.
-    """
-    return param.requires_grad and not isinstance(module, _NORM_TYPES)
 
 
 class WeightTracker:
@@ -122,12 +106,14 @@ class WeightTracker:
         self._warned: set[str] = set()
 
         # under FSDP2 the state covers this rank's shard of each parameter only
+        self._sharded = is_sharded(self._params)
         self._shapes = [local_shard(p).shape for p in self._params]
         self._sizes = [local_shard(p).numel() for p in self._params]
         weights = self._gather_weights()
         self._var = initial_variance(
             init_variance, self._sizes, [p.shape for p in self._params], weights.device
         )
+        self._var_scale = 1.0  # sigma2 = _var_scale * _var (!= 1 only at the floor)
         # the floor: with mu(0) = w(0) and the real step, mu(t) = w(t) is not stored
         self._mean: Tensor | None = None
         if step == "gradient" or init_mean == "zero":
@@ -167,6 +153,8 @@ class WeightTracker:
                 )
             return False
         self._p_mean, self._p_var = p_mean, p_var
+        if self._mean is None:
+            self._var_scale = next_scale(self._var, self._var_scale, k_var)
         self.num_updates += 1
         return True
 
@@ -177,9 +165,13 @@ class WeightTracker:
             weights = self._gather_weights()
             return update_gradient(self._mean, self._var, steps, weights, (k_mean, k_var))
         assert self._previous is not None
-        weights = [local_shard(p.detach()).float() for p in self._params]  # no copy if fp32
+        # detached (multi-tensor ops take a slower path on tensors that require grad), any
+        # dtype (the ops promote to the float32 state)
+        weights = [p.detach() for p in self._params]
+        weights = [local_shard(w) for w in weights] if self._sharded else weights
         if self._mean is None:
-            return update_floor(self._var, self._previous, self._previous_views, weights, k_var)
+            prev, views = self._previous, self._previous_views
+            return update_floor(self._var, self._var_scale, prev, views, weights)
         views = (self._mean_views, self._previous_views)
         return update_delta(self._mean, self._var, self._previous, views, weights, (k_mean, k_var))
 
@@ -210,7 +202,7 @@ class WeightTracker:
 
     def variance(self) -> dict[str, Tensor]:
         """Tracked variances {parameter name: float32 tensor} (copies)."""
-        return self._unflatten(self._var)
+        return self._unflatten(self._var * self._var_scale)
 
     def weights(self) -> dict[str, Tensor]:
         """Current weights of the tracked parameters (float32 copies): w* for the kernel."""
@@ -254,7 +246,8 @@ class WeightTracker:
             "num_updates": self.num_updates,
             "num_skipped": self.num_skipped,
             "mean": None if self._mean is None else self._mean.clone(),  # None: mean = previous
-            "variance": self._var.clone(),
+            "variance": self._var.clone(),  # sigma2 / variance_scale
+            "variance_scale": self._var_scale,
             "previous": None if self._previous is None else self._previous.clone(),
         }
 
@@ -277,6 +270,10 @@ class WeightTracker:
                 "init_mean='zero' (and init_variance='public_code') to resume it"
             )
         self._var.copy_(state["variance"])
+        self._var_scale = float(state.get("variance_scale", 1.0))  # absent in older ones
+        if self._mean is not None:  # only the floor keeps a scale
+            self._var.mul_(self._var_scale)
+            self._var_scale = 1.0
         if self._previous is not None:
             self._previous.copy_(state["previous"])
         self._p_mean = float(state["p_mean"])

@@ -13,6 +13,7 @@ they are and every other op is one pass over a flat vector.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import Enum
 
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.distributed.sharded import local_shard
+from tradi.tracking.fused import floor_step
 
 
 class Outcome(Enum):
@@ -28,9 +30,18 @@ class Outcome(Enum):
     NOT_STEPPED = "not_stepped"  # the optimizer skipped its step (no tracked weight moved)
 
 
+# entries of -d sampled by the floor's cheap test that some weight moved
+_PROBES = 64
+# the floor folds its variance scale into the stored vector when the scale falls below this
+RESCALE_BELOW = 1e-6
+
+
 def _all_finite(tensors: list[Tensor]) -> bool:
-    # the norms are NaN/Inf iff some entry is (or if they overflow: such a step is skipped too)
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+    # a sum is NaN/Inf iff some entry is (or if it overflows: such a step is skipped too)
+    sums = [t.sum() for t in tensors]
+    if sums[0].is_cpu:  # a Python float per tensor is cheaper than a stack (or than norms)
+        return math.isfinite(sum(float(s) for s in sums))
+    return math.isfinite(float(torch.stack(sums).sum()))  # one host synchronisation
 
 
 def _moved(minus_d: Tensor, prev_views: list[Tensor], weights: list[Tensor]) -> bool:
@@ -43,22 +54,42 @@ def _moved(minus_d: Tensor, prev_views: list[Tensor], weights: list[Tensor]) -> 
 
 
 def update_floor(
-    var: Tensor, prev: Tensor, prev_views: list[Tensor], weights: list[Tensor], k_var: float
+    var: Tensor, scale: float, prev: Tensor, prev_views: list[Tensor], weights: list[Tensor]
 ) -> Outcome:
     """d = w - w(t-1) with mu(0) = w(0): then mu(t) = w(t) at every step and mu is not stored.
 
     The mean update gives mu(t) - w(t) = (1 - K_mu)(mu(t-1) - w(t-1)) = 0, so the variance
     measurement (w - mu)^2 vanishes and sigma2 = (1 - K_s2)(sigma2 + d^2). State: sigma2 and
     w(t-1) (8 bytes per weight); the mean is w(t-1) after the update, i.e. the current weights.
+    `var` holds sigma2 / scale: the step adds d^2 / scale in one pass and the caller multiplies
+    `scale` by (1 - K_s2) (`next_scale`). Passes over the state: the weights' sums, -d into
+    w(t-1), the variance and the copy of the weights; the test that some weight moved reads
+    `_PROBES` entries of -d, and all of them only when those are all 0. On the CPU the same
+    step runs as one compiled pass where it can (`tradi.tracking.fused`).
     """
+    fused = floor_step(var, scale, prev, weights)
+    if fused is not None:
+        return (Outcome.DONE, Outcome.NON_FINITE, Outcome.NOT_STEPPED)[fused]
     if not _all_finite(weights):
         return Outcome.NON_FINITE
     torch._foreach_sub_(prev_views, weights)  # prev = w(t-1) - w = -d
-    if not _moved(prev, prev_views, weights):
+    probe = prev[:: max(1, prev.numel() // _PROBES)]
+    if not bool(torch.count_nonzero(probe)) and not _moved(prev, prev_views, weights):
         return Outcome.NOT_STEPPED
-    var.addcmul_(prev, prev).mul_(1.0 - k_var)
+    var.addcmul_(prev, prev, value=1.0 / scale)
     torch._foreach_copy_(prev_views, weights)
     return Outcome.DONE
+
+
+def next_scale(var: Tensor, scale: float, k_var: float) -> float:
+    """The floor's scale after a done step (sigma2 = scale * var): scale * (1 - K_s2), folded
+    into `var` (one pass) once it falls below `RESCALE_BELOW`, every ~14 / K_s2 steps, so that
+    `var` stays within a factor 1e6 of sigma2, far from float32 overflow."""
+    scale *= 1.0 - k_var
+    if scale >= RESCALE_BELOW:
+        return scale
+    var.mul_(scale)
+    return 1.0
 
 
 def update_delta(
