@@ -29,10 +29,12 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from tradi.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.batchnorm import bn_modules, sampled_bn_statistics
+from tradi.batchnorm import update_bn_stats as update_bn_stats  # public here before the split
 from tradi.posterior import WeightPosterior, load_posterior
 from tradi.regression import GaussianPrediction, mixture_moments
-from tradi.structure import evaluation_copy, named_parameters_with_owner, unwrap
-from tradi.trunk import TrunkCache, sampled_parameter_names, trunk_bn_statistics
+from tradi.structure import evaluation_copy, named_parameters_with_owner
+from tradi.trunk import TrunkCache, sampled_parameter_names
 
 logger = logging.getLogger(__name__)
 
@@ -52,100 +54,6 @@ def _prefers_loop(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def update_bn_stats(
-    model: nn.Module,
-    loader: Iterable[Any],
-    parameters: dict[str, Tensor] | None = None,
-    device: torch.device | str | None = None,
-    *,
-    io: ModelIO = DEFAULT_IO,
-) -> None:
-    """Re-estimate BatchNorm running statistics, like `torch.optim.swa_utils.update_bn`.
-
-    With `parameters`, the forward passes use those weights (through functional_call) instead of
-    the model's own: this is how each sampled weight set gets statistics that match it.
-    The statistics are a cumulative average over one pass of `loader`; mode and momenta are
-    restored. `io.inputs` reads each batch (a `TypeError` names ``inputs_fn`` for a batch it
-    cannot read); a wrapped `model` is looked through (`tradi.structure.unwrap`).
-    """
-    model = unwrap(model)
-    bns = _bn_modules(model)
-    if not bns:
-        return
-    momenta = {bn: bn.momentum for bn in bns}
-    was_training = model.training
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    try:
-        for batch in loader:
-            x = io.inputs(batch)
-            if device is not None:
-                x = to_device(x, device)
-            if parameters is None:
-                io.forward(model, x)
-            else:
-                io.functional_forward(model, parameters, x)
-    finally:
-        for bn, momentum in momenta.items():
-            bn.momentum = momentum
-        model.train(was_training)
-
-
-@torch.no_grad()
-def _bn_stats_vmap(
-    model: nn.Module,
-    loader: Iterable[Any],
-    stacked: dict[str, Tensor],
-    device: torch.device,
-    io: ModelIO,
-) -> dict[str, Tensor]:
-    """`update_bn_stats` for k weight sets at once (`stacked`: [k, ...] tensors), in one pass.
-
-    The running statistics are stacked [k, C] and updated in place under vmap; the batch
-    counter stays shared (every set sees the same batches), so the cumulative average's factor
-    1 / count is a plain number. Dropout draws different masks for different sets.
-    """
-    k = next(iter(stacked.values())).shape[0]
-    tracked = {
-        name: bn
-        for name, bn in model.named_modules()
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_mean is not None
-    }
-    momenta = {bn: bn.momentum for bn in tracked.values()}
-    was_training = model.training
-    stats: dict[str, Tensor] = {}
-    for name, bn in tracked.items():
-        bn.reset_running_stats()
-        bn.momentum = None
-        stats[f"{name}.running_mean"] = bn.running_mean.expand(k, -1).clone()
-        stats[f"{name}.running_var"] = bn.running_var.expand(k, -1).clone()  # type: ignore[union-attr]
-
-    def forward(tensors: dict[str, Tensor], x: Any) -> Tensor:
-        io.functional_forward(model, tensors, x)  # the output may be any structure: unused
-        return torch.zeros(())
-
-    batched = vmap(forward, in_dims=(0, None), randomness="different")
-    model.train()
-    try:
-        for batch in loader:
-            batched({**stacked, **stats}, to_device(io.inputs(batch), device))
-    finally:
-        for bn, momentum in momenta.items():
-            bn.momentum = momentum
-        model.train(was_training)
-    for name, bn in tracked.items():
-        if bn.num_batches_tracked is not None:
-            stats[f"{name}.num_batches_tracked"] = bn.num_batches_tracked.expand(k).clone()
-    return stats
-
-
 class SampledEnsemble:
     """An ensemble of `n_samples` weight sets drawn from `posterior`, evaluated on a model copy.
 
@@ -158,8 +66,9 @@ class SampledEnsemble:
         average: "probs" averages softmax probabilities (the paper, eq. 6); "logits" averages
             logits before one softmax (the public code; offered only for comparison).
         bn_loader: if given, BatchNorm running statistics are re-estimated for each sample on
-            this loader (training data), as SWAG does and the public code does for TRADI;
-            batched like prediction, `chunk_size` weight sets per pass over the loader.
+            this loader (training data), as SWAG does and the public code does for TRADI, in
+            one pass over it for all the samples (`tradi.batchnorm`; ``cache=False``: one pass
+            per `chunk_size` samples), looped or vmapped like prediction.
         seed: the weight sets are a deterministic function of `seed`.
         cache: keep the drawn weight sets in memory (n_samples copies of the sampled tensors)
             rather than redrawing them for each batch; turn off for very large models.
@@ -262,9 +171,9 @@ class SampledEnsemble:
         if cache:
             self._stacked = _stack(list(self._weight_sets()))
             self._cached = _unstack(self._stacked, n_samples)
-        if bn_loader is not None and _bn_modules(self.model):
+        if bn_loader is not None and bn_modules(self.model):
             if bn_batches is not None:
-                bn_loader = list(itertools.islice(bn_loader, bn_batches))
+                bn_loader = _First(bn_loader, bn_batches)
             self._set_buffers(self._bn_statistics(bn_loader))
 
     def _set_buffers(self, stacked: dict[str, Tensor] | None) -> None:
@@ -273,37 +182,23 @@ class SampledEnsemble:
         self._buffers = None if not stacked else _unstack(stacked, self.n_samples)
 
     def _bn_statistics(self, loader: Iterable[Any]) -> dict[str, Tensor]:
-        """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...].
-
-        Chunks of weight sets share each pass over the loader under vmap; a model vmap cannot
-        trace in training mode falls back to one pass per weight set (batching="auto"). With
-        `sample_modules`, one pass: the trunk once per batch, the rest per weight set.
-        """
-        if self._trunk is not None:
-            per_sample = trunk_bn_statistics(
-                self._trunk,
+        """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...]
+        (`tradi.batchnorm.sampled_bn_statistics`): one pass over the loader for all the sets
+        when they are cached, else one per `chunk_size` sets (drawn as they are needed)."""
+        groups = [self._stacked] if self._stacked is not None else self._stacked_chunks()
+        parts = [
+            sampled_bn_statistics(
+                self.model,
                 (to_device(self.io.inputs(batch), self.device) for batch in loader),
-                list(self._weight_sets()),
-                plain=lambda x: self.io.forward(self.model, x),
-                functional=lambda tensors, x: self.io.functional_forward(self.model, tensors, x),
+                group,
+                lambda tensors, x: self.io.functional_forward(self.model, tensors, x),
+                batching=self.batching,
+                chunk_size=self.chunk_size,
+                trunk=self._trunk,
             )
-            return _stack(per_sample) if per_sample[0] else {}
-        if self.batching != "loop":
-            try:
-                chunks = [
-                    _bn_stats_vmap(self.model, loader, chunk, self.device, self.io)
-                    for chunk in self._stacked_chunks()
-                ]
-                return {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
-            except Exception as error:
-                if self.batching == "vmap":
-                    raise
-                logger.info("SampledEnsemble: BatchNorm update under vmap failed (%s)", error)
-        per_sample = []
-        for weights in self._weight_sets():
-            update_bn_stats(self.model, loader, weights, self.device, io=self.io)
-            per_sample.append({n: b.clone() for n, b in self.model.named_buffers()})
-        return _stack(per_sample)
+            for group in groups
+        ]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def _draw(self, index: int) -> dict[str, Tensor]:
         generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
@@ -503,3 +398,13 @@ def _stack(weight_sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 
 def _unstack(stacked: dict[str, Tensor], n: int) -> list[dict[str, Tensor]]:
     return [{name: t[index] for name, t in stacked.items()} for index in range(n)]
+
+
+class _First:
+    """The first `count` batches of `loader`, on every pass (a shuffling loader reshuffles)."""
+
+    def __init__(self, loader: Iterable[Any], count: int) -> None:
+        self.loader, self.count = loader, count
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self.loader, self.count)
