@@ -19,6 +19,7 @@ mean and variance instead of class probabilities (`tradi.regression`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from tradi.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.batchnorm import bn_modules, sampled_bn_statistics
+from tradi.batchnorm import DEFAULT_BN_BATCHES, bn_modules, sampled_bn_statistics
 from tradi.batchnorm import update_bn_stats as update_bn_stats  # public here before the split
 from tradi.posterior import WeightPosterior, load_posterior
 from tradi.regression import GaussianPrediction, mixture_moments
@@ -91,7 +92,9 @@ class SampledEnsemble:
             rest once per weight set (`tradi.trunk`); BatchNorm statistics are re-estimated only
             for the layers after the trunk. None (default): everything the posterior returns.
         bn_batches: re-estimate BatchNorm statistics on the first `bn_batches` batches of
-            `bn_loader` only (None: all of it); the build cost is proportional to it.
+            `bn_loader` only (default 30: on the paper's MLP its validation NLL matched the
+            whole loader's within noise, docs/inference.md; None: all of it); the build cost
+            is proportional to it.
 
     Inputs ``x`` are model inputs as `ModelIO` defines them (a tensor, a tuple of positional
     or a dict of keyword arguments). Class dimension is 1: outputs are [N, C] or dense
@@ -112,7 +115,7 @@ class SampledEnsemble:
         batching: Batching = "auto",
         chunk_size: int | None = 8,
         sample_modules: Sequence[str] | None = None,
-        bn_batches: int | None = None,
+        bn_batches: int | None = DEFAULT_BN_BATCHES,
         task: Task = "classification",
         io: ModelIO = DEFAULT_IO,
     ) -> None:
@@ -253,42 +256,49 @@ class SampledEnsemble:
         mean, variance = self.io.regression(output)
         return (mean,) if variance is None else (mean, variance)
 
-    def _outputs_vmap(self, x: Any) -> tuple[Tensor, ...]:
+    def _chunks_vmap(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
         batched = vmap(lambda tensors: self._forward(tensors, x), randomness="error")
-        chunks = [batched(chunk) for chunk in self._stacked_chunks()]
-        return tuple(torch.cat(parts) for parts in zip(*chunks, strict=True))
+        for chunk in self._stacked_chunks():
+            yield batched(chunk)
 
-    def _outputs_loop(self, x: Any) -> tuple[Tensor, ...]:
-        outputs = [
-            self._forward(self._tensors(index, weights), x)
-            for index, weights in enumerate(self._weight_sets())
-        ]
-        return tuple(torch.stack(parts) for parts in zip(*outputs, strict=True))
+    def _chunks_loop(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
+        for index, weights in enumerate(self._weight_sets()):
+            yield tuple(part[None] for part in self._forward(self._tensors(index, weights), x))
 
     @torch.no_grad()
-    def _sample_outputs(self, x: Any) -> tuple[Tensor, ...]:
-        """Every weight set's prediction, each part stacked [n_samples, N, ...]; with
-        `sample_modules` the trunk is recorded once on `x` and replayed for every set."""
+    def _output_chunks(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
+        """The weight sets' predictions, a group at a time in sample order, each part [k, N, ...]
+        (k: 1 looped, `chunk_size` vmapped); with `sample_modules` the trunk is recorded once on
+        `x` and replayed for every set. Consumers that reduce over the samples (``ens(x)``)
+        never hold more than one group's outputs."""
         x = to_device(x, self.device)
-        if self._trunk is None:
-            return self._evaluate(x)
-        with self._trunk.replay(self._trunk.record(lambda: self.io.forward(self.model, x))):
-            return self._evaluate(x)
+        with contextlib.ExitStack() as stack:
+            if self._trunk is not None:
+                trunk = self._trunk.record(lambda: self.io.forward(self.model, x))
+                stack.enter_context(self._trunk.replay(trunk))
+            yield from self._evaluate(x)
 
-    def _evaluate(self, x: Any) -> tuple[Tensor, ...]:
-        if self.batching_used == "loop":
-            return self._outputs_loop(x)
-        if self.batching_used == "vmap":
-            return self._outputs_vmap(x)
+    def _evaluate(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
+        if self.batching_used is not None:
+            chunks = self._chunks_loop(x) if self.batching_used == "loop" else self._chunks_vmap(x)
+            yield from chunks
+            return
+        chunks = self._chunks_vmap(x)
         try:
-            outputs = self._outputs_vmap(x)
+            first = next(chunks)
         except Exception as error:  # any failure to trace: the loop is always correct
-            outputs = self._outputs_loop(x)  # a genuine input error raises here, undecided
+            chunks = self._chunks_loop(x)
+            first = next(chunks)  # a genuine input error raises here, undecided
             logger.info("SampledEnsemble: vmap failed (%s); evaluating samples in a loop", error)
             self.batching_used = "loop"
-            return outputs
-        self.batching_used = "vmap"
-        return outputs
+        else:
+            self.batching_used = "vmap"
+        yield first
+        yield from chunks
+
+    def _sample_outputs(self, x: Any) -> tuple[Tensor, ...]:
+        """Every weight set's prediction, each part stacked [n_samples, N, ...]."""
+        return tuple(torch.cat(parts) for parts in zip(*self._output_chunks(x), strict=True))
 
     def _require_task(self, task: Task, instead: str) -> None:
         if self.task != task:
@@ -302,15 +312,7 @@ class SampledEnsemble:
                 input (a softmax over one class is always 1).
         """
         self._require_task("classification", "ens(x) or sample_regression(x)")
-        logits = self._sample_outputs(x)[0]
-        if logits.dim() < 3 or logits.shape[2] == 1:
-            raise ValueError(
-                f"the model gives outputs of shape {tuple(logits.shape[1:])}, with no class "
-                "dimension of size >= 2 at dim 1: a softmax over one output is always 1. For "
-                "regression build SampledEnsemble(..., task='regression'); for binary "
-                "classification give the model 2 outputs"
-            )
-        return logits
+        return _class_logits(self._sample_outputs(x)[0])
 
     def sample_regression(self, x: Any) -> tuple[Tensor, Tensor | None]:
         """Every weight set's predicted mean [n_samples, N, ...] and variance (or None when the
@@ -325,13 +327,21 @@ class SampledEnsemble:
 
     def __call__(self, x: Any) -> Tensor | GaussianPrediction:
         """The predictive probabilities [N, C, ...]; for task="regression" the predictive
-        `GaussianPrediction` (mean, variance), each [N, ...] (`tradi.regression`)."""
+        `GaussianPrediction` (mean, variance), each [N, ...] (`tradi.regression`).
+
+        Classification sums the softmaxes (or logits) group by group as the weight sets are
+        evaluated, so the n_samples outputs are never held at once."""
         if self.task == "regression":
             return mixture_moments(*self.sample_regression(x))
-        logits = self.sample_logits(x)
-        if self.average == "logits":
-            return logits.mean(0).softmax(dim=1)
-        return logits.softmax(dim=2).mean(0)
+        total: Tensor | None = None
+        for (logits,) in self._output_chunks(x):
+            part = _class_logits(logits)
+            part = part if self.average == "logits" else part.softmax(dim=2)
+            part = part.sum(0) if total is None or len(part) > 1 else part[0]
+            total = part if total is None else total.add_(part)
+        assert total is not None  # n_samples >= 1
+        mean = total / self.n_samples
+        return mean.softmax(dim=1) if self.average == "logits" else mean
 
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a whole loader: [n_samples, N, C, ...] (on the CPU)."""
@@ -390,6 +400,18 @@ class SampledEnsemble:
         if buffers is not None:
             ensemble._set_buffers({n: t.to(ensemble.device) for n, t in buffers.items()})
         return ensemble
+
+
+def _class_logits(logits: Tensor) -> Tensor:
+    """`logits` [k, N, C, ...] as they are; a ValueError if there is no class dimension."""
+    if logits.dim() < 3 or logits.shape[2] == 1:
+        raise ValueError(
+            f"the model gives outputs of shape {tuple(logits.shape[1:])}, with no class "
+            "dimension of size >= 2 at dim 1: a softmax over one output is always 1. For "
+            "regression build SampledEnsemble(..., task='regression'); for binary "
+            "classification give the model 2 outputs"
+        )
+    return logits
 
 
 def _stack(weight_sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
