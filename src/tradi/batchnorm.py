@@ -13,6 +13,7 @@ training, draws its own masks for each set.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
@@ -31,6 +32,17 @@ BatchNorm = nn.modules.batchnorm._BatchNorm
 #: `SampledEnsemble`'s and the sampling methods' default ``bn_batches``: the statistics come from
 #: the first 30 batches of the training loader (docs/inference.md: the validation study).
 DEFAULT_BN_BATCHES = 30
+
+
+class FirstBatches:
+    """The first `count` (>= 1) batches of `loader`, on every pass (a shuffling loader
+    reshuffles: each pass takes the first `count` of its new order)."""
+
+    def __init__(self, loader: Iterable[Any], count: int) -> None:
+        self.loader, self.count = loader, count
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self.loader, self.count)
 
 
 def bn_modules(model: nn.Module) -> list[BatchNorm]:

@@ -30,7 +30,12 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from tradi.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.batchnorm import DEFAULT_BN_BATCHES, bn_modules, sampled_bn_statistics
+from tradi.batchnorm import (
+    DEFAULT_BN_BATCHES,
+    FirstBatches,
+    bn_modules,
+    sampled_bn_statistics,
+)
 from tradi.batchnorm import update_bn_stats as update_bn_stats  # public here before the split
 from tradi.posterior import WeightPosterior, load_posterior
 from tradi.regression import GaussianPrediction, mixture_moments
@@ -45,13 +50,9 @@ Task = Literal["classification", "regression"]
 
 
 def _prefers_loop(device: torch.device) -> bool:
-    """Whether batching="auto" takes the loop at once, without trying vmap.
-
-    On the CPU the loop measured as fast as vmap or faster (benchmarks/bench_inference.py and
-    bench_segmentation.py, one thread: 20-sample cost over 20 plain passes MLP 1.04 looped vs
-    1.26 under vmap, ENet 1.15 vs 1.5-1.8: vmap turns convolutions into grouped ones), and it
-    needs no memory for stacked activations. On accelerators vmap's larger kernels pay.
-    """
+    """Whether batching="auto" takes the loop at once, without trying vmap: on the CPU the loop
+    measured as fast as vmap or faster (benchmarks/bench_inference.py, bench_segmentation.py:
+    vmap turns convolutions into grouped ones) and needs no memory for stacked activations."""
     return device.type == "cpu"
 
 
@@ -176,7 +177,7 @@ class SampledEnsemble:
             self._cached = _unstack(self._stacked, n_samples)
         if bn_loader is not None and bn_modules(self.model):
             if bn_batches is not None:
-                bn_loader = _First(bn_loader, bn_batches)
+                bn_loader = FirstBatches(bn_loader, bn_batches)
             self._set_buffers(self._bn_statistics(bn_loader))
 
     def _set_buffers(self, stacked: dict[str, Tensor] | None) -> None:
@@ -279,11 +280,11 @@ class SampledEnsemble:
             yield from self._evaluate(x)
 
     def _evaluate(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
-        if self.batching_used is not None:
-            chunks = self._chunks_loop(x) if self.batching_used == "loop" else self._chunks_vmap(x)
-            yield from chunks
-            return
+        if self.batching_used == "loop":
+            return self._chunks_loop(x)
         chunks = self._chunks_vmap(x)
+        if self.batching_used == "vmap":
+            return chunks
         try:
             first = next(chunks)
         except Exception as error:  # any failure to trace: the loop is always correct
@@ -293,8 +294,7 @@ class SampledEnsemble:
             self.batching_used = "loop"
         else:
             self.batching_used = "vmap"
-        yield first
-        yield from chunks
+        return itertools.chain([first], chunks)
 
     def _sample_outputs(self, x: Any) -> tuple[Tensor, ...]:
         """Every weight set's prediction, each part stacked [n_samples, N, ...]."""
@@ -420,13 +420,3 @@ def _stack(weight_sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 
 def _unstack(stacked: dict[str, Tensor], n: int) -> list[dict[str, Tensor]]:
     return [{name: t[index] for name, t in stacked.items()} for index in range(n)]
-
-
-class _First:
-    """The first `count` batches of `loader`, on every pass (a shuffling loader reshuffles)."""
-
-    def __init__(self, loader: Iterable[Any], count: int) -> None:
-        self.loader, self.count = loader, count
-
-    def __iter__(self) -> Iterator[Any]:
-        return itertools.islice(self.loader, self.count)
