@@ -167,6 +167,7 @@ class SampledEnsemble:
             )
         }
         self._dtypes = {own: p.dtype for own, p in named}
+        self._tied = _has_ties(self.model)
         # stacked [n_samples, *shape] tensors; the per-sample lists hold views into them
         self._stacked: dict[str, Tensor] | None = None
         self._cached: list[dict[str, Tensor]] | None = None
@@ -195,7 +196,7 @@ class SampledEnsemble:
                 self.model,
                 (to_device(self.io.inputs(batch), self.device) for batch in loader),
                 group,
-                lambda tensors, x: self.io.functional_forward(self.model, tensors, x),
+                self._functional,
                 batching=self.batching,
                 chunk_size=self.chunk_size,
                 trunk=self._trunk,
@@ -249,9 +250,13 @@ class SampledEnsemble:
                 chunk.update({n: t[start:stop] for n, t in self._stacked_buffers.items()})
             yield chunk
 
+    def _functional(self, tensors: dict[str, Tensor], x: Any) -> Any:
+        """The model's output with `tensors` in place of its own (ties looked for only if any)."""
+        return self.io.functional_forward(self.model, tensors, x, tie_weights=self._tied)
+
     def _forward(self, tensors: dict[str, Tensor], x: Any) -> tuple[Tensor, ...]:
         """One weight set's prediction: (logits,), (mean,) or (mean, variance)."""
-        output = self.io.functional_forward(self.model, tensors, x)
+        output = self._functional(tensors, x)
         if self.task == "classification":
             return (self.io.logits(output),)
         mean, variance = self.io.regression(output)
@@ -400,6 +405,14 @@ class SampledEnsemble:
         if buffers is not None:
             ensemble._set_buffers({n: t.to(ensemble.device) for n, t in buffers.items()})
         return ensemble
+
+
+def _has_ties(model: nn.Module) -> bool:
+    """Whether a tensor of `model` is registered under two names (a tied weight or buffer)."""
+    return any(
+        len(list(named(remove_duplicate=False))) != len(list(named()))
+        for named in (model.named_parameters, model.named_buffers)
+    )
 
 
 def _class_logits(logits: Tensor) -> Tensor:
