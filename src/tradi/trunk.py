@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_leaves
 
 
 class _Stop(Exception):
@@ -81,21 +81,6 @@ def sampled_parameter_names(model: nn.Module, modules: Iterable[str]) -> set[str
             f"parameters: {valid}"
         )
     return names
-
-
-def _replay_layout(value: Any) -> Any:
-    """A kept trunk output as the sampled part will read it n_samples times: a 4-D float tensor
-    on the CPU in channels_last layout (the same values), which oneDNN's convolutions read
-    without a reorder (ENet's transposed-conv classifier on a [10, 16, 45, 60] input: 17-30 ms
-    NCHW, 2.3 ms channels_last, one thread; docs/inference.md). Anything else as it is."""
-    if (
-        isinstance(value, Tensor)
-        and value.dim() == 4
-        and value.device.type == "cpu"
-        and value.is_floating_point()
-    ):
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
 
 
 class TrunkCache:
@@ -184,7 +169,7 @@ class TrunkCache:
             if inside[index] or not call.done or call.module in self.holders:
                 continue
             cached[index] = True
-            outputs.setdefault(call.module, []).append(tree_map(_replay_layout, call.output))
+            outputs.setdefault(call.module, []).append(call.output)
         seen = {call.module for call in calls if call.done}
         versions = [(t, t._version) for t in tree_leaves(outputs) if isinstance(t, Tensor)]
         return Trunk(outputs, seen, versions)
