@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 import tradi
 from benchmarks.common import Result, interleaved
@@ -345,8 +345,8 @@ BN_LOADER_BATCHES = 100
 def bn_build_mlp() -> Result:
     """CPU seconds to build a 20-sample TRADI ensemble of the paper's MLP (784-200-200-200-10,
     BatchNorm, dropout) with statistics re-estimated per sample on 100 batches of 128 inputs:
-    one pass over the loader for all the samples (looped: the CPU default; vmapped in chunks of
-    8), against one pass per sample (how it was done before, `update_bn_stats` per weight set),
+    one pass over the loader (a torch DataLoader, which collates image by image) for all the
+    samples (looped: the CPU default; vmapped in chunks of 8), against one pass per sample (how it was done before, `update_bn_stats` per weight set),
     fewer batches (``bn_batches``: 30 is the default) and the last layer alone (no BatchNorm after
     it: nothing to re-estimate). One thread, interleaved, CPU time of the thread; the effect of
     fewer batches on validation metrics: benchmarks/study_bn_batches.py (docs/inference.md).
@@ -359,7 +359,8 @@ def bn_build_mlp() -> Result:
         posterior = tradi.WeightTracker(model, init_mean="weights", init_variance=1e-4).posterior(
             "kernel"
         )
-        loader = [(torch.randn(128, *INPUT_SHAPE),) for _ in range(BN_LOADER_BATCHES)]
+        images = torch.randn(128 * BN_LOADER_BATCHES, *INPUT_SHAPE)
+        loader = DataLoader(TensorDataset(images), batch_size=128)  # collates image by image
         variants: dict[str, dict[str, Any]] = {
             "all_100_one_pass_loop": {"batching": "loop", "bn_batches": None},
             "all_100_one_pass_vmap_chunk_8": {"batching": "vmap", "bn_batches": None},
@@ -378,12 +379,12 @@ def bn_build_mlp() -> Result:
     return {
         "model": "mlp 784-200-200-200-10 with BatchNorm and dropout, one thread",
         "n_samples": N_SAMPLES,
-        "bn_loader": f"{BN_LOADER_BATCHES} batches of 128 (in memory)",
+        "bn_loader": f"{BN_LOADER_BATCHES} batches of 128, a DataLoader over a TensorDataset",
         "build_cpu_seconds": seconds,
     }
 
 
-def _pass_per_sample(model: torch.nn.Module, posterior: Any, loader: list) -> None:
+def _pass_per_sample(model: torch.nn.Module, posterior: Any, loader: DataLoader) -> None:
     """The build as it was before the one-pass re-estimation: the weight sets drawn, then one
     pass over the loader per weight set (`update_bn_stats` on the ensemble's copy)."""
     ensemble = tradi.SampledEnsemble(model, posterior, N_SAMPLES)
