@@ -141,8 +141,9 @@ def sampled_bn_statistics(
 
     Returns:
         {buffer name: [n, ...]}: ``running_mean`` and ``running_var`` [n, C] per set, and
-        ``num_batches_tracked`` [n] (the number of batches); empty if no BatchNorm layer with
-        running statistics is left to re-estimate (or `inputs` is empty).
+        ``num_batches_tracked`` [n] (the number of batches), in the dtypes and on the device of
+        the model's buffers; empty if no BatchNorm layer with running statistics is left to
+        re-estimate (or `inputs` is empty).
 
     Raises:
         Exception: whatever vmap raises with batching="vmap" (or the loop with any batching).
