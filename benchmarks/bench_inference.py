@@ -14,6 +14,7 @@ test time relative to the MCP baseline on mnist-notmnist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 import tradi
 from benchmarks.common import Result, interleaved
@@ -211,13 +212,32 @@ LAST_LAYERS = {
 }
 
 
+def _sampled_call(
+    model: torch.nn.Module, module: str, x: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments the sampled module is called with in one forward pass of `model` on `x`."""
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def hook(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        seen.append((args, kwargs))
+
+    handle = dict(model.named_modules())[module].register_forward_pre_hook(hook, with_kwargs=True)
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return seen[0]
+
+
 def last_layer_cost(model_name: str) -> Result:
     """A 20-sample ensemble of the last layer alone (``sample_modules``) over ONE forward pass.
 
-    One thread (as the mnist-notmnist and camvid-ood configs run), interleaved in one process.
-    Both sides return probabilities: the ensemble averages 20 softmaxes (eq. 6), the single
-    pass takes one. Beside it: the logits alone (no softmax or average), vmap instead of the
-    loop, and the full 20-sample ensemble (every layer sampled) for scale.
+    One thread (as the mnist-notmnist and camvid-ood configs run), interleaved in one process;
+    CPU time of the thread (the shared machine's other processes take turns on the cores, which
+    inflates wall-clock time unevenly). Both sides return probabilities: the ensemble averages
+    20 softmaxes (eq. 6), the single pass takes one. Beside it: the logits alone, vmap instead
+    of the loop, the full 20-sample ensemble (every layer sampled) for scale, and a breakdown:
+    the trunk alone (the network up to the sampled module, no hooks), its recording, the
+    sampled module's 20 calls alone on its recorded input, and the 20 softmaxes' average alone.
     """
     from benchmarks.bench_segmentation import one_thread
 
@@ -234,28 +254,88 @@ def last_layer_cost(model_name: str) -> Result:
             model, posterior, N_SAMPLES, sample_modules=[last], batching="vmap", chunk_size=None
         )
         full = tradi.SampledEnsemble(model, posterior, N_SAMPLES, batching="loop")
-
-        @torch.no_grad()
-        def one_forward() -> None:
-            model(x).softmax(dim=1)
-
-        fns: dict[str, Callable[[], object]] = {
-            "one_forward": one_forward,
-            "last_layer_loop": lambda: loop(x),
-            "last_layer_loop_logits_only": lambda: loop.sample_logits(x),
-            "last_layer_vmap": lambda: vmapped(x),
-            "full_ensemble_loop": lambda: full(x),
-        }
-        seconds = interleaved(fns, *((3, 7) if model_name == "lenet5" else (1, 5)))  # type: ignore[arg-type]
+        fns = {**_ensembles(model, x, loop, vmapped, full), **_breakdown(loop, last, x)}
+        steps, rounds = (3, 7) if model_name == "lenet5" else (1, 7)
+        seconds = interleaved(fns, steps, rounds, clock=time.thread_time)  # type: ignore[arg-type]
     one = seconds["one_forward"]
     return {
         "model": f"{model_name}, {batch} inputs of {shape}, one thread",
         "sampled": last,
         "n_samples": N_SAMPLES,
+        "clock": "CPU time of the thread",
         "ms": {name: 1e3 * s for name, s in seconds.items()},
         "ratio_to_one_forward": {name: s / one for name, s in seconds.items()},
         "goal": "last_layer_loop <= 1.3",
     }
+
+
+def _ensembles(
+    model: torch.nn.Module, x: torch.Tensor, *ensembles: tradi.SampledEnsemble
+) -> dict[str, Callable[[], object]]:
+    loop, vmapped, full = ensembles
+
+    @torch.no_grad()
+    def one_forward() -> None:
+        model(x).softmax(dim=1)
+
+    return {
+        "one_forward": one_forward,
+        "last_layer_loop": lambda: loop(x),
+        "last_layer_loop_logits_only": lambda: loop.sample_logits(x),
+        "last_layer_vmap": lambda: vmapped(x),
+        "full_ensemble_loop": lambda: full(x),
+    }
+
+
+def _breakdown(ensemble: tradi.SampledEnsemble, last: str, x: torch.Tensor) -> dict[str, Any]:
+    """Where a last-layer prediction goes: the parts timed alone."""
+    from torch.func import functional_call
+
+    model, trunk = ensemble.model, ensemble._trunk
+    assert trunk is not None and ensemble._cached is not None
+    weight_sets = [
+        {n.removeprefix(f"{last}."): w for n, w in ws.items()} for ws in ensemble._cached
+    ]
+    module = dict(model.named_modules())[last]
+    recorded = trunk.record(lambda: model(x))
+    with trunk.replay(recorded):
+        args, kwargs = _sampled_call(model, last, x)
+    logits = ensemble.sample_logits(x)
+
+    @torch.no_grad()
+    def trunk_alone() -> None:  # no hooks but one: stops the pass at the sampled module
+        with contextlib.suppress(_Stop):
+            handle = module.register_forward_pre_hook(_stop)
+            try:
+                model(x)
+            finally:
+                handle.remove()
+
+    @torch.no_grad()
+    def sampled_module_20_calls() -> None:
+        for weights in weight_sets:
+            functional_call(module, weights, args, kwargs)
+
+    @torch.no_grad()
+    def softmax_average_20() -> None:
+        total = logits[0].softmax(dim=1)
+        for part in logits[1:]:
+            total.add_(part.softmax(dim=1))
+
+    return {
+        "breakdown_trunk_alone": trunk_alone,
+        "breakdown_trunk_record": lambda: trunk.record(lambda: model(x)),
+        "breakdown_sampled_module_20_calls": sampled_module_20_calls,
+        "breakdown_softmax_average_20": softmax_average_20,
+    }
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(*_: object) -> None:
+    raise _Stop
 
 
 # ------------------------------------------------------------------ the one-off build (BatchNorm)
@@ -264,10 +344,12 @@ BN_LOADER_BATCHES = 100
 
 def bn_build_mlp() -> Result:
     """CPU seconds to build a 20-sample TRADI ensemble of the paper's MLP (784-200-200-200-10,
-    BatchNorm) with statistics re-estimated per sample on 100 batches of 128 inputs, against
-    fewer batches (``bn_batches``), vmap chunks of 8 instead of the loop, and the last layer
-    alone (no BatchNorm after it: nothing to re-estimate). One thread; the effect of fewer
-    batches on validation metrics is in docs/inference.md (benchmarks/study_sample_modules.py).
+    BatchNorm, dropout) with statistics re-estimated per sample on 100 batches of 128 inputs:
+    one pass over the loader (a torch DataLoader, which collates image by image) for all the
+    samples (looped: the CPU default; vmapped in chunks of 8), against one pass per sample (how it was done before, `update_bn_stats` per weight set),
+    fewer batches (``bn_batches``: 30 is the default) and the last layer alone (no BatchNorm after
+    it: nothing to re-estimate). One thread, interleaved, CPU time of the thread; the effect of
+    fewer batches on validation metrics: benchmarks/study_bn_batches.py (docs/inference.md).
     """
     from benchmarks.bench_segmentation import one_thread
 
@@ -277,25 +359,39 @@ def bn_build_mlp() -> Result:
         posterior = tradi.WeightTracker(model, init_mean="weights", init_variance=1e-4).posterior(
             "kernel"
         )
-        loader = [(torch.randn(128, *INPUT_SHAPE),) for _ in range(BN_LOADER_BATCHES)]
+        images = torch.randn(128 * BN_LOADER_BATCHES, *INPUT_SHAPE)
+        loader = DataLoader(TensorDataset(images), batch_size=128)  # collates image by image
         variants: dict[str, dict[str, Any]] = {
-            "all_100_batches_loop": {"batching": "loop"},
-            "all_100_batches_vmap_chunk_8": {"batching": "vmap"},
-            "bn_batches_30_loop": {"batching": "loop", "bn_batches": 30},
-            "bn_batches_10_loop": {"batching": "loop", "bn_batches": 10},
+            "all_100_one_pass_loop": {"batching": "loop", "bn_batches": None},
+            "all_100_one_pass_vmap_chunk_8": {"batching": "vmap", "bn_batches": None},
+            "bn_batches_30_default": {},
+            "bn_batches_10": {"bn_batches": 10},
             "last_layer_only": {"sample_modules": ["layers.12"]},
         }
-        seconds = {}
-        for name, options in variants.items():
-            with _Clock() as clock:
-                tradi.SampledEnsemble(model, posterior, N_SAMPLES, bn_loader=loader, **options)
-            seconds[name] = clock.cpu
+        fns: dict[str, Callable[[], object]] = {
+            name: lambda o=options: tradi.SampledEnsemble(  # type: ignore[misc]
+                model, posterior, N_SAMPLES, bn_loader=loader, **o
+            )
+            for name, options in variants.items()
+        }
+        fns["all_100_pass_per_sample_before"] = lambda: _pass_per_sample(model, posterior, loader)
+        seconds = interleaved(fns, 1, 3, clock=time.thread_time)  # type: ignore[arg-type]
     return {
-        "model": "mlp 784-200-200-200-10 with BatchNorm, one thread",
+        "model": "mlp 784-200-200-200-10 with BatchNorm and dropout, one thread",
         "n_samples": N_SAMPLES,
-        "bn_loader": f"{BN_LOADER_BATCHES} batches of 128",
+        "bn_loader": f"{BN_LOADER_BATCHES} batches of 128, a DataLoader over a TensorDataset",
         "build_cpu_seconds": seconds,
     }
+
+
+def _pass_per_sample(model: torch.nn.Module, posterior: Any, loader: DataLoader) -> None:
+    """The build as it was before the one-pass re-estimation: the weight sets drawn, then one
+    pass over the loader per weight set (`update_bn_stats` on the ensemble's copy)."""
+    ensemble = tradi.SampledEnsemble(model, posterior, N_SAMPLES)
+    stats = []
+    for weights in ensemble._weight_sets():
+        tradi.update_bn_stats(ensemble.model, loader, weights)
+        stats.append({n: b.clone() for n, b in ensemble.model.named_buffers()})
 
 
 BENCHMARKS: dict[str, Callable[[], Result]] = {

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
     from tradi.adapters import ModelIO
+    from tradi.batchnorm import update_bn_stats
     from tradi.data import load_benchmark, load_dataset
-    from tradi.ensemble import SampledEnsemble, update_bn_stats
+    from tradi.ensemble import SampledEnsemble
     from tradi.evaluation import Evaluation, evaluate
     from tradi.methods import METHODS, build_method
     from tradi.models import build_model
@@ -41,7 +42,7 @@ _LAZY = {
     "ModelIO": "tradi.adapters",
     "GaussianPrediction": "tradi.regression",
     "SampledEnsemble": "tradi.ensemble",
-    "update_bn_stats": "tradi.ensemble",
+    "update_bn_stats": "tradi.batchnorm",
     "evaluate": "tradi.evaluation",
     "Evaluation": "tradi.evaluation",
     "DiagonalGaussian": "tradi.posterior",

@@ -185,11 +185,14 @@ class ModelIO:
         args, kwargs = as_arguments(inputs)
         return model(*args, **kwargs)
 
-    def functional_forward(self, model: Any, tensors: dict[str, Tensor], inputs: Any) -> Any:
+    def functional_forward(
+        self, model: Any, tensors: dict[str, Tensor], inputs: Any, *, tie_weights: bool = True
+    ) -> Any:
         """``model`` evaluated with `tensors` in place of its own (`torch.func.functional_call`;
-        tied parameters take the value given under any of their names)."""
+        tied parameters take the value given under any of their names). ``tie_weights=False``
+        skips looking for ties (~2 ms a call on ENet): only for a model that has none."""
         args, kwargs = as_arguments(inputs)
-        return functional_call(model, tensors, args, kwargs, tie_weights=True)
+        return functional_call(model, tensors, args, kwargs, tie_weights=tie_weights)
 
 
 #: The defaults of every function (module docstring).

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tradi.adapters import DEFAULT_IO, ModelIO
+from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.ensemble import SampledEnsemble
 from tradi.posterior import WeightPosterior
 from tradi.selection import ScaleSearch, ScaleSelection, search_scale
@@ -91,7 +92,7 @@ def fit_ensemble(
     ignore_index: int | None = None,
     io: ModelIO = DEFAULT_IO,
     sample_modules: Sequence[str] | None = None,
-    bn_batches: int | None = None,
+    bn_batches: int | None = DEFAULT_BN_BATCHES,
 ) -> tuple[SampledEnsemble, ScaleSearch | None]:
     """The sampled ensemble at a scale chosen on validation data (or fixed), and the search.
 
@@ -117,7 +118,8 @@ def fit_ensemble(
         io: how batches become model inputs and targets (`tradi.ModelIO`; default: tuples).
         sample_modules: sample only these modules' parameters, the trunk before them evaluated
             once per input (`tradi.trunk`; None: every tracked parameter).
-        bn_batches: re-estimate BatchNorm on the first ``bn_batches`` batches only (None: all).
+        bn_batches: re-estimate BatchNorm on the first ``bn_batches`` batches only (default 30,
+            `tradi.batchnorm.DEFAULT_BN_BATCHES`; None: the whole loader).
 
     Returns:
         (ensemble, search): the `SampledEnsemble` ([N, C] mean probabilities when called) at the

@@ -19,6 +19,7 @@ mean and variance instead of class probabilities (`tradi.regression`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,10 +30,17 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from tradi.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.batchnorm import (
+    DEFAULT_BN_BATCHES,
+    FirstBatches,
+    bn_modules,
+    sampled_bn_statistics,
+)
+from tradi.batchnorm import update_bn_stats as update_bn_stats  # public here before the split
 from tradi.posterior import WeightPosterior, load_posterior
 from tradi.regression import GaussianPrediction, mixture_moments
-from tradi.structure import evaluation_copy, named_parameters_with_owner, unwrap
-from tradi.trunk import TrunkCache, sampled_parameter_names, trunk_bn_statistics
+from tradi.structure import evaluation_copy, named_parameters_with_owner
+from tradi.trunk import TrunkCache, sampled_parameter_names
 
 logger = logging.getLogger(__name__)
 
@@ -42,108 +50,10 @@ Task = Literal["classification", "regression"]
 
 
 def _prefers_loop(device: torch.device) -> bool:
-    """Whether batching="auto" takes the loop at once, without trying vmap.
-
-    On the CPU the loop measured as fast as vmap or faster (benchmarks/bench_inference.py and
-    bench_segmentation.py, one thread: 20-sample cost over 20 plain passes MLP 1.04 looped vs
-    1.26 under vmap, ENet 1.15 vs 1.5-1.8: vmap turns convolutions into grouped ones), and it
-    needs no memory for stacked activations. On accelerators vmap's larger kernels pay.
-    """
+    """Whether batching="auto" takes the loop at once, without trying vmap: on the CPU the loop
+    measured as fast as vmap or faster (benchmarks/bench_inference.py, bench_segmentation.py:
+    vmap turns convolutions into grouped ones) and needs no memory for stacked activations."""
     return device.type == "cpu"
-
-
-def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def update_bn_stats(
-    model: nn.Module,
-    loader: Iterable[Any],
-    parameters: dict[str, Tensor] | None = None,
-    device: torch.device | str | None = None,
-    *,
-    io: ModelIO = DEFAULT_IO,
-) -> None:
-    """Re-estimate BatchNorm running statistics, like `torch.optim.swa_utils.update_bn`.
-
-    With `parameters`, the forward passes use those weights (through functional_call) instead of
-    the model's own: this is how each sampled weight set gets statistics that match it.
-    The statistics are a cumulative average over one pass of `loader`; mode and momenta are
-    restored. `io.inputs` reads each batch (a `TypeError` names ``inputs_fn`` for a batch it
-    cannot read); a wrapped `model` is looked through (`tradi.structure.unwrap`).
-    """
-    model = unwrap(model)
-    bns = _bn_modules(model)
-    if not bns:
-        return
-    momenta = {bn: bn.momentum for bn in bns}
-    was_training = model.training
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    try:
-        for batch in loader:
-            x = io.inputs(batch)
-            if device is not None:
-                x = to_device(x, device)
-            if parameters is None:
-                io.forward(model, x)
-            else:
-                io.functional_forward(model, parameters, x)
-    finally:
-        for bn, momentum in momenta.items():
-            bn.momentum = momentum
-        model.train(was_training)
-
-
-@torch.no_grad()
-def _bn_stats_vmap(
-    model: nn.Module,
-    loader: Iterable[Any],
-    stacked: dict[str, Tensor],
-    device: torch.device,
-    io: ModelIO,
-) -> dict[str, Tensor]:
-    """`update_bn_stats` for k weight sets at once (`stacked`: [k, ...] tensors), in one pass.
-
-    The running statistics are stacked [k, C] and updated in place under vmap; the batch
-    counter stays shared (every set sees the same batches), so the cumulative average's factor
-    1 / count is a plain number. Dropout draws different masks for different sets.
-    """
-    k = next(iter(stacked.values())).shape[0]
-    tracked = {
-        name: bn
-        for name, bn in model.named_modules()
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_mean is not None
-    }
-    momenta = {bn: bn.momentum for bn in tracked.values()}
-    was_training = model.training
-    stats: dict[str, Tensor] = {}
-    for name, bn in tracked.items():
-        bn.reset_running_stats()
-        bn.momentum = None
-        stats[f"{name}.running_mean"] = bn.running_mean.expand(k, -1).clone()
-        stats[f"{name}.running_var"] = bn.running_var.expand(k, -1).clone()  # type: ignore[union-attr]
-
-    def forward(tensors: dict[str, Tensor], x: Any) -> Tensor:
-        io.functional_forward(model, tensors, x)  # the output may be any structure: unused
-        return torch.zeros(())
-
-    batched = vmap(forward, in_dims=(0, None), randomness="different")
-    model.train()
-    try:
-        for batch in loader:
-            batched({**stacked, **stats}, to_device(io.inputs(batch), device))
-    finally:
-        for bn, momentum in momenta.items():
-            bn.momentum = momentum
-        model.train(was_training)
-    for name, bn in tracked.items():
-        if bn.num_batches_tracked is not None:
-            stats[f"{name}.num_batches_tracked"] = bn.num_batches_tracked.expand(k).clone()
-    return stats
 
 
 class SampledEnsemble:
@@ -158,8 +68,9 @@ class SampledEnsemble:
         average: "probs" averages softmax probabilities (the paper, eq. 6); "logits" averages
             logits before one softmax (the public code; offered only for comparison).
         bn_loader: if given, BatchNorm running statistics are re-estimated for each sample on
-            this loader (training data), as SWAG does and the public code does for TRADI;
-            batched like prediction, `chunk_size` weight sets per pass over the loader.
+            this loader (training data), as SWAG does and the public code does for TRADI, in
+            one pass over it for all the samples (`tradi.batchnorm`; ``cache=False``: one pass
+            per `chunk_size` samples), looped or vmapped like prediction.
         seed: the weight sets are a deterministic function of `seed`.
         cache: keep the drawn weight sets in memory (n_samples copies of the sampled tensors)
             rather than redrawing them for each batch; turn off for very large models.
@@ -182,7 +93,9 @@ class SampledEnsemble:
             rest once per weight set (`tradi.trunk`); BatchNorm statistics are re-estimated only
             for the layers after the trunk. None (default): everything the posterior returns.
         bn_batches: re-estimate BatchNorm statistics on the first `bn_batches` batches of
-            `bn_loader` only (None: all of it); the build cost is proportional to it.
+            `bn_loader` only (default 30: on the paper's MLP its validation NLL matched the
+            whole loader's within noise, docs/inference.md; None: all of it); the build cost
+            is proportional to it.
 
     Inputs ``x`` are model inputs as `ModelIO` defines them (a tensor, a tuple of positional
     or a dict of keyword arguments). Class dimension is 1: outputs are [N, C] or dense
@@ -203,7 +116,7 @@ class SampledEnsemble:
         batching: Batching = "auto",
         chunk_size: int | None = 8,
         sample_modules: Sequence[str] | None = None,
-        bn_batches: int | None = None,
+        bn_batches: int | None = DEFAULT_BN_BATCHES,
         task: Task = "classification",
         io: ModelIO = DEFAULT_IO,
     ) -> None:
@@ -254,6 +167,7 @@ class SampledEnsemble:
             )
         }
         self._dtypes = {own: p.dtype for own, p in named}
+        self._tied = _has_ties(self.model)
         # stacked [n_samples, *shape] tensors; the per-sample lists hold views into them
         self._stacked: dict[str, Tensor] | None = None
         self._cached: list[dict[str, Tensor]] | None = None
@@ -262,9 +176,9 @@ class SampledEnsemble:
         if cache:
             self._stacked = _stack(list(self._weight_sets()))
             self._cached = _unstack(self._stacked, n_samples)
-        if bn_loader is not None and _bn_modules(self.model):
+        if bn_loader is not None and bn_modules(self.model):
             if bn_batches is not None:
-                bn_loader = list(itertools.islice(bn_loader, bn_batches))
+                bn_loader = FirstBatches(bn_loader, bn_batches)
             self._set_buffers(self._bn_statistics(bn_loader))
 
     def _set_buffers(self, stacked: dict[str, Tensor] | None) -> None:
@@ -273,37 +187,23 @@ class SampledEnsemble:
         self._buffers = None if not stacked else _unstack(stacked, self.n_samples)
 
     def _bn_statistics(self, loader: Iterable[Any]) -> dict[str, Tensor]:
-        """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...].
-
-        Chunks of weight sets share each pass over the loader under vmap; a model vmap cannot
-        trace in training mode falls back to one pass per weight set (batching="auto"). With
-        `sample_modules`, one pass: the trunk once per batch, the rest per weight set.
-        """
-        if self._trunk is not None:
-            per_sample = trunk_bn_statistics(
-                self._trunk,
+        """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...]
+        (`tradi.batchnorm.sampled_bn_statistics`): one pass over the loader for all the sets
+        when they are cached, else one per `chunk_size` sets (drawn as they are needed)."""
+        groups = [self._stacked] if self._stacked is not None else self._stacked_chunks()
+        parts = [
+            sampled_bn_statistics(
+                self.model,
                 (to_device(self.io.inputs(batch), self.device) for batch in loader),
-                list(self._weight_sets()),
-                plain=lambda x: self.io.forward(self.model, x),
-                functional=lambda tensors, x: self.io.functional_forward(self.model, tensors, x),
+                group,
+                self._functional,
+                batching=self.batching,
+                chunk_size=self.chunk_size,
+                trunk=self._trunk,
             )
-            return _stack(per_sample) if per_sample[0] else {}
-        if self.batching != "loop":
-            try:
-                chunks = [
-                    _bn_stats_vmap(self.model, loader, chunk, self.device, self.io)
-                    for chunk in self._stacked_chunks()
-                ]
-                return {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
-            except Exception as error:
-                if self.batching == "vmap":
-                    raise
-                logger.info("SampledEnsemble: BatchNorm update under vmap failed (%s)", error)
-        per_sample = []
-        for weights in self._weight_sets():
-            update_bn_stats(self.model, loader, weights, self.device, io=self.io)
-            per_sample.append({n: b.clone() for n, b in self.model.named_buffers()})
-        return _stack(per_sample)
+            for group in groups
+        ]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def _draw(self, index: int) -> dict[str, Tensor]:
         generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
@@ -350,50 +250,60 @@ class SampledEnsemble:
                 chunk.update({n: t[start:stop] for n, t in self._stacked_buffers.items()})
             yield chunk
 
+    def _functional(self, tensors: dict[str, Tensor], x: Any) -> Any:
+        """The model's output with `tensors` in place of its own (ties looked for only if any)."""
+        return self.io.functional_forward(self.model, tensors, x, tie_weights=self._tied)
+
     def _forward(self, tensors: dict[str, Tensor], x: Any) -> tuple[Tensor, ...]:
         """One weight set's prediction: (logits,), (mean,) or (mean, variance)."""
-        output = self.io.functional_forward(self.model, tensors, x)
+        output = self._functional(tensors, x)
         if self.task == "classification":
             return (self.io.logits(output),)
         mean, variance = self.io.regression(output)
         return (mean,) if variance is None else (mean, variance)
 
-    def _outputs_vmap(self, x: Any) -> tuple[Tensor, ...]:
+    def _chunks_vmap(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
         batched = vmap(lambda tensors: self._forward(tensors, x), randomness="error")
-        chunks = [batched(chunk) for chunk in self._stacked_chunks()]
-        return tuple(torch.cat(parts) for parts in zip(*chunks, strict=True))
+        for chunk in self._stacked_chunks():
+            yield batched(chunk)
 
-    def _outputs_loop(self, x: Any) -> tuple[Tensor, ...]:
-        outputs = [
-            self._forward(self._tensors(index, weights), x)
-            for index, weights in enumerate(self._weight_sets())
-        ]
-        return tuple(torch.stack(parts) for parts in zip(*outputs, strict=True))
+    def _chunks_loop(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
+        for index, weights in enumerate(self._weight_sets()):
+            yield tuple(part[None] for part in self._forward(self._tensors(index, weights), x))
 
     @torch.no_grad()
-    def _sample_outputs(self, x: Any) -> tuple[Tensor, ...]:
-        """Every weight set's prediction, each part stacked [n_samples, N, ...]; with
-        `sample_modules` the trunk is recorded once on `x` and replayed for every set."""
+    def _output_chunks(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
+        """The weight sets' predictions, a group at a time in sample order, each part [k, N, ...]
+        (k: 1 looped, `chunk_size` vmapped); with `sample_modules` the trunk is recorded once on
+        `x` and replayed for every set. Consumers that reduce over the samples (``ens(x)``)
+        never hold more than one group's outputs."""
         x = to_device(x, self.device)
-        if self._trunk is None:
-            return self._evaluate(x)
-        with self._trunk.replay(self._trunk.record(lambda: self.io.forward(self.model, x))):
-            return self._evaluate(x)
+        with contextlib.ExitStack() as stack:
+            if self._trunk is not None:
+                trunk = self._trunk.record(lambda: self.io.forward(self.model, x))
+                stack.enter_context(self._trunk.replay(trunk))
+            yield from self._evaluate(x)
 
-    def _evaluate(self, x: Any) -> tuple[Tensor, ...]:
+    def _evaluate(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
         if self.batching_used == "loop":
-            return self._outputs_loop(x)
+            return self._chunks_loop(x)
+        chunks = self._chunks_vmap(x)
         if self.batching_used == "vmap":
-            return self._outputs_vmap(x)
+            return chunks
         try:
-            outputs = self._outputs_vmap(x)
+            first = next(chunks)
         except Exception as error:  # any failure to trace: the loop is always correct
-            outputs = self._outputs_loop(x)  # a genuine input error raises here, undecided
+            chunks = self._chunks_loop(x)
+            first = next(chunks)  # a genuine input error raises here, undecided
             logger.info("SampledEnsemble: vmap failed (%s); evaluating samples in a loop", error)
             self.batching_used = "loop"
-            return outputs
-        self.batching_used = "vmap"
-        return outputs
+        else:
+            self.batching_used = "vmap"
+        return itertools.chain([first], chunks)
+
+    def _sample_outputs(self, x: Any) -> tuple[Tensor, ...]:
+        """Every weight set's prediction, each part stacked [n_samples, N, ...]."""
+        return tuple(torch.cat(parts) for parts in zip(*self._output_chunks(x), strict=True))
 
     def _require_task(self, task: Task, instead: str) -> None:
         if self.task != task:
@@ -407,15 +317,7 @@ class SampledEnsemble:
                 input (a softmax over one class is always 1).
         """
         self._require_task("classification", "ens(x) or sample_regression(x)")
-        logits = self._sample_outputs(x)[0]
-        if logits.dim() < 3 or logits.shape[2] == 1:
-            raise ValueError(
-                f"the model gives outputs of shape {tuple(logits.shape[1:])}, with no class "
-                "dimension of size >= 2 at dim 1: a softmax over one output is always 1. For "
-                "regression build SampledEnsemble(..., task='regression'); for binary "
-                "classification give the model 2 outputs"
-            )
-        return logits
+        return _class_logits(self._sample_outputs(x)[0])
 
     def sample_regression(self, x: Any) -> tuple[Tensor, Tensor | None]:
         """Every weight set's predicted mean [n_samples, N, ...] and variance (or None when the
@@ -430,13 +332,21 @@ class SampledEnsemble:
 
     def __call__(self, x: Any) -> Tensor | GaussianPrediction:
         """The predictive probabilities [N, C, ...]; for task="regression" the predictive
-        `GaussianPrediction` (mean, variance), each [N, ...] (`tradi.regression`)."""
+        `GaussianPrediction` (mean, variance), each [N, ...] (`tradi.regression`).
+
+        Classification sums the softmaxes (or logits) group by group as the weight sets are
+        evaluated, so the n_samples outputs are never held at once."""
         if self.task == "regression":
             return mixture_moments(*self.sample_regression(x))
-        logits = self.sample_logits(x)
-        if self.average == "logits":
-            return logits.mean(0).softmax(dim=1)
-        return logits.softmax(dim=2).mean(0)
+        total: Tensor | None = None
+        for (logits,) in self._output_chunks(x):
+            part = _class_logits(logits)
+            part = part if self.average == "logits" else part.softmax(dim=2)
+            part = part.sum(0) if total is None or len(part) > 1 else part[0]
+            total = part if total is None else total.add_(part)
+        assert total is not None  # n_samples >= 1
+        mean = total / self.n_samples
+        return mean.softmax(dim=1) if self.average == "logits" else mean
 
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a whole loader: [n_samples, N, C, ...] (on the CPU)."""
@@ -495,6 +405,26 @@ class SampledEnsemble:
         if buffers is not None:
             ensemble._set_buffers({n: t.to(ensemble.device) for n, t in buffers.items()})
         return ensemble
+
+
+def _has_ties(model: nn.Module) -> bool:
+    """Whether a tensor of `model` is registered under two names (a tied weight or buffer)."""
+    return any(
+        len(list(named(remove_duplicate=False))) != len(list(named()))
+        for named in (model.named_parameters, model.named_buffers)
+    )
+
+
+def _class_logits(logits: Tensor) -> Tensor:
+    """`logits` [k, N, C, ...] as they are; a ValueError if there is no class dimension."""
+    if logits.dim() < 3 or logits.shape[2] == 1:
+        raise ValueError(
+            f"the model gives outputs of shape {tuple(logits.shape[1:])}, with no class "
+            "dimension of size >= 2 at dim 1: a softmax over one output is always 1. For "
+            "regression build SampledEnsemble(..., task='regression'); for binary "
+            "classification give the model 2 outputs"
+        )
+    return logits
 
 
 def _stack(weight_sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -182,3 +182,20 @@ def test_batching_options_are_validated() -> None:
         SampledEnsemble(model, posterior, 2, batching="threads")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="chunk_size"):
         SampledEnsemble(model, posterior, 2, chunk_size=0)
+
+
+@pytest.mark.parametrize("average", ["probs", "logits"])
+@pytest.mark.parametrize(("batching", "chunk_size"), [("loop", 8), ("vmap", 4), ("vmap", None)])
+def test_the_streamed_average_equals_the_mean_over_stacked_samples(
+    average: str, batching: str, chunk_size: int | None
+) -> None:
+    """ens(x) sums chunk by chunk (10 sets: chunks of 4 leave 2); the stacked reference is
+    independent of that path: every sample's logits, then the average of eq. 6."""
+    model, data = bn_dropout_net()
+    x = data[0][0]
+    ens = SampledEnsemble(
+        model, posterior_of(model), 10, average=average, batching=batching, chunk_size=chunk_size
+    )
+    logits = reference_logits(model, ens, x)
+    expected = logits.mean(0).softmax(1) if average == "logits" else logits.softmax(2).mean(0)
+    torch.testing.assert_close(ens(x), expected, rtol=1e-5, atol=1e-6)

@@ -186,3 +186,20 @@ def test_methods_take_sample_modules_and_check_names_before_training() -> None:
     assert ensemble.sample_modules == ("3",)
     assert ensemble._cached is not None and set(ensemble._cached[0]) == {"3.weight", "3.bias"}
     assert method.predict(loader).shape == (4, 24, 3)
+
+
+def test_enet_transposed_conv_head_equals_full_evaluation() -> None:
+    """ENet's full-resolution transposed-conv head on the replayed trunk (tuple outputs with
+    pooling indices, skip shapes): its logits equal full evaluation, and the streamed average
+    equals the mean of the per-sample softmaxes, to float32 rounding."""
+    torch.manual_seed(0)
+    model = build_model("enet", num_classes=4, input_shape=(3, 32, 48)).eval()
+    posterior = _posterior(model)
+    x = torch.randn(2, 3, 32, 48)
+    cheap = SampledEnsemble(model, posterior, 3, sample_modules=["classifier"])
+    full = SampledEnsemble(model, Only(posterior, ("classifier.",)), 3, batching="loop")
+    logits = cheap.sample_logits(x)
+    scale = full.sample_logits(x).abs().max()
+    assert torch.equal(logits, full.sample_logits(x))
+    assert logits.std(0).mean() > 1e-3 * scale  # the samples differ
+    torch.testing.assert_close(cheap(x), logits.softmax(2).mean(0), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 from tradi.structure import named_parameters_with_owner
@@ -26,7 +27,7 @@ class GaussianPerturbationOptions:
     n_samples: int = 20
     bn_update: bool = False
     sample_modules: tuple[str, ...] | None = None
-    bn_batches: int | None = None
+    bn_batches: int | None = DEFAULT_BN_BATCHES
 
     def __post_init__(self) -> None:
         check_sampling_options(self.scale, self.n_samples, self.bn_batches, self.sample_modules)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.auto_scale import seeded_randomness
+from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 from tradi.training import Callback
@@ -59,7 +60,7 @@ class IVONOptions:
     n_samples: int = 64
     bn_update: bool = False
     sample_modules: tuple[str, ...] | None = None
-    bn_batches: int | None = None
+    bn_batches: int | None = DEFAULT_BN_BATCHES
     scale: Scale = 1.0
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import SWALR
 
+from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.posterior.swag import SWAGCollector
@@ -42,7 +43,7 @@ class SWAGOptions:
     n_samples: int = 30
     bn_update: bool = True
     sample_modules: tuple[str, ...] | None = None
-    bn_batches: int | None = None
+    bn_batches: int | None = DEFAULT_BN_BATCHES
     swa_lr: float | None = None
     swa_anneal_epochs: int = 1
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.tracking import KalmanConfig, WeightTracker
@@ -26,7 +27,7 @@ class TradiOptions:
     tracked standard deviation; "auto" (default) chooses it on validation data by the method's
     `ScaleSelection` rule (`tradi.selection`; 1 is the untuned value). ``n_samples`` weight sets
     (20); ``bn_update`` re-estimates BatchNorm statistics per sample on the training data, on its
-    first ``bn_batches`` batches (None: all). ``sample_modules`` samples only those modules'
+    first ``bn_batches`` batches (30 by default, docs/inference.md; None: all). ``sample_modules`` samples only those modules'
     parameters (e.g. ``("classifier",)``, the last layer; None: all), the trunk before them
     evaluated once per input (`tradi.trunk`). ``step``, ``init_mean``, ``init_variance`` and the
     Kalman constants configure the `WeightTracker`; tracking starts at the 0-based epoch
@@ -48,7 +49,7 @@ class TradiOptions:
     n_samples: int = 20
     bn_update: bool = True
     sample_modules: tuple[str, ...] | None = None
-    bn_batches: int | None = None
+    bn_batches: int | None = DEFAULT_BN_BATCHES
     step: Literal["delta", "gradient"] = "delta"
     init_mean: Literal["zero", "weights"] = "weights"
     init_variance: float | Literal["public_code"] = 0.0
