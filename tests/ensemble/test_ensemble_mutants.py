@@ -42,7 +42,7 @@ class SkipFromInput(nn.Module):
 
 
 class NotVmappable(nn.Module):
-    """`.item()` in forward: vmap cannot trace it, a loop can."""
+    """`.item()` of a weight in forward: vmap over weight sets cannot trace it, a loop can."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,7 +51,7 @@ class NotVmappable(nn.Module):
         self.out = nn.Linear(4, 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.bn(self.linear(x)) * float(x.abs().mean().item()))
+        return self.out(self.bn(self.linear(x)) * float(self.linear.weight.abs().mean().item()))
 
 
 def _posterior(model: nn.Module) -> DiagonalGaussian:
