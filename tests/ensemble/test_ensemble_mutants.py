@@ -16,17 +16,6 @@ from tradi import DiagonalGaussian, SampledEnsemble
 from tradi.regression import GaussianPrediction
 
 
-class Only:
-    """The posterior's marginal on some parameters: the reference full evaluation samples."""
-
-    def __init__(self, posterior: DiagonalGaussian, prefixes: tuple[str, ...]) -> None:
-        self.posterior, self.prefixes = posterior, prefixes
-
-    def sample(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        drawn = self.posterior.sample(generator)
-        return {n: w for n, w in drawn.items() if n.startswith(self.prefixes)}
-
-
 class SkipFromInput(nn.Module):
     """BatchNorm after the sampled head, and the input read by functional code after it."""
 
@@ -54,10 +43,12 @@ class NotVmappable(nn.Module):
         return self.out(self.bn(self.linear(x)) * float(self.linear.weight.abs().mean().item()))
 
 
-def _posterior(model: nn.Module) -> DiagonalGaussian:
-    """Every parameter with variance 0.05 around its value."""
+def _posterior(model: nn.Module, only: str = "") -> DiagonalGaussian:
+    """Variance 0.05 around every parameter whose name starts with `only`, 0 elsewhere: the
+    same draws, so the same sampled weights, as sampling every parameter and keeping those."""
     mean = {n: p.detach().clone() for n, p in model.named_parameters()}
-    return DiagonalGaussian(mean, {n: torch.full_like(m, 0.05) for n, m in mean.items()})
+    variance = {n: torch.full_like(m, 0.05 if n.startswith(only) else 0.0) for n, m in mean.items()}
+    return DiagonalGaussian(mean, variance)
 
 
 def _batches(features: int) -> list[tuple[Tensor]]:
@@ -69,11 +60,10 @@ def _batches(features: int) -> list[tuple[Tensor]]:
 def test_statistics_after_the_trunk_equal_full_evaluation(n_samples: int) -> None:
     torch.manual_seed(0)
     model = SkipFromInput().eval()
-    posterior = _posterior(model)
     batches, x = _batches(4), torch.randn(7, 4)
     options = {"bn_loader": batches, "batching": "loop", "seed": 3}
-    cheap = SampledEnsemble(model, posterior, n_samples, sample_modules=["head"], **options)
-    full = SampledEnsemble(model, Only(posterior, ("head.",)), n_samples, **options)
+    cheap = SampledEnsemble(model, _posterior(model), n_samples, sample_modules=["head"], **options)
+    full = SampledEnsemble(model, _posterior(model, only="head."), n_samples, **options)
     torch.testing.assert_close(cheap.sample_logits(x), full.sample_logits(x))
 
 

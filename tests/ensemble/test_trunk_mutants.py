@@ -88,10 +88,15 @@ def _replayed_and_plain(
     return replayed, plain
 
 
-def test_replay_equals_the_plain_pass_with_nested_reused_and_keyword_modules() -> None:
+@pytest.mark.parametrize(
+    ("build", "modules", "features"),
+    [(Nested, ["head"], 4), (ReadsFirst, ["reader.lin"], 3)],
+    ids=["nested, reused and keyword modules", "a parent completed holding a sampled weight"],
+)
+def test_replay_equals_the_plain_pass(build: type, modules: list[str], features: int) -> None:
     torch.manual_seed(0)
-    model = Nested().eval()
-    replayed, plain = _replayed_and_plain(model, ["head"], torch.randn(5, 4))
+    model = build().eval()
+    replayed, plain = _replayed_and_plain(model, modules, torch.randn(5, features))
     for got, expected in zip(replayed, plain, strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
@@ -110,14 +115,6 @@ def test_replay_runs_no_trunk_module_and_only_the_calls_after_the_sampled_part()
             model(x)
     assert model.twice.calls == twice  # both trunk calls replayed, twice per pass
     assert model.scale.calls == scale + 2  # only the call after the head runs
-
-
-def test_a_parent_completed_while_holding_a_sampled_parameter_is_recomputed() -> None:
-    torch.manual_seed(0)
-    model = ReadsFirst().eval()
-    replayed, plain = _replayed_and_plain(model, ["reader.lin"], torch.randn(4, 3))
-    for got, expected in zip(replayed, plain, strict=True):
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 def test_refusals_list_the_modules_that_register_parameters_themselves() -> None:
