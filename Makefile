@@ -48,8 +48,9 @@ bench-long: install
 	$(BIN)/tradi reproduce cifar10 --no-progress
 
 # Mutation testing of the core modules (docs/testing.md; the modules and the test files each mutant
-# may run are [tool.mutmut] in pyproject.toml). Outside CI: ~30 min on one core. One worker by
-# default (MUTATE_JOBS) so that it shares the machine; MUTANTS restricts it to names, e.g.
+# may run are [tool.mutmut] in pyproject.toml). Outside CI: hours with one worker (3,593 mutants;
+# docs/testing.md has the measured rates); a stopped run resumes. One worker by default
+# (MUTATE_JOBS) so that it shares the machine; MUTANTS restricts it to names, e.g.
 # MUTANTS='tradi.metrics.ood*'. Prints the score; `mutmut results` lists the survivors.
 MUTATE_JOBS ?= 1
 MUTANTS ?=
