@@ -88,11 +88,6 @@ def test_the_early_posterior_warning_points_at_the_callers_line() -> None:
 
 
 @OUTSIDE_MUTMUT
-@pytest.mark.xfail(
-    strict=True,
-    reason="update() is wrapped by @torch.no_grad(), one frame more than posterior(): its "
-    "warning points into torch/utils/_contextlib.py (reported; tracker.py is not changed here)",
-)
 def test_the_non_finite_warning_points_at_the_callers_line() -> None:
     model = nn.Linear(2, 1)
     tracker = WeightTracker(model)

@@ -150,6 +150,7 @@ class WeightTracker:
                     "non_finite",
                     "WeightTracker: non-finite weights or step; this step is skipped and the "
                     "tracked state left unchanged (see tracker.num_skipped for the count)",
+                    stacklevel=4,  # update() is wrapped by @torch.no_grad(): one frame more
                 )
             return False
         self._p_mean, self._p_var = p_mean, p_var
@@ -175,9 +176,10 @@ class WeightTracker:
         views = (self._mean_views, self._previous_views)
         return update_delta(self._mean, self._var, self._previous, views, weights, (k_mean, k_var))
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def _warn_once(self, key: str, message: str, stacklevel: int = 3) -> None:
+        """Warn once per ``key``, at the line of the user's call (``stacklevel`` frames up)."""
         if key not in self._warned:
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
             self._warned.add(key)
 
     # ------------------------------------------------------------------ results
