@@ -6,8 +6,9 @@ ENet, ``--epochs`` for a short budget), seed 0, then from that one run:
 - full: every tracked weight sampled, BatchNorm re-estimated per sample (the default);
 - last layer: only ``--last`` sampled (``sample_modules``), the trunk evaluated once per input.
 
-For each, the noise scale is chosen on the validation split by NLL (``select_scale``, the
-config's grid; for the last layer extended to 1000), never on the OOD test set; then the runner's test metrics (`evaluate`), the ensemble's
+For each, the noise scale is chosen on the validation split by the config's rule
+(``select_scale``; for the last layer the range ends at 1e5), never on the OOD test set; then
+the runner's test metrics (`evaluate`), the ensemble's
 build time and its test time. Last (mnist-notmnist), the full ensemble is rebuilt with BatchNorm
 statistics from fewer training batches (``bn_batches``), with build time and validation NLL /
 AUROC against Fashion-MNIST (``ood_val``). Writes JSON to ``--out``.
@@ -34,9 +35,10 @@ from tradi.experiments.loaders import TensorBatches
 from tradi.experiments.runner import loss_function
 from tradi.methods import TRADI, build_method
 from tradi.models import build_model
+from tradi.selection import ScaleSelection
 
-#: the last layer alone may need larger multipliers: its grid extends the config's
-LAST_LAYER_GRID_EXTRA = (300.0, 1000.0)
+#: the last layer alone may need larger multipliers: its search range ends higher
+LAST_LAYER_HIGH = 1e5
 BN_BATCHES = (None, 100, 30, 10)
 #: the last layer of each benchmark's model
 LAST = {"mnist-notmnist": "layers.12", "camvid-ood": "classifier"}
@@ -55,20 +57,31 @@ def _test(predict: Any, bench: Benchmark, test: TensorBatches, ood: Any) -> dict
     return evaluate(lambda: predict, bench, test, ood).metrics
 
 
+def _timed_ensemble(method: TRADI, scale: float) -> float:
+    """Seconds to build the method's ensemble at ``scale`` afresh (its kept one dropped)."""
+    method._ensemble = None
+    started = time.perf_counter()
+    method.ensemble(scale)
+    return time.perf_counter() - started
+
+
 def _variant(
-    method: TRADI, modules: tuple[str, ...] | None, grid: tuple[float, ...], val: Any, tests: tuple
+    method: TRADI,
+    modules: tuple[str, ...] | None,
+    selection: ScaleSelection,
+    val: Any,
+    tests: tuple,
 ) -> dict:
     method.options = dataclasses.replace(method.options, sample_modules=modules)
-    search = method.select_scale(val, grid)
-    started = time.perf_counter()
-    method._ensemble = method.ensemble()
-    build = time.perf_counter() - started
+    method._ensemble = None
+    search = method.select_scale(val, selection)
+    build = _timed_ensemble(method, search.scale)
     started = time.perf_counter()
     metrics = _test(method.iter_predict, *tests)
     return {
         "sample_modules": modules,
         "scale": search.scale,
-        "val_nll_by_scale": search.scores,
+        "val_nll_by_scale": [(p.scale, p.val_nll) for p in search.points],
         "build_seconds": build,
         "test_seconds": time.perf_counter() - started,
         "test": metrics,
@@ -82,9 +95,7 @@ def _bn_batches(method: TRADI, scale: float, bench: Benchmark, batch: int) -> di
     rows = {}
     for bn_batches in BN_BATCHES:
         method.options = dataclasses.replace(method.options, bn_batches=bn_batches)
-        started = time.perf_counter()
-        method._ensemble = method.ensemble(scale)
-        build = time.perf_counter() - started
+        build = _timed_ensemble(method, scale)
         metrics = _test(method.iter_predict, bench, val_in, val_ood)
         rows[str(bn_batches)] = {"build_seconds": build, "val": metrics}
     return rows
@@ -108,7 +119,7 @@ def main() -> None:
         lambda: build_model(model.name, bench.num_classes, bench.input_shape, **model.options),
         train=train,
         loss_fn=loss_function(bench),
-        **(dict(config.methods["tradi"]) | {"scale": 1.0}),
+        **(dataclasses.asdict(config.method_options("tradi")) | {"scale": 1.0}),
     )
     assert isinstance(method, TRADI)
     batch = config.data.eval_batch_size
@@ -125,10 +136,10 @@ def main() -> None:
     }
     assert method.model is not None
     result["mcp"] = _test(_mcp(method.model.eval()), *tests)
-    grid = tuple(method.options.scale_grid)
-    result["full"] = _variant(method, None, grid, val, tests)
-    last_grid = grid + LAST_LAYER_GRID_EXTRA
-    result["last_layer"] = _variant(method, (LAST[args.config],), last_grid, val, tests)
+    selection = config.scale_selection  # the config's no-OOD rule
+    result["full"] = _variant(method, None, selection, val, tests)
+    last = dataclasses.replace(selection, high=LAST_LAYER_HIGH)
+    result["last_layer"] = _variant(method, (LAST[args.config],), last, val, tests)
     if bench.ood_val is not None:
         result["bn_batches"] = _bn_batches(method, result["full"]["scale"], bench, batch)
     args.out.write_text(json.dumps(result, indent=2))
