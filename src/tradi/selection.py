@@ -204,7 +204,9 @@ def search_scale(
 
     scorer = Scorer(make_ensemble, evaluate)
     if selection.rule == "min_nll":
-        chosen, note = lowest_nll(scorer, low, high, selection.iterations), ""
+        chosen = lowest_nll(scorer, low, high, selection.iterations)
+        end = {low: "low", high: "high"}.get(chosen)
+        note = f"the lowest validation NLL is at the range's {end} end {chosen:g}" if end else ""
     else:
         start = min(max(start, low), high)
         chosen, note = largest_within(scorer, low, high, start, selection.iterations)

@@ -157,7 +157,7 @@ def test_results_json_and_csv(full_run: tuple[dict[str, Any], Path]) -> None:
         assert pair["train_seconds"] > 0
         for row in pair["rows"]:
             assert row["forward_passes"] == passes[pair["method"]]
-            assert row["test_seconds"] > 0
+            assert row["test_seconds"] > 0 and row["build_seconds"] >= 0
             assert set(row["metrics"]) >= {"accuracy", "nll", "ece", "auroc", "fpr95_tpr_in"}
     keys = [row["key"] for row in on_disk["pairs"][2]["rows"]]
     assert keys == ["tradi", "tradi_untuned"]

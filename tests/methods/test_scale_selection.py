@@ -342,6 +342,16 @@ def test_min_nll_has_no_note_and_the_time_is_the_wall_time() -> None:
     assert isinstance(search.seconds, float) and 0.0 <= search.seconds <= elapsed
 
 
+@pytest.mark.parametrize("increasing", [True, False])
+def test_min_nll_at_an_end_of_the_range_says_so(increasing: bool) -> None:
+    """A flat or monotone NLL puts the minimum at an end: fit_ensemble warns on the note."""
+    sign = 1.0 if increasing else -1.0
+    search = _search(lambda s: REFERENCE_NLL + 0.01 * sign * math.log(s), ScaleSelection("min_nll"))
+    end, value = ("low", RANGE[0]) if increasing else ("high", RANGE[1])
+    assert search.scale == value
+    assert search.note == f"the lowest validation NLL is at the range's {end} end {value:g}"
+
+
 def test_bisection_from_a_start_above_the_crossing_goes_down_first() -> None:
     crossing = 37.0
     search = _search(

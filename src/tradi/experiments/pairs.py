@@ -340,5 +340,6 @@ def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, A
         "scale_source": row.scale_source,
         "forward_passes": method.forward_passes_per_input,
         "test_seconds": evaluation.test_seconds,
+        "build_seconds": evaluation.build_seconds,
         "metrics": evaluation.metrics,
     }

@@ -456,7 +456,9 @@ def report_markdown(results: dict[str, Any], figures: list[tuple[str, str]]) -> 
         "## Cost",
         "",
         "Train time: wall-clock time of every training epoch (all members for Deep Ensembles). "
-        "Test time: prediction and metrics over the test and OOD test sets. Scale selection: "
+        "Test time: prediction and metrics over the test and OOD test sets (an ensemble's one-off "
+        "build is apart: `build_seconds` in results.json; the chosen scale's ensemble is built by "
+        "the scale selection). Scale selection: "
         "time spent choosing a noise scale on validation data (not in the train time). Times are "
         "wall-clock on the machine that ran the experiment; if it was busy with other work, "
         "methods that train the same network (all but Deep Ensembles) differ in train time by "
