@@ -25,7 +25,10 @@ class Evaluation:
 
     ``classification``: accuracy (fraction), nll (nats), brier, ece, mce, adaptive_ece on the
     in-distribution data (`tradi.metrics.classification_metrics`, 15 bins). ``ood``: per score
-    name, `tradi.metrics.ood_metrics` of in- against OOD data (None without ``ood_loader``).
+    name, `tradi.metrics.ood_metrics` of in- against OOD data (None without ``ood_loader``):
+    ``auroc``, ``aupr_in`` / ``aupr_out`` (in-distribution / OOD positive) and FPR95 as
+    ``fpr95_tpr_in`` (OOD accepted at 95% of in-distribution kept, the slides' convention) and
+    ``fpr95_tpr_out``, all fractions, e.g. ``evaluation.ood["mcp"]["fpr95_tpr_in"]``.
     ``scores_in`` / ``scores_out``: per score name a float32 tensor [N] ([N, H, W] for
     segmentation outputs), higher = more in-distribution: ``mcp`` (max class probability of
     the averaged prediction, the paper's score), ``neg_entropy`` (minus the predictive entropy, nats) and
