@@ -42,7 +42,7 @@ test: lint docs
 bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
 
-# the full CPU-budget experiments of the dense and CIFAR-10 tables (hours on 2 cores)
+# the full CPU-budget experiments of the dense and CIFAR-10 tables (~2 h on 2 cores: 48 + 78 min measured)
 bench-long: install
 	$(BIN)/tradi reproduce camvid-ood --no-progress
 	$(BIN)/tradi reproduce cifar10 --no-progress
