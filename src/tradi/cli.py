@@ -210,7 +210,7 @@ def _fetch(config: ExperimentConfig, data_dir: Path | None) -> Benchmark:
 
 def _run(args: argparse.Namespace, command: str) -> int:
     """`run` and `reproduce`: train, evaluate, write, and print the table."""
-    from tradi.distributed import init_from_env, is_rank_zero, launch
+    from tradi.distributed import init_from_env, is_rank_zero, launch, shutdown
     from tradi.experiments import check_device, main_table, run_experiment
     from tradi.experiments.report import recipe_warning
 
@@ -238,6 +238,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
             print(warning.replace("**", "") + "\n")
         print(main_table(results))
         print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
+    shutdown()  # under torchrun: leave the process group before the interpreter exits
     return 0
 
 

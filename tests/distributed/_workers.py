@@ -242,10 +242,8 @@ def main() -> None:
     scenario, out = SCENARIOS[sys.argv[1]], Path(sys.argv[2])
     if "WORLD_SIZE" in os.environ:  # started by torchrun
         td.init_from_env(timeout_s=120)
-        try:
-            scenario(out)
-        finally:
-            dist.destroy_process_group()
+        scenario(out)
+        td.shutdown()
     else:
         td.launch(scenario, 2, (out,), timeout_s=120)
 

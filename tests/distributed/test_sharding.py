@@ -72,6 +72,8 @@ def test_single_process_helpers_are_identities(tmp_path: Path) -> None:
     assert td.all_reduce_sums({"a": 1.5, "b": torch.tensor(2)}) == {"a": 1.5, "b": 2.0}
     assert (td.rank(), td.world_size(), td.is_rank_zero()) == (0, 1, True)
     td.barrier()
+    td.shutdown()  # no group to leave: returns at once, nothing initialised
+    assert not torch.distributed.is_initialized()
 
     @td.rank_zero_only
     def write(path: Path) -> str:

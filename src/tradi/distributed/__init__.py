@@ -15,6 +15,7 @@ from tradi.distributed.context import (
     is_rank_zero,
     rank,
     rank_zero_only,
+    shutdown,
     world_size,
 )
 from tradi.distributed.data import (
@@ -49,6 +50,7 @@ __all__ = [
     "rank_zero_only",
     "shard_dataset",
     "shard_loader",
+    "shutdown",
     "unwrap",
     "world_size",
 ]

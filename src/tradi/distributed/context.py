@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,8 @@ R = TypeVar("R")
 #: How long a collective may wait for a silent peer before it raises (not for a crashed peer:
 #: the launcher stops every rank as soon as one fails).
 DEFAULT_TIMEOUT_S = 1800.0
+# how long `shutdown` leaves the GIL to gloo's threads after the last collective (seconds)
+SHUTDOWN_GRACE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,26 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process): e.g. before reading what rank 0 wrote."""
     if dist.is_initialized():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a successful run (no-op outside a distributed run).
+
+    A barrier, `destroy_process_group`, then `SHUTDOWN_GRACE_S` of sleep. Not ceremony: gloo's
+    worker threads drop a finished collective's tensors (a Python decref, which takes the GIL)
+    just after the collective completes. A process group that outlives `destroy_process_group`
+    (a DistributedDataParallel model keeps its group alive from C++, as FSDP2's device mesh
+    does) still has those threads at interpreter shutdown, and a decref that waits for the GIL
+    then aborts the process ("terminate called without an active exception", exit code -6).
+    The barrier ends the collectives on every rank; the sleep frees the GIL so that the threads
+    finish their decrefs before the interpreter shuts down. Measured in docs/distributed.md
+    ("Leaving the process group"). Call it on every rank, and only when every rank succeeded
+    (a failed rank would leave the others waiting in the barrier).
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+        time.sleep(SHUTDOWN_GRACE_S)
 
 
 def rank_zero_only(fn: Callable[P, R]) -> Callable[P, R | None]:

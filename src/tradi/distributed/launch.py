@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tradi.distributed.context import DEFAULT_TIMEOUT_S, init_from_env
+from tradi.distributed.context import DEFAULT_TIMEOUT_S, init_from_env, shutdown
 
 #: After the first failure, how long the other ranks get to fail by themselves (and say why)
 #: before they are terminated.
@@ -57,6 +57,7 @@ def _worker(
         # launches at once (two test workers, say) can never race for the same port
         init_from_env(backend, timeout_s=timeout_s, init_method=f"file://{errors}/rendezvous")
         fn(*args)
+        shutdown()
     except BaseException:
         report = Path(errors) / f"rank{rank}.txt"
         report.write_text(f"{time.time()!r}\n{traceback.format_exc()}")
