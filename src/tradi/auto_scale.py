@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
@@ -24,6 +24,7 @@ from tradi.posterior import WeightPosterior
 from tradi.selection import ScaleSearch, ScaleSelection, search_scale
 from tradi.structure import named_parameters_with_owner
 from tradi.tracking import WeightTracker
+from tradi.tracking.start import scale_chosen_on_validation
 from tradi.training.checkpoint import loader_generators
 
 #: The default search range of a scale: from a hundredth to a thousand times the posterior's
@@ -57,14 +58,12 @@ def seeded_randomness(
 def _family(posterior: WeightTracker | PosteriorFamily, searched: bool) -> PosteriorFamily:
     """A function scale -> posterior; a tracker gives the paper's kernel covariance, rank 10.
     When the scale is ``searched`` on validation data, the tracker's warning that its memory has
-    not filled yet is moot (the search widens the samples as far as validation data allows)."""
+    not filled yet is moot (`scale_chosen_on_validation`)."""
     if isinstance(posterior, WeightTracker):
         tracker = posterior
 
         def kernel(scale: float) -> WeightPosterior:
-            with warnings.catch_warnings():
-                if searched:
-                    warnings.filterwarnings("ignore", message=r"WeightTracker\.posterior\(\)")
+            with scale_chosen_on_validation() if searched else nullcontext():
                 return tracker.posterior("kernel", rank=10, scale=scale)
 
         return kernel

@@ -3,6 +3,8 @@ posterior comes from the tracker, zero scale predicts with the tracked mean."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -126,3 +128,23 @@ def test_kernel_samples_have_the_papers_cross_covariance(model_factory, train_lo
     assert (correlation - kernel(mean)).abs().mean() > 0.2
     off_diagonal = ~torch.eye(len(anchor), dtype=torch.bool)
     assert (expected - torch.eye(len(anchor)))[off_diagonal].abs().mean() > 0.2
+
+
+def test_the_early_posterior_warning_only_where_the_scale_is_not_searched(
+    model_factory, train_loader, val_loader
+) -> None:
+    """A short run (fewer steps than the filters' ~448-step memory) warns that the variance
+    has not filled yet, with "choose the sampling scale on validation data" as a remedy: a
+    searched scale ("auto") is that remedy and stays silent; a fixed scale keeps the warning."""
+    fixed = build_method("tradi", model_factory, train=TRAIN, scale=2.0, n_samples=2)
+    fixed.fit(train_loader, val_loader)
+    x = next(iter(val_loader))[0]
+    with pytest.warns(RuntimeWarning, match="fewer than the filters' memory"):
+        fixed.sample_probs(x)
+    searched = build_method("tradi", model_factory, train=TRAIN, n_samples=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        searched.fit(train_loader, val_loader)
+        searched.sample_probs(x)
+    assert searched.tracker is not None
+    assert 0 < searched.tracker.num_updates < 448

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.tracking import KalmanConfig, WeightTracker
+from tradi.tracking.start import scale_chosen_on_validation
 from tradi.training import Callback, TrackingCallback, check_literal_fields, make_optimizer
 
 _KALMAN = KalmanConfig()
@@ -135,9 +137,14 @@ class TRADI(SamplingMethod):
     def _posterior(self, scale: float) -> WeightPosterior:
         if self.tracker is None:
             raise RuntimeError("tradi: call fit() or load_state_dict() first")
-        return self.tracker.posterior(
-            self.options.covariance, rank=self.options.rank, scale=scale, phase=self.options.phase
-        )
+        searched = self.options.scale == "auto"  # the early-posterior warning's own remedy
+        with scale_chosen_on_validation() if searched else contextlib.nullcontext():
+            return self.tracker.posterior(
+                self.options.covariance,
+                rank=self.options.rank,
+                scale=scale,
+                phase=self.options.phase,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         if self.tracker is None:

@@ -3,8 +3,10 @@ initial variance, and the warning for a posterior drawn too early (docs/tracker.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -99,6 +101,19 @@ def early_posterior_message(num_updates: int, config: KalmanConfig) -> str | Non
             "scale on validation data"
         )
     return None
+
+
+@contextlib.contextmanager
+def scale_chosen_on_validation() -> Iterator[None]:
+    """Silence the warning that the variance filter's memory has not filled yet, for posteriors
+    whose scale is being chosen on validation data: that is the warning's own remedy (the
+    search widens the samples as far as validation data allows). The warning that no update
+    was made at all stays: no scale helps a zero variance."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"WeightTracker\.posterior\(\): \d+ updates, fewer than"
+        )
+        yield
 
 
 def check_state(state: dict[str, Any], names: list[str], step_form: str, num_weights: int) -> None:
