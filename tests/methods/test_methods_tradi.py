@@ -142,9 +142,14 @@ def test_the_early_posterior_warning_only_where_the_scale_is_not_searched(
     with pytest.warns(RuntimeWarning, match="fewer than the filters' memory"):
         fixed.sample_probs(x)
     searched = build_method("tradi", model_factory, train=TRAIN, n_samples=2)
+    # the runner's way: built at a fixed scale, then select_scale, then the untuned row
+    runner = build_method("tradi", model_factory, train=TRAIN, scale=1.0, n_samples=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         searched.fit(train_loader, val_loader)
         searched.sample_probs(x)
+        runner.fit(train_loader, val_loader)
+        runner.select_scale(val_loader)
+        runner.ensemble(1.0).sample_probs(x)  # the untuned row
     assert searched.tracker is not None
     assert 0 < searched.tracker.num_updates < 448

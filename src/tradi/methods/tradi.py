@@ -13,6 +13,7 @@ from torch import nn
 from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
+from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.tracking import KalmanConfig, WeightTracker
 from tradi.tracking.start import scale_chosen_on_validation
 from tradi.training import Callback, TrackingCallback, check_literal_fields, make_optimizer
@@ -137,7 +138,8 @@ class TRADI(SamplingMethod):
     def _posterior(self, scale: float) -> WeightPosterior:
         if self.tracker is None:
             raise RuntimeError("tradi: call fit() or load_state_dict() first")
-        searched = self.options.scale == "auto"  # the early-posterior warning's own remedy
+        # a scale chosen on validation data is the early-posterior warning's own remedy
+        searched = self.scale_search is not None
         with scale_chosen_on_validation() if searched else contextlib.nullcontext():
             return self.tracker.posterior(
                 self.options.covariance,
@@ -145,6 +147,18 @@ class TRADI(SamplingMethod):
                 scale=scale,
                 phase=self.options.phase,
             )
+
+    def select_scale(
+        self,
+        val_loader: Iterable[Any],
+        selection: ScaleSelection | None = None,
+        *,
+        ood_val_loader: Iterable[Any] | None = None,
+    ) -> ScaleSearch:
+        """`SamplingMethod.select_scale`, without the tracker's warning that its memory has not
+        filled yet (`scale_chosen_on_validation`): the search is that warning's remedy."""
+        with scale_chosen_on_validation():
+            return super().select_scale(val_loader, selection, ood_val_loader=ood_val_loader)
 
     def state_dict(self) -> dict[str, Any]:
         if self.tracker is None:
