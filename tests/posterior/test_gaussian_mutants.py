@@ -57,3 +57,9 @@ def test_kernel_sample_is_drawn_on_the_means_device() -> None:
     sample = KernelGaussian(empty, empty, empty, rank=2).sample()
     assert sample["w"].device == META
     assert sample["w"].shape == (4, 3)
+
+
+def test_mismatched_names_are_refused_with_the_exact_text() -> None:
+    with pytest.raises(ValueError) as error:
+        DiagonalGaussian({"a": torch.zeros(2)}, {"b": torch.zeros(2)})
+    assert str(error.value) == "mean and variance must have the same parameter names"
