@@ -3,6 +3,8 @@ independent NumPy reference, vmap against the loop, and the loader read once."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,73 @@ def test_dropout_draws_different_masks_for_each_set_under_vmap_and_the_loop() ->
         stats = run(model, same, batches(), batching=batching)
         means = stats["2.running_mean"]
         assert not torch.allclose(means[0], means[1]) and not torch.allclose(means[1], means[2])
+
+
+# Written against the mutants that survived mutmut on `batchnorm.py` (docs/testing.md): which
+# path each batching takes, and the fallback of batching="auto" when vmap fails.
+
+
+class CountingFunctional:
+    """`functional_call` on `model`, counting its calls (a vmapped call counts once for its
+    chunk). With `refuse_vmap`, the forward runs (and updates the statistics it was given),
+    then a vmapped call raises RuntimeError("no vmap") (`.item()` cannot be traced)."""
+
+    def __init__(self, model: nn.Module, refuse_vmap: bool = False) -> None:
+        self.model, self.refuse_vmap, self.calls = model, refuse_vmap, 0
+
+    def __call__(self, tensors: dict[str, Tensor], x: Tensor) -> Tensor:
+        self.calls += 1
+        out = functional_call(self.model, tensors, (x,))
+        if self.refuse_vmap:
+            try:
+                out.sum().item()
+            except RuntimeError:
+                raise RuntimeError("no vmap") from None
+        return out
+
+
+def counted_run(batching: str, refuse_vmap: bool = False) -> tuple[dict, int]:
+    """3 weight sets, chunks of 2, 2 batches: the statistics and the functional's calls."""
+    model = two_bn_net()
+    functional = CountingFunctional(model, refuse_vmap)
+    stats = sampled_bn_statistics(
+        model,
+        iter(batches(2)),
+        stacked_weights(model, 3),
+        functional,
+        batching=batching,  # type: ignore[arg-type]
+        chunk_size=2,
+    )
+    return stats, functional.calls
+
+
+@pytest.mark.parametrize(("batching", "calls"), [("loop", 6), ("vmap", 4), ("auto", 4)])
+def test_each_batching_calls_the_functional_once_per_set_or_per_chunk(
+    batching: str, calls: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop: 3 calls per batch; vmap: 2 (chunks of 2 of 3 sets); "auto" keeps vmap for
+    every batch once the first succeeded, and logs nothing. Statistics as the loop's."""
+    with caplog.at_level(logging.INFO, logger="tradi.batchnorm"):
+        stats, counted = counted_run(batching)
+    assert counted == calls and caplog.records == []
+    reference = run(two_bn_net(), stacked_weights(two_bn_net(), 3), batches(2))
+    assert stats.keys() == reference.keys()
+    for name, t in reference.items():
+        torch.testing.assert_close(stats[name], t, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_falls_back_to_the_loop_for_good_when_vmap_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One failed vmapped call (its partial updates dropped), then the loop for both batches:
+    exactly the loop's statistics; the failure logged once, with its text."""
+    with caplog.at_level(logging.INFO, logger="tradi.batchnorm"):
+        stats, calls = counted_run("auto", refuse_vmap=True)
+    assert calls == 1 + 3 + 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "BatchNorm re-estimation under vmap failed (no vmap): looping"
+    ]
+    reference, _ = counted_run("loop", refuse_vmap=True)
+    assert stats.keys() == reference.keys()
+    for name, t in reference.items():
+        assert torch.equal(stats[name], t), name

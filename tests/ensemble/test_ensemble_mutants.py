@@ -145,3 +145,114 @@ def test_a_custom_posterior_cannot_be_saved_and_the_text_says_which_can() -> Non
         "Custom has no state_dict(): only tradi's posteriors "
         "(tradi.posterior.StatefulPosterior) can be saved"
     )
+
+
+# --- the 2026-11-30 run's survivors (ensemble.py after the BatchNorm split) ---------------------
+
+
+class Tied(nn.Module):
+    """One weight used by two layers (registered under both names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(3, 3)
+        self.second = nn.Linear(3, 3)
+        self.second.weight = self.first.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_a_tied_weight_takes_its_sampled_value_in_every_layer() -> None:
+    """A zero-variance posterior at twice the weights: both layers use the doubled weight."""
+    torch.manual_seed(0)
+    model, x = Tied().eval(), torch.randn(4, 3)
+    mean = {n: 2 * p.detach() for n, p in model.named_parameters()}
+    posterior = DiagonalGaussian(mean, {n: torch.zeros_like(m) for n, m in mean.items()})
+    w, b1, b2 = mean["first.weight"], mean["first.bias"], mean["second.bias"]
+    expected = torch.relu(x @ w.T + b1) @ w.T + b2
+    logits = SampledEnsemble(model, posterior, 2, batching="loop").sample_logits(x)
+    torch.testing.assert_close(logits, expected.expand(2, 4, 3))
+
+
+def test_the_documented_defaults() -> None:
+    model = nn.Linear(3, 4)
+    ensemble = SampledEnsemble(model, _posterior(model))
+    assert (ensemble.n_samples, ensemble.seed, ensemble.chunk_size) == (20, 0, 8)
+    assert ensemble.cache is True
+    seeded = SampledEnsemble(model, _posterior(model), 20, seed=0)
+    x = torch.randn(2, 3)
+    assert torch.equal(ensemble.sample_logits(x), seeded.sample_logits(x))
+
+
+def test_one_bn_batch_is_accepted_and_a_bad_task_refused_with_the_exact_text() -> None:
+    model = NotVmappable().eval()
+    ensemble = SampledEnsemble(model, _posterior(model), 2, bn_loader=_batches(3), bn_batches=1)
+    assert ensemble._stacked_buffers is not None
+    assert ensemble._stacked_buffers["bn.num_batches_tracked"].tolist() == [1, 1]
+    with pytest.raises(ValueError) as refused:
+        SampledEnsemble(model, _posterior(model), 2, task="segmentation")  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "task must be 'classification' or 'regression', got 'segmentation'"
+    )
+
+
+def test_a_posterior_naming_no_model_parameter_is_refused_with_the_exact_text() -> None:
+    class Stranger:
+        def sample(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+            return {"weight": torch.zeros(2, 2), "other.bias": torch.zeros(2)}
+
+    with pytest.raises(KeyError) as refused:
+        SampledEnsemble(nn.Linear(2, 2), Stranger(), 2)
+    assert refused.value.args[0] == (
+        "posterior returned names that are not model parameters: ['other.bias']; parameters are "
+        "named as named_parameters() names them on the model without its wrappers, tied "
+        "tensors once under their first name (tradi.structure)"
+    )
+
+
+def test_a_float64_posterior_is_sampled_in_the_models_dtype() -> None:
+    model = nn.Linear(3, 4)
+    mean = {n: p.detach().double() for n, p in model.named_parameters()}
+    posterior = DiagonalGaussian(mean, {n: torch.full_like(m, 0.01) for n, m in mean.items()})
+    ensemble = SampledEnsemble(model, posterior, 2)
+    assert ensemble._stacked is not None
+    assert {t.dtype for t in ensemble._stacked.values()} == {torch.float32}
+
+
+def test_the_loop_with_per_sample_bn_statistics_equals_vmap() -> None:
+    torch.manual_seed(0)
+    model = SkipFromInput().eval()
+    options = {"bn_loader": _batches(4), "seed": 1}
+    loop = SampledEnsemble(model, _posterior(model), 3, batching="loop", **options)
+    vmapped = SampledEnsemble(model, _posterior(model), 3, batching="vmap", **options)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(loop.sample_logits(x), vmapped.sample_logits(x))
+
+
+def test_auto_falls_back_to_the_loop_and_logs_why(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on an accelerator, where batching="auto" tries vmap first."""
+    monkeypatch.setattr("tradi.ensemble._prefers_loop", lambda device: False)
+    torch.manual_seed(0)
+    model = NotVmappable().eval()
+    ensemble = SampledEnsemble(model, _posterior(model), 2)
+    with caplog.at_level(logging.INFO, logger="tradi.ensemble"):
+        ensemble(torch.randn(5, 3))
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith("SampledEnsemble: vmap failed (") and ".item()" in message
+    assert message.endswith("); evaluating samples in a loop")
+    assert ensemble.batching_used == "loop"
+
+
+def test_bn_re_estimation_under_vmap_takes_chunk_size_sets_at_a_time() -> None:
+    """4 sets, chunks of 2, one batch: the BatchNorm layer runs twice (once per vmapped call)."""
+    torch.manual_seed(0)
+    model = SkipFromInput().eval()
+    calls: list[int] = []
+    model.bn.register_forward_hook(lambda *args: calls.append(1))  # kept by the ensemble's copy
+    SampledEnsemble(
+        model, _posterior(model), 4, bn_loader=_batches(4)[:1], batching="vmap", chunk_size=2
+    )
+    assert len(calls) == 2

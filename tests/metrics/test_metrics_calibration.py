@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from tradi.metrics import (
+    ClassificationMetrics,
     accuracy,
     adaptive_calibration_bins,
     adaptive_ece,
@@ -193,3 +196,79 @@ def test_paper_pooled_ece_counts_every_ood_prediction_wrong() -> None:
 def test_paper_pooled_ece_rejects_mismatched_classes() -> None:
     with pytest.raises(ValueError, match="3 classes but probs_in has 2"):
         paper_pooled_ece(two_class([0.9]), torch.tensor([0]), torch.full((1, 3), 1 / 3))
+
+
+# --- the 2026-11-30 mutmut run's survivors: edges in the confidences' dtype, refusals, NLL underflow
+
+
+def test_inner_edges_are_m_over_m_correctly_rounded_to_the_dtype() -> None:
+    exact = torch.arange(1, 10, dtype=torch.float64) / 10  # float64 division: correctly rounded
+    assert torch.equal(equal_width_inner_edges(10, torch.float64), exact)
+    single = equal_width_inner_edges(10, torch.float32)
+    assert single.dtype == torch.float32 and torch.equal(single, exact.float())
+
+
+def test_a_float32_confidence_equal_to_a_rounded_edge_falls_in_the_bin_below_it() -> None:
+    """float32(0.6) > 0.6: against the float32 edge it lies on (0.5, 0.6]'s upper edge."""
+    bins = calibration_bins(torch.tensor([[0.6, 0.4]]), torch.tensor([0]), n_bins=10)
+    assert bins.count.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
+    # bin_statistics rounds float64 edges to the confidences' dtype itself
+    float64_edges = torch.arange(1, 10, dtype=torch.float64) / 10
+    count, _, _ = bin_statistics(torch.tensor([0.6]), torch.ones(1), float64_edges, 10)
+    assert count.tolist() == bins.count.tolist()
+
+
+def test_bin_statistics_are_allocated_on_the_confidences_device() -> None:
+    meta = torch.device("meta")
+    confidence = torch.empty(3, device=meta)
+    inner = torch.empty(4, dtype=torch.float64, device=meta)
+    stats = bin_statistics(confidence, torch.empty(3, device=meta), inner, 5)
+    assert all(t.device == meta for t in stats)
+
+
+@pytest.mark.parametrize("n_bins", [True, 2.5, 0])
+def test_n_bins_must_be_a_positive_integer_exactly(n_bins: object) -> None:
+    with pytest.raises(ValueError) as error:
+        calibration_bins(torch.tensor([[0.6, 0.4]]), torch.tensor([0]), n_bins=n_bins)  # type: ignore[arg-type]
+    assert str(error.value) == f"n_bins must be a positive integer, got {n_bins!r}"
+
+
+def test_no_sample_left_is_refused_with_the_exact_text() -> None:
+    with pytest.raises(ValueError) as error:
+        nll(torch.tensor([[0.6, 0.4]]), torch.tensor([-1]), ignore_index=-1)
+    assert str(error.value) == (
+        "no samples to evaluate (empty input, or every label is ignore_index)"
+    )
+
+
+def test_nll_underflow_warning_text_and_a_probability_exactly_at_the_bound() -> None:
+    tiny = torch.finfo(torch.float32).tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # p_y = tiny is the bound itself: no warning
+        assert nll(torch.tensor([[tiny, 1.0]]), torch.tensor([0])).item() == -math.log(tiny)
+    with pytest.warns(RuntimeWarning) as record:
+        nll(torch.tensor([[0.0, 1.0], [0.5, 0.5]]), torch.tensor([0, 0]))
+    assert [str(w.message) for w in record] == [
+        "1 of 2 true-class probabilities lie below 1.18e-38, the smallest normal torch.float32 "
+        "number (underflow): their NLL is clamped at 87.3, a lower bound; for the exact value "
+        "compute the NLL from log-probabilities (or softmax in float32 rather than half precision)"
+    ]
+
+
+@pytest.mark.skipif(
+    "MUTANT_UNDER_TEST" in os.environ, reason="mutmut's trampolines add stack frames"
+)
+@pytest.mark.parametrize("entry", ["nll", "classification_metrics", "ClassificationMetrics"])
+def test_the_nll_underflow_warning_points_at_the_callers_line(entry: str) -> None:
+    probs, labels = torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+    calls = {
+        "nll": lambda: nll(probs, labels),
+        "classification_metrics": lambda: classification_metrics(probs, labels),
+        "ClassificationMetrics": lambda: ClassificationMetrics().update(probs, labels),
+    }
+    with pytest.warns(RuntimeWarning, match="underflow") as record:
+        calls[entry]()
+    assert (record[0].filename, record[0].lineno) == (
+        __file__,
+        calls[entry].__code__.co_firstlineno,
+    )

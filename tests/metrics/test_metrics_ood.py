@@ -13,6 +13,7 @@ from sklearn.metrics import (
 )
 
 from tradi.metrics import fpr_at_tpr, ood_metrics, ood_pr_curve, ood_roc_curve
+from tradi.metrics.ood import operating_points
 
 
 def sklearn_fpr_at_tpr(positive: np.ndarray, negative: np.ndarray, level: float = 0.95) -> float:
@@ -132,3 +133,23 @@ def test_curves_equal_sklearn_points() -> None:
         ref_precision, ref_recall, _ = precision_recall_curve(labels, signed)
         np.testing.assert_allclose(precision.numpy(), ref_precision[::-1], atol=1e-15)
         np.testing.assert_allclose(recall.numpy(), ref_recall[::-1], atol=1e-15)
+
+
+# --- the 2026-11-30 mutmut run's survivors: the reversed points and the TPR level's bounds -----
+
+
+def test_reversed_roles_are_the_points_of_the_other_class_with_negated_scores() -> None:
+    positive = torch.tensor([0.9, 0.4, 0.4, 0.1], dtype=torch.float64)
+    negative = torch.tensor([0.7, 0.4, 0.2], dtype=torch.float64)
+    reversed_points = operating_points(positive, negative).reversed_roles()
+    direct = operating_points(-negative, -positive)
+    for field in ("thresholds", "true_positives", "false_positives"):
+        assert torch.equal(getattr(reversed_points, field), getattr(direct, field)), field
+
+
+@pytest.mark.parametrize("level", [0.0, 1.5])
+def test_a_tpr_level_outside_zero_one_is_refused_with_the_exact_text(level: float) -> None:
+    points = operating_points(torch.tensor([0.9, 0.4]), torch.tensor([0.2]))
+    with pytest.raises(ValueError) as error:
+        points.fpr_at_tpr(level)
+    assert str(error.value) == f"the TPR level must lie in (0, 1], got {level}"

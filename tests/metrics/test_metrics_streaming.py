@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -19,6 +20,7 @@ from tradi.metrics import (
     classification_metrics,
     ood_metrics,
 )
+from tradi.metrics.streaming import score_bin_edges
 
 KEYS_EXACT = ("accuracy", "nll", "brier", "ece", "mce")
 
@@ -190,3 +192,70 @@ def test_ddp_reduction_over_two_gloo_ranks(tmp_path: Path) -> None:
                 expected_classification[key], rel=1e-12
             ), key
         assert result["ood"] == single.compute()
+
+
+# --- the 2026-11-30 mutmut run's survivors: score_bin_edges, OODMetrics' defaults and texts -----
+
+
+def refused(call: object, *args: object, **kwargs: object) -> str:
+    """The text of the ValueError `call(*args, **kwargs)` raises."""
+    with pytest.raises(ValueError) as error:
+        call(*args, **kwargs)  # type: ignore[operator]
+    return str(error.value)
+
+
+def test_uniform_edges_are_float64_linspace() -> None:
+    edges = score_bin_edges(10, (0.0, 1.0), "uniform")
+    assert edges.dtype == torch.float64
+    np.testing.assert_allclose(edges.numpy(), np.linspace(0.0, 1.0, 11), rtol=1e-15)
+
+
+def test_geometric_edges_against_numpy() -> None:
+    """high - logspace(high - low .. min_gap) then high, the first edge set to low exactly."""
+    low, high, min_gap = -1.3, 0.7, 1e-3
+    edges = score_bin_edges(4, (low, high), "geometric_to_max", min_gap)
+    gaps = np.logspace(np.log10(high - low), np.log10(min_gap), 4)
+    expected = np.concatenate([[low], high - gaps[1:], [high]])
+    assert edges.dtype == torch.float64 and edges[0].item() == low and edges[-1].item() == high
+    np.testing.assert_allclose(edges.numpy(), expected, rtol=1e-14)
+
+
+def test_two_bins_are_accepted_and_edge_arguments_refused_with_the_exact_text() -> None:
+    assert score_bin_edges(2, (0.0, 1.0), "uniform").tolist() == [0.0, 0.5, 1.0]
+    assert score_bin_edges(2, (0.0, 1.0), "geometric_to_max", 0.5).tolist() == [0.0, 0.5, 1.0]
+    assert refused(score_bin_edges, 1) == "n_bins must be at least 2, got 1"
+    assert refused(score_bin_edges, 4, (0.5, 0.5)) == (
+        "score_range must be (low, high) with low < high, got (0.5, 0.5)"
+    )
+    assert refused(score_bin_edges, 4, (0.0, 1.0), "log") == (
+        "spacing must be 'uniform' or 'geometric_to_max', got 'log'"
+    )
+    for min_gap in (0.0, 0.5, 1.0):  # 0, high - low, and high - low < min_gap < high + low
+        assert refused(score_bin_edges, 4, (0.5, 1.0), "geometric_to_max", min_gap) == (
+            f"min_gap must lie in (0, high - low), got {min_gap}"
+        )
+
+
+def test_ood_metrics_default_resolution_and_min_gap_are_used() -> None:
+    assert len(OODMetrics().edges) == 100_001
+    assert len(ClassificationMetrics().fine_edges) == 100_001
+    edges = OODMetrics(n_bins=8, min_gap=1e-3).edges
+    assert torch.equal(edges, score_bin_edges(8, (0.0, 1.0), "geometric_to_max", 1e-3))
+
+
+def test_ood_scores_fall_in_the_bins_of_their_edges() -> None:
+    """Bins [e_k, e_k+1) (the last one closed): each score counted in its own bin."""
+    metric = OODMetrics(n_bins=4, spacing="uniform")
+    metric.update(torch.tensor([0.0, 0.2, 0.25, 0.5, 0.9, 1.0]), False)
+    metric.update(torch.tensor([0.3]), True)
+    assert metric.counts_in.tolist() == [2, 1, 1, 2]
+    assert metric.counts_out.tolist() == [0, 1, 0, 0]
+
+
+def test_a_score_outside_the_range_is_refused_with_the_exact_text() -> None:
+    metric = OODMetrics(n_bins=4, spacing="uniform")
+    assert refused(metric.update, torch.tensor([0.5, 1.5]), False) == (
+        "scores must lie in this OODMetrics' score_range [0, 1], got values in [0.5, 1.5]; "
+        "build OODMetrics(score_range=(low, high)) with a range that holds every score the "
+        "metric will see"
+    )

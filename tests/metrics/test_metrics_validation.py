@@ -1,9 +1,14 @@
-"""Bad input fails with a message that says what is wrong."""
+"""Bad input fails with a message that says what is wrong.
+
+The last section was written against the mutants that survived mutmut on `metrics/_checks.py`
+(docs/testing.md): the exact text of every refusal, one class accepted, and the range and
+sum-to-one bounds hit exactly (bfloat16, whose tolerance is its epsilon 2^-7)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from tradi.metrics import (
     ClassificationMetrics,
@@ -14,6 +19,7 @@ from tradi.metrics import (
     ood_metrics,
     uncertainty_scores,
 )
+from tradi.metrics._checks import check_probabilities, check_scores, flatten_predictions
 
 PROBS = torch.tensor([[0.7, 0.3], [0.2, 0.8]])
 LABELS = torch.tensor([0, 1])
@@ -98,3 +104,78 @@ def test_single_class_streamed_ood_set_and_bad_options() -> None:
 def test_sample_probs_need_classes_at_dim_two() -> None:
     with pytest.raises(ValueError, match="sample_probs must sum to 1 over dim 2"):
         uncertainty_scores(torch.full((3, 4, 2), 0.2))
+
+
+# --- metrics/_checks.py: the 2026-11-30 run's survivors ---------------------------------------
+
+BF16_ATOL = 2**-7  # sum_tolerance(torch.bfloat16): its machine epsilon
+
+
+def refusal(error: type[Exception], call: object, *args: object) -> str:
+    with pytest.raises(error) as raised:
+        call(*args)  # type: ignore[operator]
+    return str(raised.value)
+
+
+def test_non_tensors_are_refused_with_their_name_and_type() -> None:
+    probs = torch.tensor([[0.5, 0.5]])
+    assert (
+        refusal(TypeError, check_probabilities, [[0.5, 0.5]])
+        == "probs must be a torch.Tensor, got list"
+    )
+    assert (
+        refusal(TypeError, flatten_predictions, probs, (0,))
+        == "labels must be a torch.Tensor, got tuple"
+    )
+    assert (
+        refusal(TypeError, check_scores, 0.5, "ood_scores")
+        == "ood_scores must be a torch.Tensor, got float"
+    )
+
+
+def test_boolean_scores_are_refused_with_the_exact_text() -> None:
+    assert (
+        refusal(TypeError, check_scores, torch.tensor([True, False]), "s")
+        == "s must be a real-valued tensor, got torch.bool"
+    )
+
+
+def test_one_class_is_accepted_and_none_is_refused_with_the_exact_text() -> None:
+    one = torch.ones(3, 1)
+    assert check_probabilities(one) is one
+    assert (
+        refusal(ValueError, check_probabilities, torch.empty(2, 0))
+        == "probs has no classes (shape (2, 0))"
+    )
+
+
+def test_values_above_one_are_refused_by_the_range_check_with_the_exact_text() -> None:
+    """1.5 (up to 2 + atol) must fail the range check, not only the sum."""
+    assert refusal(ValueError, check_probabilities, torch.tensor([[1.5, 0.0]])) == (
+        "probs must lie in [0, 1] (got values in [0, 1.5]); pass probabilities, not logits"
+    )
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[-BF16_ATOL, 1 + BF16_ATOL], [0.5, 0.5 + BF16_ATOL]],
+    ids=["range bounds", "sum bound"],
+)
+def test_values_and_sums_exactly_at_the_tolerance_are_accepted(row: list[float]) -> None:
+    probs: Tensor = torch.tensor([row], dtype=torch.bfloat16)
+    assert torch.tensor(row, dtype=torch.bfloat16).tolist() == row  # exactly representable
+    assert check_probabilities(probs) is probs
+
+
+@pytest.mark.parametrize(
+    ("ignore_index", "text"),
+    [(None, ""), (255, " or equal ignore_index=255")],
+)
+def test_labels_out_of_range_are_refused_with_the_exact_text(
+    ignore_index: int | None, text: str
+) -> None:
+    probs, labels = torch.full((2, 3), 1 / 3), torch.tensor([0, 3])
+    assert (
+        refusal(ValueError, flatten_predictions, probs, labels, ignore_index)
+        == f"labels must lie in [0, 2]{text}, got values in [0, 3]"
+    )

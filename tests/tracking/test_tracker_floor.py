@@ -5,8 +5,12 @@ compiled kernel's fallbacks, against closed forms and float64 NumPy."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,8 +220,9 @@ def test_without_a_working_compiler_the_tracker_runs_eager(
 
 
 def test_the_kernel_is_built_into_a_private_cache(fresh_kernel: None, tmp_path) -> None:
-    if not fused.floor_step_available():
+    if shutil.which(os.environ.get("CC", "cc")) is None:
         pytest.skip("no C compiler: the compiled floor step is unavailable")
+    assert fused.floor_step_available()  # a compiler is there: the build must succeed
     built = list((tmp_path / "tradi").glob("floor_*.so"))
     assert len(built) == 1
     assert (tmp_path / "tradi").stat().st_mode & 0o077 == 0  # only this user can write there
@@ -233,3 +238,62 @@ def test_a_cache_others_can_write_is_not_used(monkeypatch: pytest.MonkeyPatch, t
     private.rmdir()
     shared.chmod(0o700)
     assert fused._cache_dir() == shared
+
+
+# --- the 2026-11-30 mutmut run's survivors: the cache directory, the CPU key, a failed build ----
+
+
+def test_the_cache_defaults_to_home_dot_cache_and_accepts_other_execute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cache = tmp_path / ".cache" / "tradi"
+    assert fused._cache_dir() == cache  # .cache created on the way
+    cache.chmod(0o701)  # others may enter, not write: still private enough
+    assert fused._cache_dir() == cache
+
+
+def test_an_unusable_cache_falls_back_to_a_private_tradi_temporary_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    (tmp_path / "tradi").mkdir(mode=0o777)
+    (tmp_path / "tradi").chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    private = fused._cache_dir()
+    assert private.name.startswith("tradi-") and private.parent == Path(tempfile.gettempdir())
+    private.rmdir()
+
+
+def test_the_cache_key_names_this_cpu() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines()
+    wanted = [next(x for x in lines if x.startswith(key)) for key in ("model name", "flags")]
+    key = fused._cpu().splitlines()
+    assert all(line in key for line in wanted) and len(key) == len(set(key))
+
+
+def test_a_failed_build_logs_the_compilers_error_output(
+    fresh_kernel: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path,
+) -> None:
+    compiler = tmp_path / "badcc"
+    compiler.write_text("#!/bin/sh\necho boom >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    with caplog.at_level(logging.WARNING, logger="tradi.tracking.fused"):
+        assert fused._kernel() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "tradi: the fused tracker update did not build (boom\n); eager instead"
+    ]
+
+
+def test_disabled_the_compiled_step_never_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused, "ENABLED", False)  # TRADI_FUSED=0
+    prev = torch.zeros(3)
+    assert fused.floor_step(torch.zeros(3), 1.0, prev, [torch.ones(3)]) is None
+    assert not fused.floor_step_available() and torch.equal(prev, torch.zeros(3))

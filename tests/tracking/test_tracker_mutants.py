@@ -19,7 +19,7 @@ from tradi.tracking.start import (
     early_posterior_message,
     initial_variance,
 )
-from tradi.tracking.updates import gradient_steps
+from tradi.tracking.updates import RESCALE_BELOW, gradient_steps, next_scale
 
 META = torch.device("meta")
 
@@ -231,3 +231,20 @@ def test_early_posterior_messages_exactly() -> None:
     assert early_posterior_message(9, config) is not None
     assert early_posterior_message(10, config) is None  # the memory is full: no warning
     assert early_posterior_message(11, config) is None
+
+
+# --- the 2026-11-30 run's survivors: the default filter and the floor's scale threshold ---------
+
+
+def test_the_default_filter_tracks_only_trainable_weights_outside_norm_layers() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2), nn.LayerNorm(2))
+    model[2].weight.requires_grad_(False)
+    assert WeightTracker(model).names == ["0.weight", "0.bias", "2.bias"]
+
+
+def test_a_scale_falling_exactly_to_the_threshold_is_kept_unfolded() -> None:
+    var = torch.full((3,), 2.0)
+    assert next_scale(var, 2 * RESCALE_BELOW, 0.5) == RESCALE_BELOW  # exact: a power of 2
+    assert var.tolist() == [2.0, 2.0, 2.0]
+    assert next_scale(var, 2 * RESCALE_BELOW, 0.75) == 1.0  # below it: folded into var
+    assert var.tolist() == [pytest.approx(2.0 * 2 * RESCALE_BELOW * 0.25, rel=1e-6)] * 3

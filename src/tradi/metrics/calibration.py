@@ -175,9 +175,10 @@ def adaptive_ece(
     return adaptive_calibration_bins(probs, labels, n_bins, ignore_index).ece()
 
 
-def nll_terms(flat_probs: Tensor, flat_labels: Tensor) -> Tensor:
+def nll_terms(flat_probs: Tensor, flat_labels: Tensor, stacklevel: int = 3) -> Tensor:
     """-log p_y per sample (float64 [M]), p_y clamped at the smallest normal number of
-    ``flat_probs``' own dtype; warns (RuntimeWarning) when any p_y lies below it."""
+    ``flat_probs``' own dtype; warns (RuntimeWarning) when any p_y lies below it, at the line
+    `stacklevel` frames up (3: the user's call of the function that called this one)."""
     tiny = torch.finfo(flat_probs.dtype).tiny
     true_class = flat_probs.gather(1, flat_labels.unsqueeze(1)).squeeze(1).double()
     underflowed = int((true_class < tiny).sum())
@@ -188,7 +189,7 @@ def nll_terms(flat_probs: Tensor, flat_labels: Tensor) -> Tensor:
             f"is clamped at {-math.log(tiny):.3g}, a lower bound; for the exact value compute the "
             "NLL from log-probabilities (or softmax in float32 rather than half precision)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     return -true_class.clamp_min(tiny).log()
 

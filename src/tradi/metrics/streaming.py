@@ -130,7 +130,8 @@ class ClassificationMetrics(Metric):
         )
         for name, value in zip(_FINE_STATES, fine_values, strict=True):
             setattr(self, name, getattr(self, name).index_add(0, fine_index, value))
-        self.nll_sum = self.nll_sum + nll_terms(flat_probs, flat_labels).sum()
+        # stacklevel 4: the user's update() call, through torchmetrics' wrapper of update
+        self.nll_sum = self.nll_sum + nll_terms(flat_probs, flat_labels, stacklevel=4).sum()
         self.brier_sum = self.brier_sum + brier_terms(flat_probs, flat_labels).sum()
 
     def calibration_bins(self) -> CalibrationBins:
