@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,7 +13,6 @@ from torch import nn
 from tradi.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
-from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.tracking import KalmanConfig, WeightTracker
 from tradi.tracking.start import scale_chosen_on_validation
 from tradi.training import Callback, TrackingCallback, check_literal_fields, make_optimizer
@@ -140,7 +139,7 @@ class TRADI(SamplingMethod):
             raise RuntimeError("tradi: call fit() or load_state_dict() first")
         # a scale chosen on validation data is the early-posterior warning's own remedy
         searched = self.scale_search is not None
-        with scale_chosen_on_validation() if searched else contextlib.nullcontext():
+        with scale_chosen_on_validation() if searched else nullcontext():
             return self.tracker.posterior(
                 self.options.covariance,
                 rank=self.options.rank,
@@ -148,17 +147,10 @@ class TRADI(SamplingMethod):
                 phase=self.options.phase,
             )
 
-    def select_scale(
-        self,
-        val_loader: Iterable[Any],
-        selection: ScaleSelection | None = None,
-        *,
-        ood_val_loader: Iterable[Any] | None = None,
-    ) -> ScaleSearch:
-        """`SamplingMethod.select_scale`, without the tracker's warning that its memory has not
-        filled yet (`scale_chosen_on_validation`): the search is that warning's remedy."""
-        with scale_chosen_on_validation():
-            return super().select_scale(val_loader, selection, ood_val_loader=ood_val_loader)
+    def _searching(self) -> AbstractContextManager[None]:
+        """Without the tracker's warning that its memory has not filled yet: the search is that
+        warning's remedy (`scale_chosen_on_validation`)."""
+        return scale_chosen_on_validation()
 
     def state_dict(self) -> dict[str, Any]:
         if self.tracker is None:
