@@ -125,7 +125,8 @@ def fit_ensemble(
         chosen scale, and the `ScaleSearch` record (None for a fixed ``scale``).
 
     Raises:
-        ValueError: "auto" without ``val_loader``, a negative scale, or a bad selection/range.
+        ValueError: "auto" without ``val_loader``, a negative scale, a bad selection/range, or
+            a model whose parameters' shapes are not the tracker's.
         TypeError: ``posterior`` is neither a tracker nor callable.
     """
     family = _family(posterior, searched=scale == "auto")
@@ -182,6 +183,12 @@ def _check_centre(model: nn.Module, tracker: WeightTracker) -> None:
     params = {name: param for name, _, param in named_parameters_with_owner(model)}
     for name, mean in tracker.mean().items():
         weight = params.get(name)
+        if weight is not None and weight.shape != mean.shape:
+            raise ValueError(
+                f"fit_ensemble: the model's {name!r} has shape {tuple(weight.shape)}, the "
+                f"tracker's {tuple(mean.shape)}: pass the model the tracker followed (the "
+                "same architecture)"
+            )
         if weight is None or not torch.allclose(
             weight.detach().float().cpu(), mean.cpu(), rtol=1e-4, atol=1e-6
         ):

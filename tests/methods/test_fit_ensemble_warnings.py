@@ -43,6 +43,15 @@ def test_a_model_other_than_the_tracked_one_is_named() -> None:
         tradi.fit_ensemble(model, tracker, scale=1.0, n_samples=2)  # the tracked model: silent
 
 
+def test_a_model_of_another_architecture_is_refused_by_parameter_name() -> None:
+    _, tracker, _ = _trained(1)
+    wider = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+    with pytest.raises(
+        ValueError, match=r"'0.weight' has shape \(32, 4\), the tracker's \(16, 4\)"
+    ):
+        tradi.fit_ensemble(wider, tracker, scale=1.0, n_samples=2)
+
+
 def test_a_scale_decided_by_the_range_end_is_named() -> None:
     model, tracker, data = _trained(40, lr=0.0)  # no step: zero tracked variance
     with pytest.warns(RuntimeWarning, match="end of the search range"):
