@@ -8,6 +8,7 @@ import logging
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -135,6 +136,16 @@ def _configure_logging(progress: bool) -> None:
         logging.getLogger("tradi").setLevel(logging.INFO)
 
 
+def _warn_on_rank_zero_only() -> None:
+    """Every rank of a run executes the same code on the same kind of data, so each warning
+    would print once per rank: ranks other than 0 drop warnings (errors still fail the run and
+    name their rank)."""
+    from tradi.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        warnings.filterwarnings("ignore")
+
+
 def _show_progress(no_progress: bool) -> bool:
     """Bars only for a person watching: never into a log file or a pipe (cursor codes)."""
     return not no_progress and sys.stderr.isatty()
@@ -152,6 +163,7 @@ def run_rank(
     from tradi.experiments import run_experiment
 
     _configure_logging(progress)
+    _warn_on_rank_zero_only()
     run_experiment(
         config, out, resume=resume, data_dir=data_dir, progress=progress, command=command
     )
@@ -224,6 +236,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     else:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun started this process
             init_from_env()
+            _warn_on_rank_zero_only()
         results = run_experiment(
             config,
             out,

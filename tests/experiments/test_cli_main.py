@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,17 @@ def test_download_flag_fetches_before_training(
         capsys.readouterr().err
         == "tradi: error: could not download https://example/x.gz (offline)\n"
     )
+
+
+@pytest.mark.parametrize("rank_zero", [True, False])
+def test_warnings_print_on_rank_zero_only(monkeypatch: pytest.MonkeyPatch, rank_zero: bool) -> None:
+    """Under --nproc N or torchrun every rank would print each warning: only rank 0 does."""
+    import tradi.distributed
+    from tradi.cli import _warn_on_rank_zero_only
+
+    monkeypatch.setattr(tradi.distributed, "is_rank_zero", lambda: rank_zero)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _warn_on_rank_zero_only()
+        warnings.warn("a method's warning", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == (["a method's warning"] if rank_zero else [])
