@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -112,18 +113,27 @@ def test_interrupted_run_resumes_to_the_same_results(
 
 
 def test_without_resume_a_run_starts_afresh(
-    tmp_path: Path, tiny_config: dict[str, Any], blobs: Callable[..., Benchmark]
+    tmp_path: Path,
+    tiny_config: dict[str, Any],
+    blobs: Callable[..., Benchmark],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     tiny_config["methods"] = {"mcp": {}}
     tiny_config["seeds"] = [0]
     stale = tmp_path / "state/mcp/seed_0/result.json"
     stale.parent.mkdir(parents=True)
     stale.write_text("not json")
-    results = run_experiment(
-        config_from_dict(tiny_config), tmp_path, benchmark=blobs(), progress=False
-    )
+    with caplog.at_level(logging.INFO, logger="tradi"):
+        results = run_experiment(
+            config_from_dict(tiny_config), tmp_path, benchmark=blobs(), progress=False
+        )
     assert results["pairs"][0]["method"] == "mcp"
     assert json.loads(stale.read_text())["seed"] == 0
+    # the training's header comes before its epoch lines, which carry no method or seed
+    messages = [record.getMessage() for record in caplog.records]
+    header = messages.index("seed 0: training mcp")
+    assert any(m.startswith("epoch 1/") for m in messages[header:])
+    assert not any(m.startswith("epoch ") for m in messages[:header])
 
 
 def test_atomic_writes_keep_the_old_file_when_killed(

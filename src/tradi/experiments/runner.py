@@ -253,6 +253,8 @@ def _run_group(
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(manifest, json.dumps(group))
+        # names the epoch lines that follow (the loop's own log lines carry no method or seed)
+        logger.info("seed %d: training %s", seed, " + ".join(group))
     barrier()
     for name, result, pair_artefacts in run_methods(
         config,
