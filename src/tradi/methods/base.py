@@ -387,7 +387,10 @@ class SamplingMethod(Method):
             return self._ensemble[1]
         self._ensemble = None  # release the previous ensemble before building the next
         model = self._require_model()
-        ensemble = fit_ensemble(model, self._posterior, scale=scale, **self._ensemble_settings())[0]
+        # after a search, in its context too (e.g. the untuned row of a table beside the chosen)
+        with self._searching() if self.scale_search is not None else nullcontext():
+            settings = self._ensemble_settings()
+            ensemble = fit_ensemble(model, self._posterior, scale=scale, **settings)[0]
         self._ensemble = (scale, ensemble)
         return ensemble
 
@@ -425,8 +428,8 @@ class SamplingMethod(Method):
         return search
 
     def _searching(self) -> AbstractContextManager[None]:
-        """The context the scale search runs in: none here; TRADI silences the tracker's
-        warning that the search itself answers."""
+        """The context a scale search runs in, and every ensemble built after one: none here;
+        TRADI's silences the tracker's warning that the search itself answers."""
         return nullcontext()
 
     def _search_start(self) -> float:

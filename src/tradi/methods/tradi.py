@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,11 +29,11 @@ class TradiOptions:
     tracked standard deviation; "auto" (default) chooses it on validation data by the method's
     `ScaleSelection` rule (`tradi.selection`; 1 is the untuned value). ``n_samples`` weight sets
     (20); ``bn_update`` re-estimates BatchNorm statistics per sample on the training data, on its
-    first ``bn_batches`` batches (30 by default, docs/inference.md; None: all). ``sample_modules`` samples only those modules'
-    parameters (e.g. ``("classifier",)``, the last layer; None: all), the trunk before them
-    evaluated once per input (`tradi.trunk`). ``step``, ``init_mean``, ``init_variance`` and the
-    Kalman constants configure the `WeightTracker`; tracking starts at the 0-based epoch
-    ``start_epoch``.
+    first ``bn_batches`` batches (30 by default, docs/inference.md; None: all).
+    ``sample_modules`` samples only those modules' parameters (e.g. ``("classifier",)``, the
+    last layer; None: all), the trunk before them evaluated once per input (`tradi.trunk`).
+    ``step``, ``init_mean``, ``init_variance`` and the Kalman constants configure the
+    `WeightTracker`; tracking starts at the 0-based epoch ``start_epoch``.
 
     The initial state is `WeightTracker`'s default, not the public code's (``init_mean="zero"``,
     ``init_variance="public_code"``, i.e. sqrt(2 / fan_out)), because with gains of ~3e-3 the start takes
@@ -137,15 +137,9 @@ class TRADI(SamplingMethod):
     def _posterior(self, scale: float) -> WeightPosterior:
         if self.tracker is None:
             raise RuntimeError("tradi: call fit() or load_state_dict() first")
-        # a scale chosen on validation data is the early-posterior warning's own remedy
-        searched = self.scale_search is not None
-        with scale_chosen_on_validation() if searched else nullcontext():
-            return self.tracker.posterior(
-                self.options.covariance,
-                rank=self.options.rank,
-                scale=scale,
-                phase=self.options.phase,
-            )
+        return self.tracker.posterior(
+            self.options.covariance, rank=self.options.rank, scale=scale, phase=self.options.phase
+        )
 
     def _searching(self) -> AbstractContextManager[None]:
         """Without the tracker's warning that its memory has not filled yet: the search is that
