@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 import tradi
-from tradi.auto_scale import seeded_randomness
 from tradi.data import load_benchmark
 from tradi.experiments.config import load_config
 from tradi.experiments.loaders import TensorBatches
@@ -39,6 +38,7 @@ from tradi.methods import TRADI, build_method
 from tradi.metrics import accuracy, nll
 from tradi.metrics.ood import ood_metrics
 from tradi.models import build_model
+from tradi.selection.fit import seeded_randomness
 
 BN_BATCHES: tuple[int | None, ...] = (None, 100, 30, 10)
 SEEDS = (0, 1, 2)

@@ -14,13 +14,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
-    from tradi.adapters import ModelIO
-    from tradi.batchnorm import update_bn_stats
     from tradi.data import load_benchmark, load_dataset
-    from tradi.ensemble import SampledEnsemble
-    from tradi.evaluation import Evaluation, evaluate
+    from tradi.inference.batchnorm import update_bn_stats
+    from tradi.inference.ensemble import SampledEnsemble
+    from tradi.inference.regression import GaussianPrediction
     from tradi.methods import METHODS, build_method
+    from tradi.metrics.evaluation import Evaluation, evaluate
     from tradi.models import build_model
+    from tradi.plumbing.adapters import ModelIO
     from tradi.posterior import (
         DiagonalGaussian,
         IsotropicGaussian,
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
         SWAGPosterior,
         WeightPosterior,
     )
-    from tradi.regression import GaussianPrediction
     from tradi.tracking import KalmanConfig, WeightTracker
     from tradi.training import Callback, TrainConfig, fit
 
@@ -36,15 +36,15 @@ if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit_ensemble": "tradi.auto_scale",
+    "fit_ensemble": "tradi.selection.fit",
     "ScaleSelection": "tradi.selection",
     "ScaleSearch": "tradi.selection",
-    "ModelIO": "tradi.adapters",
-    "GaussianPrediction": "tradi.regression",
-    "SampledEnsemble": "tradi.ensemble",
-    "update_bn_stats": "tradi.batchnorm",
-    "evaluate": "tradi.evaluation",
-    "Evaluation": "tradi.evaluation",
+    "ModelIO": "tradi.plumbing.adapters",
+    "GaussianPrediction": "tradi.inference.regression",
+    "SampledEnsemble": "tradi.inference.ensemble",
+    "update_bn_stats": "tradi.inference.batchnorm",
+    "evaluate": "tradi.metrics.evaluation",
+    "Evaluation": "tradi.metrics.evaluation",
     "DiagonalGaussian": "tradi.posterior",
     "IsotropicGaussian": "tradi.posterior",
     "KernelGaussian": "tradi.posterior",

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 import tradi.distributed as td
-from tradi.ensemble import SampledEnsemble
+from tradi.inference.ensemble import SampledEnsemble
 from tradi.tracking import WeightTracker
 from tradi.training import fit
 from tradi.training.callbacks import TrackingCallback

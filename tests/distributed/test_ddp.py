@@ -16,7 +16,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
-from tradi.ensemble import SampledEnsemble
+from tradi.inference.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics, OODMetrics, classification_metrics, ood_metrics
 
 HERE = Path(__file__).parent

@@ -10,8 +10,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 import tradi.distributed as td
+from tradi.plumbing.loaders import loader_generators
 from tradi.tracking import WeightTracker
-from tradi.training.checkpoint import loader_generators
 
 
 def dataset(n: int) -> TensorDataset:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import tradi.ensemble
+import tradi.inference.ensemble
 from tradi import SampledEnsemble, WeightTracker
 from tradi.posterior import DiagonalGaussian
 
@@ -106,7 +106,7 @@ def mlp_net() -> nn.Module:
 @pytest.fixture
 def auto_tries_vmap(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make batching="auto" behave as on an accelerator: try vmap first, fall back if needed."""
-    monkeypatch.setattr(tradi.ensemble, "_prefers_loop", lambda device: False)
+    monkeypatch.setattr(tradi.inference.ensemble, "_prefers_loop", lambda device: False)
 
 
 @pytest.mark.usefixtures("auto_tries_vmap")

@@ -1,4 +1,4 @@
-"""tradi.batchnorm: per-weight-set BatchNorm statistics in one pass over the loader, against an
+"""tradi.inference.batchnorm: per-weight-set BatchNorm statistics in one pass over the loader, against an
 independent NumPy reference, vmap against the loop, and the loader read once."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 import tradi
-from tradi.batchnorm import DEFAULT_BN_BATCHES, sampled_bn_statistics
+from tradi.inference.batchnorm import DEFAULT_BN_BATCHES, sampled_bn_statistics
 from tradi.posterior import DiagonalGaussian
 
 
@@ -191,7 +191,7 @@ def test_each_batching_calls_the_functional_once_per_set_or_per_chunk(
 ) -> None:
     """The loop: 3 calls per batch; vmap: 2 (chunks of 2 of 3 sets); "auto" keeps vmap for
     every batch once the first succeeded, and logs nothing. Statistics as the loop's."""
-    with caplog.at_level(logging.INFO, logger="tradi.batchnorm"):
+    with caplog.at_level(logging.INFO, logger="tradi.inference.batchnorm"):
         stats, counted = counted_run(batching)
     assert counted == calls and caplog.records == []
     reference = run(two_bn_net(), stacked_weights(two_bn_net(), 3), batches(2))
@@ -205,7 +205,7 @@ def test_auto_falls_back_to_the_loop_for_good_when_vmap_fails(
 ) -> None:
     """One failed vmapped call (its partial updates dropped), then the loop for both batches:
     exactly the loop's statistics; the failure logged once, with its text."""
-    with caplog.at_level(logging.INFO, logger="tradi.batchnorm"):
+    with caplog.at_level(logging.INFO, logger="tradi.inference.batchnorm"):
         stats, calls = counted_run("auto", refuse_vmap=True)
     assert calls == 1 + 3 + 3
     assert [r.getMessage() for r in caplog.records] == [

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi import DiagonalGaussian, SampledEnsemble
-from tradi.regression import GaussianPrediction
+from tradi.inference.regression import GaussianPrediction
 
 
 class SkipFromInput(nn.Module):
@@ -70,7 +70,7 @@ def test_statistics_after_the_trunk_equal_full_evaluation(n_samples: int) -> Non
 def test_batching_loop_never_tries_vmap(caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     model = NotVmappable().eval()
-    with caplog.at_level(logging.INFO, logger="tradi.ensemble"):
+    with caplog.at_level(logging.INFO, logger="tradi.inference.ensemble"):
         ensemble = SampledEnsemble(
             model, _posterior(model), 2, bn_loader=_batches(3), batching="loop"
         )
@@ -207,7 +207,7 @@ def test_a_posterior_naming_no_model_parameter_is_refused_with_the_exact_text() 
     assert refused.value.args[0] == (
         "posterior returned names that are not model parameters: ['other.bias']; parameters are "
         "named as named_parameters() names them on the model without its wrappers, tied "
-        "tensors once under their first name (tradi.structure)"
+        "tensors once under their first name (tradi.plumbing.structure)"
     )
 
 
@@ -234,11 +234,11 @@ def test_auto_falls_back_to_the_loop_and_logs_why(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As on an accelerator, where batching="auto" tries vmap first."""
-    monkeypatch.setattr("tradi.ensemble._prefers_loop", lambda device: False)
+    monkeypatch.setattr("tradi.inference.ensemble._prefers_loop", lambda device: False)
     torch.manual_seed(0)
     model = NotVmappable().eval()
     ensemble = SampledEnsemble(model, _posterior(model), 2)
-    with caplog.at_level(logging.INFO, logger="tradi.ensemble"):
+    with caplog.at_level(logging.INFO, logger="tradi.inference.ensemble"):
         ensemble(torch.randn(5, 3))
     [message] = [r.getMessage() for r in caplog.records]
     assert message.startswith("SampledEnsemble: vmap failed (") and ".item()" in message

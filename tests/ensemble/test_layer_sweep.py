@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize
 
-import tradi.ensemble
+import tradi.inference.ensemble
 from tradi import KalmanConfig, ModelIO, SampledEnsemble, WeightTracker
-from tradi.adapters import DEFAULT_IO, as_arguments
+from tradi.plumbing.adapters import DEFAULT_IO, as_arguments
 
 # vmap's per-sample fallback for ops without a batching rule is slow, not wrong
 pytestmark = [
@@ -239,7 +239,7 @@ def test_scale_zero_ensemble_is_the_network(
     tracker.update()
     expected = _output(case)
     if batching == "vmap-or-loop":  # on the CPU "auto" would take the loop without trying vmap
-        monkeypatch.setattr(tradi.ensemble, "_prefers_loop", lambda device: False)
+        monkeypatch.setattr(tradi.inference.ensemble, "_prefers_loop", lambda device: False)
     for covariance in ("diag", "kernel"):
         posterior = tracker.posterior(covariance, scale=0.0)
         mode = "loop" if batching == "loop" else "auto"

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi import DiagonalGaussian, GaussianPrediction, ModelIO, SampledEnsemble
-from tradi.regression import mixture_moments
+from tradi.inference.regression import mixture_moments
 
 
 class GaussianHead(nn.Module):

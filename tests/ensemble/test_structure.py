@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tradi import DiagonalGaussian, SampledEnsemble, WeightTracker
 from tradi.methods import build_method
+from tradi.plumbing.structure import evaluation_copy, named_parameters_with_owner, unwrap
 from tradi.posterior.swag import SWAGCollector
-from tradi.structure import evaluation_copy, named_parameters_with_owner, unwrap
 
 TRAIN = {"epochs": 2, "optimizer": "adam", "lr": 1e-2, "progress": False, "seed": 0}
 

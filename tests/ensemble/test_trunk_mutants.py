@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from tradi.trunk import TrunkCache, sampled_parameter_names
+from tradi.inference.trunk import TrunkCache, sampled_parameter_names
 
 
 class Scale(nn.Module):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tradi.ensemble import SampledEnsemble
+from tradi.inference.ensemble import SampledEnsemble
 from tradi.methods import ScaleSelection, build_method
 from tradi.methods.gaussian_perturbation import perturbed_weights
 from tradi.posterior.isotropic import IsotropicGaussian

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from tradi import fit_ensemble
-from tradi._scale_search import LADDER, Scorer, ladder, lowest_nll
-from tradi.adapters import ModelIO
 from tradi.methods import SamplingMethod, ScaleSelection, build_method
+from tradi.plumbing.adapters import ModelIO
 from tradi.selection import network_predict, search_scale
+from tradi.selection.ladder import LADDER, Scorer, ladder, lowest_nll
 
 TRAIN = {"epochs": 3, "optimizer": "adam", "lr": 1e-2, "progress": False, "seed": 3}
 REFERENCE_NLL = 0.1

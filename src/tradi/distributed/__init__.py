@@ -28,7 +28,7 @@ from tradi.distributed.data import (
 from tradi.distributed.ddp import data_parallel
 from tradi.distributed.launch import DistributedRunError, launch
 from tradi.distributed.sharded import full_state_dict
-from tradi.structure import unwrap  # re-exported: the one way to look through wrappers
+from tradi.plumbing.structure import unwrap  # re-exported: the one way to look through wrappers
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

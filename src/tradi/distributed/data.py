@@ -25,7 +25,7 @@ from torch.utils.data import (
     Subset,
 )
 
-from tradi.distributed import context
+import tradi.distributed.context as context
 
 
 def _split_bounds(length: int, parts: int, index: int) -> tuple[int, int]:

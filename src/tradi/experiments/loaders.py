@@ -1,7 +1,7 @@
 """Batches of an in-memory `TensorSplit`, shuffled and augmented from one seeded generator.
 
 The shuffling order and the augmentation draws come from ``generator`` alone, which the training
-loop's checkpoints save and restore (`tradi.training.checkpoint.loader_generators` finds it as
+loop's checkpoints save and restore (`tradi.plumbing.loaders.loader_generators` finds it as
 the loader's ``generator`` attribute): an interrupted run resumes with the very batches it would
 have seen. Indexing whole batches avoids per-sample collation, which dominates small models.
 """

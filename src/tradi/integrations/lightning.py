@@ -19,7 +19,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'tradi.integrations.lightning needs Lightning: pip install "tradi[lightning]"'
     ) from error
 
-from tradi.ensemble import Average, SampledEnsemble
+from tradi.inference.ensemble import Average, SampledEnsemble
 from tradi.posterior import WeightPosterior
 from tradi.tracking import WeightTracker
 

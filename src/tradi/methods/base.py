@@ -21,17 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tradi.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.auto_scale import fit_ensemble
 from tradi.distributed import data_parallel, global_batches
-from tradi.ensemble import SampledEnsemble
+from tradi.inference.ensemble import SampledEnsemble
+from tradi.inference.trunk import sampled_parameter_names
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.loaders import loader_generators
+from tradi.plumbing.structure import has_uninitialised_parameters, unwrap
 from tradi.posterior import WeightPosterior
-from tradi.selection import ScalePoint, ScaleSearch, ScaleSelection
-from tradi.structure import has_uninitialised_parameters, unwrap
+from tradi.selection.fit import fit_ensemble
+from tradi.selection.rules import ScalePoint, ScaleSearch, ScaleSelection
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
-from tradi.training.checkpoint import loader_generators
 from tradi.training.loop import LossFn, Scheduler
-from tradi.trunk import sampled_parameter_names
 
 ModelFactory = Callable[[], nn.Module]
 #: A sampling method's knob: a factor of its posterior's standard deviation, or "auto".

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.methods.base import FitInfo, Method
-from tradi.structure import unwrap
+from tradi.plumbing.structure import unwrap
 from tradi.training import Callback, FitResult
 
 

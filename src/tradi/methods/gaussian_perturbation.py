@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tradi.batchnorm import DEFAULT_BN_BATCHES
+from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import SamplingMethod, Scale, check_sampling_options
+from tradi.plumbing.structure import named_parameters_with_owner
 from tradi.posterior import DiagonalGaussian, WeightPosterior
-from tradi.structure import named_parameters_with_owner
 from tradi.tracking import default_param_filter
 
 

@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from tradi.auto_scale import seeded_randomness
-from tradi.batchnorm import DEFAULT_BN_BATCHES
+from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import DiagonalGaussian, WeightPosterior
+from tradi.selection.fit import seeded_randomness
 from tradi.training import Callback
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tradi.auto_scale import seeded_randomness
 from tradi.methods.base import Method
+from tradi.selection.fit import seeded_randomness
 
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout,

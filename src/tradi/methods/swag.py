@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import SWALR
 
-from tradi.batchnorm import DEFAULT_BN_BATCHES
+from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.posterior.swag import SWAGCollector

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tradi.adapters import to_device
 from tradi.methods.base import FitInfo, Method
+from tradi.plumbing.adapters import to_device
 
 #: Labelled pixels of a segmentation validation set kept (seeded draw) to fit T: the logits of
 #: every pixel would not fit in memory, and one scalar is fitted well from far fewer.

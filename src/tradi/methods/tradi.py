@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tradi.batchnorm import DEFAULT_BN_BATCHES
+from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
 from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.tracking import KalmanConfig, WeightTracker
@@ -31,7 +31,7 @@ class TradiOptions:
     (20); ``bn_update`` re-estimates BatchNorm statistics per sample on the training data, on its
     first ``bn_batches`` batches (30 by default, docs/inference.md; None: all).
     ``sample_modules`` samples only those modules' parameters (e.g. ``("classifier",)``, the
-    last layer; None: all), the trunk before them evaluated once per input (`tradi.trunk`).
+    last layer; None: all), the trunk before them evaluated once per input (`tradi.inference.trunk`).
     ``step``, ``init_mean``, ``init_variance`` and the Kalman constants configure the
     `WeightTracker`; tracking starts at the 0-based epoch ``start_epoch``.
 

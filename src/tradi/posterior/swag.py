@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tradi.plumbing.structure import named_parameters_with_owner
 from tradi.posterior.state import StatefulPosterior
-from tradi.structure import named_parameters_with_owner
 
 ParamFilter = Callable[[str, nn.Module, nn.Parameter], bool]
 
@@ -106,7 +106,7 @@ class SWAGCollector:
         param_filter: `(name, owning module, parameter) -> bool`; default all trainable ones.
 
     State is float32 whatever the parameters' dtype. Parameters are named and deduplicated as
-    by `tradi.structure` (wrappers looked through, tied tensors once), like the tracker's.
+    by `tradi.plumbing.structure` (wrappers looked through, tied tensors once), like the tracker's.
     """
 
     def __init__(

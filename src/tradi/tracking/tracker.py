@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from tradi.distributed.sharded import gather_like, is_sharded, local_shard
+from tradi.plumbing.structure import named_parameters_with_owner
 from tradi.posterior import DiagonalGaussian, KernelGaussian, WeightPosterior
-from tradi.structure import named_parameters_with_owner
 from tradi.tracking.kalman import KalmanConfig, gain_step
 from tradi.tracking.start import (
     InitMean,
@@ -68,7 +68,7 @@ class WeightTracker:
     With the default start and step="delta" the mean is the weights themselves (docs/tracker.md):
     the float32 state is sigma2 and w(t-1), 8 bytes per weight (12 for another start). Parameter
     names are the model's own with every wrapper looked through (DDP, DataParallel,
-    torch.compile, ...; `tradi.structure`), and a tied tensor is tracked once, under its first
+    torch.compile, ...; `tradi.plumbing.structure`), and a tied tensor is tracked once, under its first
     name: state moves between a wrapped and a plain model. A lazy layer must have run one forward
     pass first (else a ValueError).
 

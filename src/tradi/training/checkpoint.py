@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tradi.plumbing.loaders import loader_generators
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -32,21 +34,6 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by ``save_atomic`` onto the CPU (tensors only, no pickled code)."""
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def loader_generators(loader: Iterable[Any]) -> list[torch.Generator]:
-    """The distinct generators that decide a loader's shuffling (its own and its sampler's)."""
-    owners = (
-        loader,
-        getattr(loader, "sampler", None),
-        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
-    )
-    found: list[torch.Generator] = []
-    for owner in owners:
-        generator = getattr(owner, "generator", None)
-        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
-            found.append(generator)
-    return found
 
 
 def capture_rng_state(loader: Iterable[Any]) -> dict[str, Any]:

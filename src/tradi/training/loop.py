@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() at construction
 
-from tradi.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.distributed import all_reduce_sums, barrier, is_rank_zero, unwrap, world_size
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng_state,

@@ -17,15 +17,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tradi.adapters import DEFAULT_IO, ModelIO
-from tradi.batchnorm import DEFAULT_BN_BATCHES
-from tradi.ensemble import SampledEnsemble
+from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
+from tradi.inference.ensemble import SampledEnsemble
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
+from tradi.plumbing.loaders import loader_generators
+from tradi.plumbing.structure import named_parameters_with_owner
 from tradi.posterior import WeightPosterior
-from tradi.selection import ScaleSearch, ScaleSelection, search_scale
-from tradi.structure import named_parameters_with_owner
+from tradi.selection.rules import ScaleSearch, ScaleSelection
+from tradi.selection.search import search_scale
 from tradi.tracking import WeightTracker
 from tradi.tracking.start import scale_chosen_on_validation
-from tradi.training.checkpoint import loader_generators
 
 #: The default search range of a scale: from a hundredth to a thousand times the posterior's
 #: own deviation (TRADI's tracked deviations can be ~1e-3 of the weights, TRADI.md 4c).
@@ -116,9 +117,9 @@ def fit_ensemble(
         ignore_index: a label that counts nowhere (segmentation).
         io: how batches become model inputs and targets (`tradi.ModelIO`; default: tuples).
         sample_modules: sample only these modules' parameters, the trunk before them evaluated
-            once per input (`tradi.trunk`; None: every tracked parameter).
+            once per input (`tradi.inference.trunk`; None: every tracked parameter).
         bn_batches: re-estimate BatchNorm on the first ``bn_batches`` batches only (default 30,
-            `tradi.batchnorm.DEFAULT_BN_BATCHES`; None: the whole loader).
+            `tradi.inference.batchnorm.DEFAULT_BN_BATCHES`; None: the whole loader).
 
     Returns:
         (ensemble, search): the `SampledEnsemble` ([N, C] mean probabilities when called) at the

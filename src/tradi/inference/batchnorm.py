@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from tradi.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.structure import unwrap
-from tradi.trunk import TrunkCache
+from tradi.inference.trunk import TrunkCache
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.structure import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def update_bn_stats(
     those weights (through functional_call) instead of the model's own. The statistics are a
     cumulative average over one pass of `loader`; mode and momenta are restored. `io.inputs`
     reads each batch (a `TypeError` names ``inputs_fn`` for a batch it cannot read); a wrapped
-    `model` is looked through (`tradi.structure.unwrap`).
+    `model` is looked through (`tradi.plumbing.structure.unwrap`).
     """
     model = unwrap(model)
     bns = bn_modules(model)

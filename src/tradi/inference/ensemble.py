@@ -13,8 +13,8 @@ first prediction, and kept.
 
 Batches and outputs of any structure are read through a `ModelIO` (``io=``); wrapped models
 (DDP, DataParallel, torch.compile, ...) are evaluated unwrapped, with parameters named as
-`tradi.structure` names them (tied tensors once). ``task="regression"`` gives the predictive
-mean and variance instead of class probabilities (`tradi.regression`).
+`tradi.plumbing.structure` names them (tied tensors once). ``task="regression"`` gives the predictive
+mean and variance instead of class probabilities (`tradi.inference.regression`).
 """
 
 from __future__ import annotations
@@ -29,18 +29,20 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from tradi.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.batchnorm import (
+from tradi.inference.batchnorm import (
     DEFAULT_BN_BATCHES,
     FirstBatches,
     bn_modules,
     sampled_bn_statistics,
 )
-from tradi.batchnorm import update_bn_stats as update_bn_stats  # public here before the split
+from tradi.inference.batchnorm import (
+    update_bn_stats as update_bn_stats,
+)  # public here before the split
+from tradi.inference.regression import GaussianPrediction, mixture_moments
+from tradi.inference.trunk import TrunkCache, sampled_parameter_names
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.structure import evaluation_copy, named_parameters_with_owner
 from tradi.posterior import WeightPosterior, load_posterior
-from tradi.regression import GaussianPrediction, mixture_moments
-from tradi.structure import evaluation_copy, named_parameters_with_owner
-from tradi.trunk import TrunkCache, sampled_parameter_names
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +64,14 @@ class SampledEnsemble:
     Args:
         model: the trained network, wrapped or not (copied with its wrappers removed; the
             original is never modified).
-        posterior: draws weight sets {name: tensor}, named as `tradi.structure` names the
+        posterior: draws weight sets {name: tensor}, named as `tradi.plumbing.structure` names the
             parameters (tied tensors once); names it omits keep the model's values.
         n_samples: ensemble size (20 in the paper's code).
         average: "probs" averages softmax probabilities (the paper, eq. 6); "logits" averages
             logits before one softmax (the public code; offered only for comparison).
         bn_loader: if given, BatchNorm running statistics are re-estimated for each sample on
             this loader (training data), as SWAG does and the public code does for TRADI, in
-            one pass over it for all the samples (`tradi.batchnorm`; ``cache=False``: one pass
+            one pass over it for all the samples (`tradi.inference.batchnorm`; ``cache=False``: one pass
             per `chunk_size` samples), looped or vmapped like prediction.
         seed: the weight sets are a deterministic function of `seed`.
         cache: keep the drawn weight sets in memory (n_samples copies of the sampled tensors)
@@ -90,7 +92,7 @@ class SampledEnsemble:
             them, e.g. ``["classifier"]``) whose parameters are sampled; every other parameter keeps its
             trained value (the posterior's marginal on the chosen parameters). The trunk in
             front of the first sampled module is then evaluated once per input and only the
-            rest once per weight set (`tradi.trunk`); BatchNorm statistics are re-estimated only
+            rest once per weight set (`tradi.inference.trunk`); BatchNorm statistics are re-estimated only
             for the layers after the trunk. None (default): everything the posterior returns.
         bn_batches: re-estimate BatchNorm statistics on the first `bn_batches` batches of
             `bn_loader` only (default 30: on the paper's MLP its validation NLL matched the
@@ -188,7 +190,7 @@ class SampledEnsemble:
 
     def _bn_statistics(self, loader: Iterable[Any]) -> dict[str, Tensor]:
         """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...]
-        (`tradi.batchnorm.sampled_bn_statistics`): one pass over the loader for all the sets
+        (`tradi.inference.batchnorm.sampled_bn_statistics`): one pass over the loader for all the sets
         when they are cached, else one per `chunk_size` sets (drawn as they are needed)."""
         groups = [self._stacked] if self._stacked is not None else self._stacked_chunks()
         parts = [
@@ -213,7 +215,7 @@ class SampledEnsemble:
             raise KeyError(
                 f"posterior returned names that are not model parameters: {sorted(unknown)}; "
                 "parameters are named as named_parameters() names them on the model without "
-                "its wrappers, tied tensors once under their first name (tradi.structure)"
+                "its wrappers, tied tensors once under their first name (tradi.plumbing.structure)"
             )
         own, keep = self._names, self._sampled
         weights = {
@@ -332,7 +334,7 @@ class SampledEnsemble:
 
     def __call__(self, x: Any) -> Tensor | GaussianPrediction:
         """The predictive probabilities [N, C, ...]; for task="regression" the predictive
-        `GaussianPrediction` (mean, variance), each [N, ...] (`tradi.regression`).
+        `GaussianPrediction` (mean, variance), each [N, ...] (`tradi.inference.regression`).
 
         Classification sums the softmaxes (or logits) group by group as the weight sets are
         evaluated, so the n_samples outputs are never held at once."""

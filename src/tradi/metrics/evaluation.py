@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tradi.metrics import classification_metrics, ood_metrics, uncertainty_scores
+from tradi.metrics.calibration import classification_metrics
+from tradi.metrics.ood import ood_metrics
+from tradi.metrics.scores import uncertainty_scores
 
 #: The score names of `Evaluation.scores_in` and the keys of `Evaluation.ood`.
 SCORE_NAMES = ("mcp", "neg_entropy", "neg_mutual_information")

@@ -1,16 +1,13 @@
-"""The searches behind `tradi.selection`'s rules: scoring scales on validation data, the
+"""The searches behind `tradi.selection.rules`' rules: scoring scales on validation data, the
 factor-10 ladder, bisection and golden-section steps in log scale (rules documented there)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from tradi.ensemble import SampledEnsemble
-
-if TYPE_CHECKING:
-    from tradi.selection import ScalePoint
+from tradi.inference.ensemble import SampledEnsemble
+from tradi.selection.rules import ScalePoint
 
 LADDER = 10.0  # the coarse search's step factor
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
