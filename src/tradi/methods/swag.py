@@ -11,7 +11,8 @@ import torch
 from torch.optim.swa_utils import SWALR
 
 from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
-from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
+from tradi.methods.base import FitInfo
+from tradi.methods.sampling import SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.posterior.swag import SWAGCollector
 from tradi.training import Callback, SWAGCallback
