@@ -23,7 +23,7 @@ from tradi.methods.tradi import TRADI, TradiOptions
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
 from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.training import TrainConfig, options_from_mapping
-from tradi.training.loop import LossFn
+from tradi.training.hooks import LossFn
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls

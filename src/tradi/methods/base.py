@@ -25,7 +25,7 @@ from tradi.plumbing.loaders import loader_generators
 from tradi.plumbing.structure import has_uninitialised_parameters, unwrap
 from tradi.selection.rules import ScaleSearch
 from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer, make_scheduler
-from tradi.training.loop import LossFn, Scheduler
+from tradi.training.hooks import LossFn, Scheduler
 
 ModelFactory = Callable[[], nn.Module]
 
