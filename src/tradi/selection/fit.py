@@ -97,7 +97,9 @@ def fit_ensemble(
     """The sampled ensemble at a scale chosen on validation data (or fixed), and the search.
 
     Args:
-        model: the trained network (never modified; the ensemble evaluates its own copy).
+        model: the trained network, never modified: the ensemble evaluates its own copy and
+            the search's reference pass restores every submodule's mode (parameters, buffers
+            and ``training`` flags come out as they went in).
         posterior: a `WeightTracker` (sampled with the paper's kernel covariance, rank 10), or a
             function scale -> posterior, e.g. ``lambda s: tracker.posterior("diag", scale=s)``.
             ``scale`` multiplies the posterior's standard deviation (`tradi.selection`).
