@@ -217,7 +217,8 @@ def write_figures(
     labels = {key: figure_label(summary[key]) for key in summary if key in artefacts}
     if not labels:
         return []
-    seed = f"seed {results['seeds'][0]} of {len(results['seeds'])}"
+    seeds = results["seeds"]
+    seed = f"seed {seeds[0]}" + (f" of {len(seeds)}" if len(seeds) > 1 else "")
     figures = [_reliability_figure(artefacts, results, labels, out_dir)]
     figures += _ood_figures(artefacts, labels, seed, out_dir)
     if results["benchmark"]["task"] == "segmentation":

@@ -150,9 +150,12 @@ def _head(results: dict[str, Any]) -> list[str]:
 
 
 def _figure_lines(figures: Figures) -> list[str]:
-    """Each figure as an image and its caption in italics (the caption names its seeds)."""
+    """Each figure as an image (alt text: the caption's first sentence) and its whole caption
+    in italics (the caption names its seeds)."""
     return [
-        line for caption, path in figures for line in ("", f"![{caption}]({path})", f"*{caption}.*")
+        line
+        for caption, path in figures
+        for line in ("", f"![{caption.split('. ')[0]}]({path})", f"*{caption}.*")
     ]
 
 
