@@ -24,8 +24,8 @@ from tradi.experiments.config import (
     recipe_differences,
 )
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
-from tradi.experiments.report import main_table, summarize
 from tradi.experiments.runner import run_experiment, select_methods
+from tradi.experiments.tables import main_table, summarize
 
 __all__ = [
     "PAPER_TABLES",

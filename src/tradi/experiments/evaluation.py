@@ -75,6 +75,7 @@ class Evaluation:
     scores_out: Tensor | None
     panels: dict[str, Tensor] | None = None
     build_seconds: float = 0.0
+    scores_far: Tensor | None = None  # the far-OOD set's MCP, for the report's figure
 
 
 def evaluate(
@@ -101,6 +102,7 @@ def evaluate(
             assert evaluation.scores_in is not None
             far = all_gather_tensors(mean_probs(predict, far_ood_loader)).max(dim=1).values
             far_metrics = ood_metrics(evaluation.scores_in, far)
+            evaluation.scores_far = far
             evaluation.metrics.update({f"far_{k}": v for k, v in far_metrics.items()})
     evaluation.test_seconds = time.perf_counter() - started
     evaluation.build_seconds = build_seconds

@@ -211,6 +211,7 @@ def evaluate_rows(
             },
             "scores_in": evaluation.scores_in,
             "scores_out": evaluation.scores_out,
+            "scores_far": evaluation.scores_far,
             "panels": evaluation.panels,
         }
     return rows, artefacts
@@ -342,4 +343,9 @@ def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, A
         "test_seconds": evaluation.test_seconds,
         "build_seconds": evaluation.build_seconds,
         "metrics": evaluation.metrics,
+        # every seed's bins, so the report's reliability figure pools the seeds
+        "calibration_bins": {
+            f.name: getattr(evaluation.bins, f.name).tolist()
+            for f in dataclasses.fields(evaluation.bins)
+        },
     }
