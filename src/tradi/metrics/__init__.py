@@ -15,8 +15,14 @@ Functional (whole tensors in memory):
         Ties and the exact threshold rule are in `tradi.metrics.ood`.
     paper_pooled_ece(probs_in, labels_in, probs_ood): the paper's table ECE (OOD counted wrong),
         for comparison with the paper only.
-    uncertainty_scores(sample_probs [S, N, C]) -> {"mcp", "neg_entropy",
-        "neg_mutual_information", "neg_variance"}, all higher = more in-distribution.
+    OOD scores by the field's names (`tradi.metrics.ood_scores`), all returned higher = more
+        in-distribution (uncertainties negated), inputs samples first [S, N, C] or [S, N, C, H, W]:
+        ood_score(name, sample_logits=None, sample_probs=None) -> [N] or [N, H, W];
+        ood_scores(names=None, ...) -> dict of several; OOD_SCORES: name -> ScoreSpec (needs
+        "logits" or "probs", ensemble_only, negated, formula, source). Names: msp, logit,
+        energy, ensemble_energy, entropy, mutual_information, variation_ratio, variance.
+        uncertainty_scores(sample_probs) -> every probability criterion; the old names (mcp,
+        neg_entropy, neg_mutual_information, neg_variance) still read (SCORE_ALIASES).
 
 Accumulating (batch by batch, DDP-reducible torchmetrics Metrics with the same output keys):
     ClassificationMetrics, OODMetrics (score histograms over `score_range`, default [0, 1]; a
@@ -47,11 +53,20 @@ from tradi.metrics.calibration import (
     paper_pooled_ece,
 )
 from tradi.metrics.ood import fpr_at_tpr, ood_metrics, ood_pr_curve, ood_roc_curve
+from tradi.metrics.ood_scores import (
+    OOD_SCORES,
+    SCORE_ALIASES,
+    ScoreSpec,
+    available_scores,
+    ood_score,
+    ood_scores,
+    uncertainty_scores,
+)
 from tradi.metrics.scores import (
     mutual_information,
     predictive_entropy,
     sampled_variance,
-    uncertainty_scores,
+    variation_ratio,
 )
 from tradi.metrics.segmentation import (
     SegmentationMetrics,
@@ -62,13 +77,17 @@ from tradi.metrics.segmentation import (
 from tradi.metrics.streaming import ClassificationMetrics, OODMetrics, score_bin_edges
 
 __all__ = [
+    "OOD_SCORES",
+    "SCORE_ALIASES",
     "CalibrationBins",
     "ClassificationMetrics",
     "OODMetrics",
+    "ScoreSpec",
     "SegmentationMetrics",
     "accuracy",
     "adaptive_calibration_bins",
     "adaptive_ece",
+    "available_scores",
     "brier_score",
     "calibration_bins",
     "classification_metrics",
@@ -82,10 +101,13 @@ __all__ = [
     "ood_metrics",
     "ood_pr_curve",
     "ood_roc_curve",
+    "ood_score",
+    "ood_scores",
     "paper_pooled_ece",
     "predictive_entropy",
     "sampled_variance",
     "score_bin_edges",
     "segmentation_metrics",
     "uncertainty_scores",
+    "variation_ratio",
 ]
