@@ -26,6 +26,7 @@ from tradi.metrics.ood_scores import (
     resolve_score_name,
     score_predictions,
 )
+from tradi.plumbing.modes import eval_mode, preserved_modes
 
 Outputs = Literal["auto", "probs", "logits"]
 
@@ -123,20 +124,14 @@ def _score_names(scores: Sequence[str] | str | None, kind: str) -> tuple[str, ..
 def _eval_mode(predictor: Any) -> Iterator[None]:
     """A network (an `nn.Module` without ``sample_probs`` / ``sample_logits``) predicts in eval
     mode: no dropout, BatchNorm's running statistics used and left alone. Every submodule's
-    ``training`` flag is restored after, even on an error. A module that samples (MC dropout
-    style) sets its own modes; only its flags are restored."""
+    ``training`` flag is restored after, even on an error (`tradi.plumbing.modes`). A module
+    that samples (MC dropout style) sets its own modes; only its flags are restored."""
     if not isinstance(predictor, nn.Module):
         yield
         return
-    modes = [(module, module.training) for module in predictor.modules()]
     samples = any(callable(getattr(predictor, f"sample_{k}", None)) for k in ("probs", "logits"))
-    try:
-        if not samples:
-            predictor.eval()
+    with preserved_modes(predictor) if samples else eval_mode(predictor):
         yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 @torch.no_grad()
