@@ -22,10 +22,11 @@ from tradi.experiments.config import (
     config_text,
     load_config,
     recipe_differences,
+    select_methods,
 )
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.experiments.report import main_table, summarize
-from tradi.experiments.runner import run_experiment, select_methods
+from tradi.experiments.runner import run_experiment
 
 __all__ = [
     "PAPER_TABLES",
