@@ -22,9 +22,10 @@ from tradi.experiments.config import (
     config_text,
     load_config,
     recipe_differences,
+    select_methods,
 )
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
-from tradi.experiments.runner import run_experiment, select_methods
+from tradi.experiments.runner import run_experiment
 from tradi.experiments.tables import main_table, summarize
 
 __all__ = [
