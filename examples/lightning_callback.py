@@ -1,6 +1,6 @@
 """TRADI in a Lightning project: one callback, no change to the LightningModule (seconds on CPU).
 
-Needs the lightning extra: pip install "tradi[lightning]".
+Needs the lightning extra: pip install -e ".[lightning]" from a clone (make demo installs it).
 
     python examples/lightning_callback.py
 """

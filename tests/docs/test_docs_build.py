@@ -1,7 +1,7 @@
 """The docs site builds with the Makefile's own `docs` command, and that command fails on a defect.
 
-The build runs on a copy of docs/ and mkdocs.yml in a temporary folder (src/ linked, for the API
-pages), so that a test never writes into the work tree. The defects: a link to a missing page, a
+The build runs on a copy of docs/ and mkdocs.yml in a temporary folder (src/ and examples/ linked,
+for the API pages and the tutorial's snippets), so that a test never writes into the work tree. The defects: a link to a missing page, a
 link to a missing anchor, a page outside the nav. Each must be named in the output and make the
 build exit non-zero (strict mode; `--quiet` would hide them and exit 0 with mkdocs 1.6).
 """
@@ -44,7 +44,8 @@ def build(tmp_path: Path, edit: dict[str, str] | None = None) -> subprocess.Comp
     page}), then run the Makefile's docs command there."""
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
-    (tmp_path / "src").symlink_to(ROOT / "src")
+    for code in ("src", "examples"):  # the API pages' source, the tutorial's snippets
+        (tmp_path / code).symlink_to(ROOT / code)
     for page, text in (edit or {}).items():
         with open(tmp_path / "docs" / page, "a", encoding="utf-8") as file:
             file.write(text)
