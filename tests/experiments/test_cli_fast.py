@@ -83,8 +83,14 @@ def test_ctrl_c_while_torch_imports_is_one_line(tmp_path: Path) -> None:
     ],
 )
 def test_ctrl_c_in_a_loader_is_one_line(
-    argv: list[str], line: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # were the patch to miss, `run digits` would write runs/ here
+
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
