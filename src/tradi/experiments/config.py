@@ -14,10 +14,10 @@ import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tradi.experiments.catalog import config_names, config_text
 from tradi.experiments.checks import join, parse_dataclass
 from tradi.experiments.errors import ConfigError
 from tradi.experiments.schema import (
@@ -34,30 +34,6 @@ from tradi.experiments.yaml_text import apply_overrides, read_yaml
 #: methods are chosen, because `tradi.methods.ivon` imports the package only when an IVON
 #: network is trained, after the other methods of the run have trained.
 _OPTIONAL_METHODS: dict[str, tuple[str, str, str]] = {"ivon": ("ivon", "ivon", "ivon-opt")}
-
-
-def config_names() -> list[str]:
-    """The configs shipped with the package (`tradi run NAME`)."""
-    folder = resources.files("tradi.experiments") / "configs"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def config_text(name_or_path: str | Path) -> tuple[str, str]:
-    """The YAML text of a shipped config name or a file path, and where it came from."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return path.read_text(), str(path)
-    if str(name_or_path) not in config_names():
-        raise ConfigError(
-            f"{name_or_path!r} is neither a config file nor a shipped config; shipped: "
-            f"{', '.join(config_names())}"
-        )
-    resource = resources.files("tradi.experiments") / "configs" / f"{name_or_path}.yaml"
-    return resource.read_text(), f"tradi/experiments/configs/{name_or_path}.yaml"
 
 
 def check_device(device: str) -> None:

@@ -35,8 +35,6 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ from tradi.training.checkpoint import save_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["loss_function", "run_experiment", "select_methods", "versions"]
+__all__ = ["loss_function", "run_experiment", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -111,19 +109,6 @@ def _prepare_out_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> N
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
     barrier()  # no rank looks for finished pairs before the old state is gone
-
-
-def select_methods(config: ExperimentConfig, methods: Sequence[str] | None) -> ExperimentConfig:
-    """The config restricted to ``methods`` (in the config's order), refusing unknown names."""
-    if not methods:
-        return config
-    unknown = [m for m in methods if m not in config.methods]
-    if unknown:
-        raise ConfigError(
-            f"method(s) {', '.join(map(repr, unknown))} are not in config {config.name!r}; "
-            f"it has {', '.join(config.methods)}"
-        )
-    return replace(config, methods={k: v for k, v in config.methods.items() if k in methods})
 
 
 def run_experiment(
