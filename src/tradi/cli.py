@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tradi import __version__
+from tradi.experiments.console import configure_logging, console_logging
 
 # Only the standard library and the lazy `tradi` package are imported here: `tradi --help` and
 # `tradi --version`, `tradi list`, `tradi show` and the checks of `tradi run`'s arguments answer
@@ -139,17 +139,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _configure_logging(progress: bool, epoch_lines: bool = True) -> None:
-    """Log lines on stderr where no progress bars are shown. Without ``epoch_lines`` the
-    training package logs warnings only: the runner's lines per training (seed and methods,
-    each method's headline) stand in for the epoch lines (issue 21: ~220 in `make demo`). A
-    logging level, not a change to the training loop; it also drops the loop's "resumed from
-    ... at epoch N" line."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    logging.getLogger("tradi").setLevel(logging.NOTSET if progress else logging.INFO)
-    logging.getLogger("tradi.training").setLevel(logging.NOTSET if epoch_lines else logging.WARNING)
-
-
 def _warn_on_rank_zero_only() -> None:
     """Every rank of a run executes the same code on the same kind of data, so each warning
     would print once per rank: ranks other than 0 drop warnings (errors still fail the run and
@@ -188,7 +177,7 @@ def run_rank(
     """What each process of `--nproc N` runs (module-level: `launch` spawns and pickles it)."""
     from tradi.experiments import run_experiment
 
-    _configure_logging(progress, _epoch_lines())
+    configure_logging(progress, _epoch_lines())
     _warn_on_rank_zero_only()
     run_experiment(
         config,
@@ -343,7 +332,12 @@ def _main(arguments: list[str]) -> int:
     args = _parse(arguments)
     from tradi.experiments.errors import ConfigError
 
-    _configure_logging(_show_progress(getattr(args, "no_progress", True)), _epoch_lines())
+    progress = _show_progress(getattr(args, "no_progress", True))
+    with console_logging(progress, _epoch_lines()):
+        return _dispatch(args, arguments, ConfigError)
+
+
+def _dispatch(args: argparse.Namespace, arguments: list[str], config_error: type) -> int:
     try:
         if args.command in ("list", "show"):
             from tradi.experiments.catalog import config_listing, config_text
@@ -353,7 +347,7 @@ def _main(arguments: list[str]) -> int:
         return _run(args, _command(arguments))
     except BrokenPipeError:
         raise
-    except (ConfigError, OSError) as error:  # OSError: a missing dataset file, an unwritable out
+    except (config_error, OSError) as error:  # OSError: a missing dataset file, an unwritable out
         return _failed(error, 2)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tradi.cli import _configure_logging, _parse, main
+from tradi.cli import _parse, main
+from tradi.experiments.console import configure_logging as _configure_logging
 
 #: Runs ``main(ARGV)`` in a fresh interpreter and prints whether torch was imported: a check of
 #: the module set, never of a time (timings are `benchmarks/bench_cli.py`'s).
