@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import subprocess
@@ -77,7 +78,11 @@ def check_cli_digits(device: torch.device, smoke: bool) -> Result:
     overrides = [f"device={device.type}", "seeds=[0]", "threads=null"]
     if smoke:
         return _cli(["digits", *overrides, "train.epochs=1", "--methods", "mcp", "tradi"], 120)
-    return _cli(["digits", *overrides, "train.epochs=2"], 240)
+    # every method of the config; IVON only where its optional package is installed
+    methods = ["mcp", "temperature_scaling", "gaussian_perturbation", "mc_dropout"]
+    methods += ["deep_ensembles", "swag", "tradi"]
+    methods += ["ivon"] if importlib.util.find_spec("ivon") is not None else []
+    return _cli(["digits", *overrides, "train.epochs=2", "--methods", *methods], 240)
 
 
 def check_camvid(device: torch.device, smoke: bool) -> Result:
@@ -161,7 +166,7 @@ def run(device: torch.device, smoke: bool, out: Path, budget: float) -> Result:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "smoke": smoke,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checks": {},
     }
     started = time.perf_counter()
