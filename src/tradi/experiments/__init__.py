@@ -25,6 +25,7 @@ from tradi.experiments.config import (
 )
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.experiments.report import main_table, summarize
+from tradi.experiments.rundir import OutputFolderError
 from tradi.experiments.runner import run_experiment, select_methods
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "DataConfig",
     "ExperimentConfig",
     "ModelConfig",
+    "OutputFolderError",
     "PaperTable",
     "ScaleSelectionConfig",
     "apply_overrides",
