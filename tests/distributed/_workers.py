@@ -26,6 +26,9 @@ from tradi.training.callbacks import TrackingCallback
 
 GLOBAL_BATCH = 16
 EPOCHS = 2
+# How long a collective waits for a silent peer: a limit that only catches a hang (a peer that
+# is merely slow to start on a busy machine must not fail the test).
+COLLECTIVE_LIMIT_S = 600
 
 
 def training_data() -> TensorDataset:
@@ -241,11 +244,11 @@ SCENARIOS = {
 def main() -> None:
     scenario, out = SCENARIOS[sys.argv[1]], Path(sys.argv[2])
     if "WORLD_SIZE" in os.environ:  # started by torchrun
-        td.init_from_env(timeout_s=120)
+        td.init_from_env(timeout_s=COLLECTIVE_LIMIT_S)
         scenario(out)
         td.shutdown()
     else:
-        td.launch(scenario, 2, (out,), timeout_s=120)
+        td.launch(scenario, 2, (out,), timeout_s=COLLECTIVE_LIMIT_S)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ from tradi.metrics import ClassificationMetrics, OODMetrics, classification_metr
 
 HERE = Path(__file__).parent
 WORKERS = HERE / "_workers.py"
-# A hung run is a failure, not a wait: starting two processes takes seconds, the work less.
-RUN_LIMIT_S = 90
+# A limit only catches a hang: starting two processes takes seconds on idle cores and a minute
+# or more on a busy machine (measured: 69 s at load 5-6 for a runner test), which is no failure.
+RUN_LIMIT_S = 600
 # DDP sums the two ranks' mean gradients and halves them; one process takes the mean over the
 # whole batch: the same number up to float32 rounding, which momentum carries over the steps.
 FLOAT32_STEPS = {"rtol": 1e-5, "atol": 1e-6}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-# A hung run is a failure, not a wait: each run below takes 10-25 s on 2 busy cores.
-RUN_LIMIT_S = 90
+# A limit only catches a hang: a run below takes about 10 s on 2 idle cores, but measured 69 s
+# (34 s before its first log line) at load 5-6, and a wait on a busy machine is no failure.
+RUN_LIMIT_S = 600
 
 # The embedded digits (no data files), a one-hidden-layer MLP (Linear -> BatchNorm1d -> ReLU)
 # without dropout: dropout masks are drawn per rank and would differ from one process's by
@@ -37,12 +39,22 @@ threads: 1
 """
 
 # Started as a script so that its patches reach the spawned ranks (spawn re-runs the main
-# script in every child): each rank logs its writes, and FAIL_RANK makes one rank raise.
+# script in every child): each rank logs its writes, FAIL_RANK makes one rank raise, and the
+# outputs are written without figures (`without_figures`).
 CLI_SCRIPT = """\
 import os, sys
 import tradi.distributed as td
-from tradi.experiments import runner
+from tradi.experiments import rundir, runner
 from tradi.cli import main
+
+def without_figures(write_outputs):
+    # no artefacts, no figures: drawing them took half of a run's wall time (14 of 30 s at
+    # load 6) and they are no part of what these tests compare (tested in tests/experiments)
+    def wrapper(results, artefacts, out_dir):
+        return write_outputs(results, {}, out_dir)
+    return wrapper
+
+runner.write_outputs = without_figures(runner.write_outputs)
 
 def logged(name, write):
     def wrapper(*args, **kwargs):
@@ -51,8 +63,10 @@ def logged(name, write):
         return write(*args, **kwargs)
     return wrapper
 
-for name in ("write_text_atomic", "save_atomic", "write_outputs"):
-    setattr(runner, name, logged(name, getattr(runner, name)))
+for module in (rundir, runner):
+    for name in ("write_text_atomic", "save_atomic", "write_outputs"):
+        if hasattr(module, name):
+            setattr(module, name, logged(name, getattr(module, name)))
 
 run_methods = runner.run_methods
 
@@ -107,6 +121,24 @@ def tradi_run(
     )
 
 
+def run_in_this_process(out: Path) -> None:
+    """`tradi run` of CONFIG into `out` in the test's own process, outputs without figures like
+    CLI_SCRIPT's: the reference run costs no interpreter start or torch import."""
+    from tradi.cli import main
+    from tradi.experiments import runner
+
+    config = out.parent / "digits-ddp.yaml"
+    config.write_text(CONFIG)
+    write_outputs = runner.write_outputs
+
+    def without_figures(results: Any, artefacts: Any, out_dir: Path) -> Any:
+        return write_outputs(results, {}, out_dir)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "write_outputs", without_figures)
+        assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+
+
 def writes_log(out: Path) -> Path:
     return out.parent / f"{out.name}.writes"
 
@@ -125,8 +157,9 @@ def runs(session_folder: Path) -> dict[str, Path]:
     shared.mkdir(exist_ok=True)
     outs = {name: shared / name for name in ("one", "nproc", "torchrun")}
     with FileLock(shared / "runs.lock"):
+        if not (outs["one"] / "results.json").exists():
+            run_in_this_process(outs["one"])
         for name, launcher, options in (
-            ("one", [sys.executable], []),
             ("nproc", [sys.executable], ["--nproc", "2"]),
             ("torchrun", TORCHRUN, []),
         ):
@@ -210,3 +243,19 @@ def test_a_failing_rank_fails_the_run_and_is_named(tmp_path: Path) -> None:
     assert "tradi: error: rank 1 of 2 failed first" in done.stderr
     assert "RuntimeError: injected failure in this rank" in done.stderr
     assert not (tmp_path / "failed" / "results.json").exists()
+
+
+def test_a_run_into_a_finished_folder_is_refused_on_every_rank(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Rank 0 alone checks the folder (and takes its lock); every rank raises its verdict, so
+    none waits in a collective for a peer that stopped (the limit would catch that hang)."""
+    out = tmp_path / "again"
+    shutil.copytree(runs["nproc"], out)
+    done = tradi_run(out, [sys.executable], ["--nproc", "2"])
+    assert done.returncode == 1  # a failed rank: the CLI's DistributedRunError
+    assert f"OutputFolderError: {out} holds another run" in done.stderr
+    assert "then rank" in done.stderr  # the other rank raised the same error, it did not hang
+    assert "--resume" in done.stderr and "--overwrite" in done.stderr
+    assert read_results(out) == read_results(runs["nproc"])
+    assert not (out / "run.lock").exists()
