@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -243,19 +242,3 @@ def test_a_failing_rank_fails_the_run_and_is_named(tmp_path: Path) -> None:
     assert "tradi: error: rank 1 of 2 failed first" in done.stderr
     assert "RuntimeError: injected failure in this rank" in done.stderr
     assert not (tmp_path / "failed" / "results.json").exists()
-
-
-def test_a_run_into_a_finished_folder_is_refused_on_every_rank(
-    runs: dict[str, Path], tmp_path: Path
-) -> None:
-    """Rank 0 alone checks the folder (and takes its lock); every rank raises its verdict, so
-    none waits in a collective for a peer that stopped (the limit would catch that hang)."""
-    out = tmp_path / "again"
-    shutil.copytree(runs["nproc"], out)
-    done = tradi_run(out, [sys.executable], ["--nproc", "2"])
-    assert done.returncode == 1  # a failed rank: the CLI's DistributedRunError
-    assert f"OutputFolderError: {out} holds another run" in done.stderr
-    assert "then rank" in done.stderr  # the other rank raised the same error, it did not hang
-    assert "--resume" in done.stderr and "--overwrite" in done.stderr
-    assert read_results(out) == read_results(runs["nproc"])
-    assert not (out / "run.lock").exists()

@@ -131,8 +131,8 @@ def _read_holder(descriptor: int) -> dict[str, Any]:
 
 
 def _describe(holder: dict[str, Any]) -> str:
-    if not holder or "pid" not in holder:
-        return "its details are not written yet"
+    if not holder or "pid" not in holder:  # being written, or a file of another program
+        return "no details recorded"
     return (
         f"pid {holder['pid']} on {holder.get('host', '?')}, started {holder.get('started', '?')}: "
         f"{holder.get('command', '?')}"
