@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+import tradi.training.loop as loop
+from tradi.cli import main
 from tradi.data import Benchmark
 from tradi.experiments import (
     ConfigError,
     OutputFolderError,
     config_from_dict,
+    config_text,
     run_experiment,
 )
 from tradi.experiments.rundir import LOCK_NAME, lock_out_dir, setting_differences
@@ -213,3 +217,42 @@ def test_adding_seeds_and_methods_on_resume_extends_the_run(
         ("temperature_scaling", 1),
     ]
     assert pairs["mcp", 0] == first["pairs"][0]  # read back, not retrained
+
+
+def test_the_cli_names_a_damaged_checkpoint_and_an_occupied_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through `tradi run`: a run killed after its first checkpoint, that checkpoint truncated
+    (no previous one to fall back to); a run without --resume is refused and keeps it, a
+    resume names the file: one `tradi: error:` line each, exit status 2."""
+    raw = yaml.safe_load(config_text("digits")[0])
+    raw.update(methods={"mcp": {}}, seeds=[0])
+    raw["train"]["epochs"] = 2
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    argv = ["run", str(config), "--out", str(out), "--no-progress"]
+    real_save = loop.save_atomic
+
+    def save_then_die(state: dict[str, Any], path: Path) -> None:
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_atomic", save_then_die)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    checkpoint = out / "state" / "shared" / "seed_0" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"tradi: error: {out} holds another run (state)")
+    assert checkpoint.exists()
+    assert main([*argv, "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"tradi: error: cannot resume from the checkpoint in {checkpoint.parent}"
+    )
+    assert "checkpoint.pt: not a complete checkpoint" in error and "delete checkpoint.pt" in error
+    assert "Traceback" not in error
