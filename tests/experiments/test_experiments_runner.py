@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 import tradi.experiments.runner as runner
 import tradi.training.loop as loop
 from tradi.data import Benchmark, TensorSplit
-from tradi.experiments import config_from_dict, run_experiment
+from tradi.experiments import OutputFolderError, config_from_dict, run_experiment
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.evaluation import evaluate
 from tradi.experiments.pairs import run_pair
@@ -112,7 +112,7 @@ def test_interrupted_run_resumes_to_the_same_results(
     assert _metrics_by_pair(resumed) == _metrics_by_pair(full_run[0])
 
 
-def test_without_resume_a_run_starts_afresh(
+def test_overwrite_starts_afresh(
     tmp_path: Path,
     tiny_config: dict[str, Any],
     blobs: Callable[..., Benchmark],
@@ -123,9 +123,13 @@ def test_without_resume_a_run_starts_afresh(
     stale = tmp_path / "state/mcp/seed_0/result.json"
     stale.parent.mkdir(parents=True)
     stale.write_text("not json")
+    config = config_from_dict(tiny_config)
+    with pytest.raises(OutputFolderError, match=r"--resume.*--overwrite.*--out"):
+        run_experiment(config, tmp_path, benchmark=blobs(), progress=False)
+    assert stale.read_text() == "not json"  # refused: nothing deleted
     with caplog.at_level(logging.INFO, logger="tradi"):
         results = run_experiment(
-            config_from_dict(tiny_config), tmp_path, benchmark=blobs(), progress=False
+            config, tmp_path, benchmark=blobs(), progress=False, overwrite=True
         )
     assert results["pairs"][0]["method"] == "mcp"
     assert json.loads(stale.read_text())["seed"] == 0

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
     )
     from tradi.experiments.errors import ConfigError
     from tradi.experiments.paper import PAPER_TABLES, PaperTable
+    from tradi.experiments.rundir import OutputFolderError
     from tradi.experiments.runner import run_experiment
     from tradi.experiments.tables import main_table, summarize
     from tradi.experiments.yaml_text import apply_overrides
@@ -43,6 +44,7 @@ _LAZY = {
     "DataConfig": "tradi.experiments.config",
     "ExperimentConfig": "tradi.experiments.config",
     "ModelConfig": "tradi.experiments.config",
+    "OutputFolderError": "tradi.experiments.rundir",
     "PaperTable": "tradi.experiments.paper",
     "ScaleSelectionConfig": "tradi.experiments.config",
     "apply_overrides": "tradi.experiments.yaml_text",
@@ -77,6 +79,7 @@ __all__ = [
     "DataConfig",
     "ExperimentConfig",
     "ModelConfig",
+    "OutputFolderError",
     "PaperTable",
     "ScaleSelectionConfig",
     "apply_overrides",
