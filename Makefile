@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/tradi run digits --out runs/digits
+	$(BIN)/tradi run digits --out runs/digits --resume
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks examples
@@ -46,8 +46,8 @@ bench: install
 
 # the full CPU-budget experiments of the dense and CIFAR-10 tables (~2 h on 2 cores: 48 + 78 min measured)
 bench-long: install
-	$(BIN)/tradi reproduce camvid-ood --no-progress
-	$(BIN)/tradi reproduce cifar10 --no-progress
+	$(BIN)/tradi reproduce camvid-ood --no-progress --resume
+	$(BIN)/tradi reproduce cifar10 --no-progress --resume
 
 # Mutation testing of the core modules (docs/testing.md; the modules and the test files each mutant
 # may run are [tool.mutmut] in pyproject.toml). Outside CI: hours with one worker (3,593 mutants;

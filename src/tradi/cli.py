@@ -159,12 +159,6 @@ def _epoch_lines() -> bool:
     return sys.stdout.isatty()
 
 
-def _overwrite(overwrite: bool) -> dict[str, bool]:
-    """``overwrite=True`` for `run_experiment` only when asked: the runner gains the parameter
-    in a change merged separately, and passing it only when set works before and after."""
-    return {"overwrite": True} if overwrite else {}
-
-
 def run_rank(
     config: ExperimentConfig,
     out: Path,
@@ -186,7 +180,7 @@ def run_rank(
         data_dir=data_dir,
         progress=progress,
         command=command,
-        **_overwrite(overwrite),
+        overwrite=overwrite,
     )
 
 
@@ -295,7 +289,7 @@ def _train(args: argparse.Namespace, command: str) -> int:
             progress=progress,
             command=command,
             benchmark=benchmark,
-            **_overwrite(args.overwrite),
+            overwrite=args.overwrite,
         )
     if is_rank_zero():
         from tradi.experiments.report import recipe_warning
@@ -353,7 +347,7 @@ def _dispatch(args: argparse.Namespace, arguments: list[str], config_error: type
 
 def _command(arguments: list[str]) -> str:
     """The command that reruns this experiment from scratch (recorded in results and report)."""
-    return shlex.join(["tradi", *(a for a in arguments if a != "--resume")])
+    return shlex.join(["tradi", *(a for a in arguments if a not in ("--resume", "--overwrite"))])
 
 
 def _failed(error: Exception, status: int) -> int:
