@@ -25,6 +25,9 @@ from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.hooks import LossFn
 
+#: Every method by its config name (``mcp``, ``mc_dropout``, ``deep_ensembles``, ``swag``,
+#: ``gaussian_perturbation``, ``tradi``, ``ivon``, ``temperature_scaling``), in the paper's table
+#: order: the classes `build_method` builds and the experiment configs' ``methods:`` keys name.
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
