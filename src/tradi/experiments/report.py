@@ -88,7 +88,8 @@ def score_sentence(results: dict[str, Any]) -> str:
     paper = " (the paper's score: maximum class probability, MCP)" if name == "msp" else ""
     return (
         f"Score (config `ood_score`, default `msp`): `{name}` = {spec.formula}{paper}, "
-        "higher = more in-distribution, of the samples' averaged prediction (docs/ood-scores.md). "
+        "higher = more in-distribution (z_s: sample s's logits, p: the averaged prediction; "
+        "docs/ood-scores.md). "
         "Every score's AUROC, AUPR-in, AUPR-out and FPR95 is in results.json (`ood_scores` of "
         "each row; their AUROC in the OOD scores section below)."
     )
