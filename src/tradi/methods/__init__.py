@@ -25,9 +25,6 @@ from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.training import TrainConfig, options_from_mapping
 from tradi.training.hooks import LossFn
 
-#: Every method by its config name (``mcp``, ``mc_dropout``, ``deep_ensembles``, ``swag``,
-#: ``gaussian_perturbation``, ``tradi``, ``ivon``, ``temperature_scaling``), in the paper's table
-#: order: the classes `build_method` builds and the experiment configs' ``methods:`` keys name.
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
@@ -41,6 +38,9 @@ METHODS: dict[str, type[Method]] = {
         TemperatureScaling,
     )
 }
+"""Every method class by its config name (``mcp``, ``mc_dropout``, ``deep_ensembles``, ``swag``,
+``gaussian_perturbation``, ``tradi``, ``ivon``, ``temperature_scaling``), in the paper's table
+order: what `build_method` builds and the experiment configs' ``methods:`` keys name."""
 
 
 def build_method(
