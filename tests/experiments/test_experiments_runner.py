@@ -274,7 +274,9 @@ def test_segmentation_is_evaluated_pixelwise() -> None:
     n, classes, ood_label, ignore = 6, 3, 3, 255
     labels = torch.randint(0, classes + 1, (n, 5, 4), generator=generator)
     labels[:, 0, 0] = ignore
-    probs = torch.softmax(3 * torch.randn(n, classes, 5, 4, generator=generator), dim=1)
+    # float64: the two passes below average back to it within 1e-16
+    logits = 3 * torch.randn(n, classes, 5, 4, generator=generator)
+    probs = torch.softmax(logits.double(), dim=1)
     split = TensorSplit(torch.zeros(n, 1, 5, 4), labels)
     bench = Benchmark(
         name="seg",
@@ -292,10 +294,15 @@ def test_segmentation_is_evaluated_pixelwise() -> None:
     )
     batches = [(split.x[i : i + 4], labels[i : i + 4]) for i in range(0, n, 4)]
 
+    # two passes per batch (each a probability map: the OOD scores check them) whose mean is
+    # the fixed probability map: p +- d with d_c = p_c (r_c - sum_j p_j r_j) / 2
+    r = torch.rand(probs.shape, generator=torch.Generator().manual_seed(1))
+    d = probs * (r - (probs * r).sum(dim=1, keepdim=True)) / 2
+
     def predictor() -> Any:
-        # two passes per batch whose mean is the fixed probability map
         return lambda loader: (
-            torch.stack([probs[i : i + 4] * 0.5, probs[i : i + 4] * 1.5]) for i in range(0, n, 4)
+            torch.stack([probs[i : i + 4] + d[i : i + 4], probs[i : i + 4] - d[i : i + 4]])
+            for i in range(0, n, 4)
         )
 
     evaluation = evaluate(predictor, bench, batches, None)

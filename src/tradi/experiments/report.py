@@ -26,12 +26,15 @@ from tradi.experiments.tables import (
     cost_table,
     flat_rows,
     main_table,
+    score_table,
     selection_section,
     summarize,
+    table_score,
 )
+from tradi.metrics import OOD_SCORES
 
 _CONVENTIONS = (
-    "Score: maximum class probability (MCP) of the averaged prediction. AUROC does not depend on "
+    "{score} AUROC does not depend on "
     "the positive class. AUPR-in: in-distribution positive; AUPR-out: OOD positive (anomaly "
     "benchmarks). FPR95 (slides' convention): share of OOD samples accepted at the threshold "
     "that keeps 95% of the in-distribution samples. ECE: 15 equal-width bins, in-distribution "
@@ -42,8 +45,7 @@ _CONVENTIONS = (
 )
 _SEGMENTATION_CONVENTIONS = (
     "Per pixel, accumulated over the whole test set (score histograms and a confusion matrix, "
-    "never all pixels at once). Score: maximum class probability (MCP) of the averaged "
-    "prediction at each pixel. OOD pixels: the class never trained on (pedestrian); "
+    "never all pixels at once). {score} Per pixel. OOD pixels: the class never trained on (pedestrian); "
     "in-distribution pixels: every known-class pixel; unlabelled pixels count nowhere. AUROC "
     "does not depend on the positive class; AUPR-out: OOD pixels positive; FPR95: share of OOD "
     "pixels accepted at the threshold that keeps 95% of known-class pixels. ECE (15 bins), mIoU "
@@ -53,8 +55,7 @@ _SEGMENTATION_CONVENTIONS = (
 
 _ANOMALY_CONVENTIONS = (
     "Anomaly segmentation, Hendrycks et al.'s conventions. Per pixel, accumulated over the whole "
-    "test set. Score: maximum class probability (MCP) of the averaged prediction at each pixel. "
-    "OOD pixels: the anomaly classes (StreetHazards: the anomaly; BDD-Anomaly: motorcycle and "
+    "test set. {score} Per pixel. OOD pixels: the anomaly classes (StreetHazards: the anomaly; BDD-Anomaly: motorcycle and "
     "train), never trained on; in-distribution pixels: every known-class pixel; unlabelled "
     "pixels count nowhere. AUROC does not depend on the positive class; AUPR-out: anomaly "
     "pixels positive; FPR95 (OOD positive): share of known-class pixels flagged as anomalous at "
@@ -79,12 +80,29 @@ def recipe_warning(results: dict[str, Any]) -> str:
     )
 
 
+def score_sentence(results: dict[str, Any]) -> str:
+    """Which OOD score the tables show (the config's ``ood_score``), what it computes, and
+    where every other score is."""
+    name = table_score(results)
+    spec = OOD_SCORES[name]
+    paper = " (the paper's score: maximum class probability, MCP)" if name == "msp" else ""
+    return (
+        f"Score (config `ood_score`, default `msp`): `{name}` = {spec.formula}{paper}, "
+        "higher = more in-distribution (z_s: sample s's logits, p: the averaged prediction; "
+        "docs/ood-scores.md). "
+        "Every score's AUROC, AUPR-in, AUPR-out and FPR95 is in results.json (`ood_scores` of "
+        "each row; their AUROC in the OOD scores section below)."
+    )
+
+
 def _conventions(results: dict[str, Any]) -> str:
     if results["config"]["benchmark"] in ANOMALY_BENCHMARKS:
-        return _ANOMALY_CONVENTIONS
-    if results["benchmark"]["task"] == "segmentation":
-        return _SEGMENTATION_CONVENTIONS
-    return _CONVENTIONS
+        text = _ANOMALY_CONVENTIONS
+    elif results["benchmark"]["task"] == "segmentation":
+        text = _SEGMENTATION_CONVENTIONS
+    else:
+        text = _CONVENTIONS
+    return text.format(score=score_sentence(results))
 
 
 def _input_size(benchmark: dict[str, Any]) -> str:
@@ -159,11 +177,33 @@ def _figure_lines(figures: Figures) -> list[str]:
     ]
 
 
+_SCORES_TEXT = (
+    "AUROC % of every OOD score the method's outputs allow (mean ± std over seeds); the tables "
+    "above show `{score}`. All of them are oriented higher = more in-distribution. A score "
+    "that needs an ensemble (mutual_information, variation_ratio, variance) is constant for "
+    "one network and left out (–); each row's `ood_scores_left_out` in results.json says "
+    "why. AUPR-in, AUPR-out and FPR95 of every score: `ood_scores` in results.json."
+)
+
+
+def _score_lines(results: dict[str, Any]) -> list[str]:
+    """The OOD scores section: every score's AUROC per row (and the far-OOD set's)."""
+    summary = results["summary"]
+    near, far = score_table(summary), score_table(summary, "far_")
+    if not near and not far:
+        return []
+    text = _SCORES_TEXT.format(score=table_score(results))
+    lines = ["", "## OOD scores", "", text, "", near]
+    return lines + (["", "Far-OOD set:", "", far] if far else [])
+
+
 def _sections(results: dict[str, Any]) -> list[str]:
-    """Cost, noise scales, every metric, and how to rerun (command, versions, config)."""
+    """OOD scores, cost, noise scales, every metric, and how to rerun (command, versions,
+    config)."""
     summary = results["summary"]
     versions = ", ".join(f"{k} {v}" for k, v in results["versions"].items())
     return [
+        *_score_lines(results),
         *("", "## Cost", "", _COST_TEXT, "", cost_table(summary)),
         *("", "## Noise scales", "", selection_section(results)),
         *("", "## Every metric", "", all_metrics_table(summary)),

@@ -20,6 +20,7 @@ from tradi.data.benchmarks import import_benchmark_factory
 from tradi.experiments.checks import check_type, parse_dataclass, refuse_non_finite, refuse_unknown
 from tradi.experiments.errors import ConfigError
 from tradi.methods import METHODS
+from tradi.metrics import OOD_SCORES
 from tradi.models import MLP, ENet, LeNet5, ModelName, PSPNet, ResNet20, WideResNet
 from tradi.models.factory import import_model_class
 from tradi.selection import ScaleSelection
@@ -102,7 +103,10 @@ class ExperimentConfig:
     Every method trains once per seed in ``seeds`` with ``train`` (a `TrainConfig` without
     ``seed``/``device``/``progress``, which the runner sets). ``threads`` sets torch's CPU
     threads for the run (null: torch's default); one thread is fastest for tiny models, whose
-    operations are too small to split.
+    operations are too small to split. ``ood_score``: the name of the `tradi.metrics.OOD_SCORES`
+    criterion the report's tables and the terminal table show (default ``msp``, the paper's
+    MCP, so the shipped tables stay comparable with the paper's); every score the methods'
+    outputs allow is computed and written to results.json whatever this says.
     """
 
     name: str
@@ -116,8 +120,14 @@ class ExperimentConfig:
     scale_selection: ScaleSelectionConfig = field(default_factory=ScaleSelectionConfig)
     device: str = "cpu"
     threads: int | None = None
+    ood_score: str = "msp"
 
     def __post_init__(self) -> None:
+        if self.ood_score not in OOD_SCORES:
+            raise ValueError(
+                f"ood_score: unknown OOD score {self.ood_score!r}; choose one of "
+                f"{', '.join(OOD_SCORES)} (docs/ood-scores.md)"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or null: torch's default), got {self.threads}")
         if not self.methods:

@@ -3,7 +3,8 @@
 The paper's table in report.md has up to 13 columns of mean ± std with the paper's value beside
 each, unreadable in an 80-column terminal (issue 21). The terminal gets the headline instead:
 per row the method, accuracy, NLL, ECE, AUROC, FPR95 and the cost (train and test time), means
-over seeds only; report.md keeps the full table. Built from the ``summary`` of results.json
+over seeds only; report.md keeps the full table. AUROC and FPR95 are those of the config's
+``ood_score`` (the summary's, `tradi.experiments.tables.flat_rows`), named under the table. Built from the ``summary`` of results.json
 (`tradi.experiments.report.summarize`), so it needs neither torch nor the report module.
 """
 
@@ -98,8 +99,11 @@ def closing_text(results: dict[str, Any], out: Path, warning: str = "") -> str:
     seeds = len(results.get("seeds") or ()) or 1
     means = f"means over {seeds} seeds; " if seeds > 1 else ""
     lines = [warning.replace("**", "") + "\n"] if warning else []
+    score = results.get("config", {}).get("ood_score", "msp")
     lines += [
         compact_table(results),
+        f"AUROC and FPR95 of the OOD score {score!r} (config ood_score; every score's: "
+        "report.md, results.json)",
         f"\n{means}every metric, mean ± std and the paper's numbers: {out / 'report.md'}",
         f"results: {out / 'results.json'}",
     ]

@@ -2,7 +2,11 @@
 
 `summarize` gives every numeric figure its mean and sample standard deviation over seeds;
 `main_table` lays them out as the paper's table (the paper's figure in brackets); the cost,
-noise-scale and every-metric tables follow it in report.md.
+noise-scale, every-metric and every-score tables follow it in report.md.
+
+The OOD columns (``auroc``, ``aupr_in``, ..., ``far_auroc``, ...) are those of the config's
+``ood_score`` (`table_score`): `flat_rows` takes them from each row's ``ood_scores`` in
+results.json, and adds every score's AUROC as ``auroc[<score>]`` (``far_auroc[<score>]``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
 from tradi.methods import METHODS
+from tradi.metrics import OOD_SCORES
 
 #: metric key -> (column header, factor, decimals)
 METRIC_FORMATS: dict[str, tuple[str, float, int]] = {
@@ -56,8 +61,37 @@ _ANOMALY_COLUMNS = ("auroc", "aupr_out", "fpr95_tpr_out", "ece", "miou", "pixel_
 ANOMALY_BENCHMARKS = ("streethazards", "bdd-anomaly")
 
 
+#: The OOD metrics of one score (`tradi.metrics.ood_metrics`' keys).
+_OOD_KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95_tpr_in", "fpr95_tpr_out")
+
+
+def table_score(results: dict[str, Any]) -> str:
+    """The OOD score the tables show: the config's ``ood_score`` (``msp`` in results written
+    before the key existed, whose OOD metrics are msp's)."""
+    return str(results["config"].get("ood_score", "msp"))
+
+
+def _row_metrics(row: dict[str, Any], score: str) -> dict[str, Any]:
+    """A row's metrics with the OOD (and far-OOD) ones of ``score`` (absent where the row has
+    not that score, e.g. mutual information for one network), plus every score's AUROC as
+    ``auroc[<name>]`` / ``far_auroc[<name>]``. A row written before the per-score metrics
+    keeps its own (msp's)."""
+    metrics = dict(row["metrics"])
+    for prefix, key in (("", "ood_scores"), ("far_", "far_ood_scores")):
+        per_score = row.get(key)
+        if not per_score:
+            continue
+        for name in _OOD_KEYS:
+            metrics.pop(prefix + name, None)
+        metrics.update({prefix + k: v for k, v in per_score.get(score, {}).items()})
+        metrics.update({f"{prefix}auroc[{n}]": m["auroc"] for n, m in per_score.items()})
+    return metrics
+
+
 def flat_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every (table row, seed) of a results dict with its pair's training figures."""
+    """Every (table row, seed) of a results dict with its pair's training figures; the OOD
+    metrics of `table_score` (`_row_metrics`)."""
+    score = table_score(results)
     rows = []
     for pair in results["pairs"]:
         for row in pair["rows"]:
@@ -73,7 +107,7 @@ def flat_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "selection_seconds": pair["selection_seconds"],
                     "test_seconds": row["test_seconds"],
                     "forward_passes": row["forward_passes"],
-                    **row["metrics"],
+                    **_row_metrics(row, score),
                 }
             )
     return rows
@@ -261,3 +295,25 @@ def selection_section(results: dict[str, Any]) -> str:
         header = ["scale", "val. NLL", "val. acc. %", *auroc_header, "within bound"]
         parts.append(_markdown(header, lines))
     return "\n".join(parts)
+
+
+def score_table(summary: dict[str, dict[str, Any]], prefix: str = "") -> str:
+    """Every OOD score's AUROC % (mean ± std over seeds) per table row: one column per score
+    of `OOD_SCORES` any row has, "–" where a row has not that score. ``prefix`` "far_": the
+    far-OOD set's. "" when no row has any score."""
+    present = set().union(*(s["stats"] for s in summary.values()))
+    names = [n for n in OOD_SCORES if f"{prefix}auroc[{n}]" in present]
+    if not names:
+        return ""
+
+    def cell(stats: dict[str, Any], name: str) -> str:
+        entry = stats.get(f"{prefix}auroc[{name}]")
+        if entry is None:
+            return "–"
+        text = _format(entry["mean"], 100.0, 1)
+        return text if entry["std"] is None else f"{text} ± {_format(entry['std'], 100.0, 1)}"
+
+    header = ["method", *(f"`{n}`" for n in names)]
+    return _markdown(
+        header, ([r["label"], *(cell(r["stats"], n) for n in names)] for r in summary.values())
+    )

@@ -169,11 +169,13 @@ class TemperatureScaling(Method):
         return 1
 
     @torch.no_grad()
-    def sample_probs(self, x: Any) -> Tensor:
+    def sample_logits(self, x: Any) -> Tensor:
+        """The network's logits divided by T, as one sample: [1, N, C, ...]; their softmax is
+        the calibrated prediction, so every logit score (logit, energy) is that of z / T."""
         if self.temperature is None:
             raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
         model = self._require_model().eval()
-        return (self._logits(model, x) / self.temperature).softmax(dim=1).unsqueeze(0)
+        return (self._logits(model, x) / self.temperature).unsqueeze(0)
 
     def _logits(self, model: nn.Module, x: Any) -> Tensor:
         """The network's logits [N, C, ...] for model inputs ``x`` (read through ``io``)."""

@@ -35,6 +35,8 @@ RuntimeWarning counting the true-class probabilities that underflowed.
 Segmentation (`tradi.metrics.segmentation`): segmentation_metrics(probs, labels, ignore_index)
     -> {"miou", "pixel_accuracy", "mean_class_accuracy"} from one confusion matrix, and its
     streaming twin SegmentationMetrics(num_classes, ignore_index).
+    Streaming OOD metrics of any criterion: score_ood_metrics(name, num_classes) -> OODMetrics
+    over the score's own range (score_range_of; unbounded scores binned after atan).
 
 Values in the dicts are Python floats (JSON-ready); single metrics return float64 tensors.
 """
@@ -74,7 +76,13 @@ from tradi.metrics.segmentation import (
     iou_per_class,
     segmentation_metrics,
 )
-from tradi.metrics.streaming import ClassificationMetrics, OODMetrics, score_bin_edges
+from tradi.metrics.streaming import (
+    ClassificationMetrics,
+    OODMetrics,
+    score_bin_edges,
+    score_ood_metrics,
+    score_range_of,
+)
 
 __all__ = [
     "OOD_SCORES",
@@ -107,6 +115,8 @@ __all__ = [
     "predictive_entropy",
     "sampled_variance",
     "score_bin_edges",
+    "score_ood_metrics",
+    "score_range_of",
     "segmentation_metrics",
     "uncertainty_scores",
     "variation_ratio",

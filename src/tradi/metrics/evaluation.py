@@ -67,19 +67,23 @@ def _batches(loader: Iterable[Any]) -> Iterable[tuple[Tensor, Tensor | None]]:
             yield batch, None
 
 
+def _has_logits(predictor: Any) -> bool:
+    """Whether ``sample_logits`` exists and works: a `tradi.methods.Method` says so by
+    ``gives_logits`` (a method without logits inherits a ``sample_logits`` that raises)."""
+    has = callable(getattr(predictor, "sample_logits", None))
+    return has and bool(getattr(predictor, "gives_logits", True))
+
+
 def _output_kind(predictor: Any, outputs: Outputs) -> Literal["probs", "logits"]:
-    """ "auto": logits when the predictor has ``sample_logits`` (`tradi.SampledEnsemble`), else
-    probabilities (a method's ``sample_probs``, or a callable's softmax output)."""
+    """ "auto": logits when the predictor has ``sample_logits`` (`tradi.SampledEnsemble`, every
+    built-in `tradi.methods` method), else probabilities (``sample_probs``, or a callable's
+    softmax output)."""
     if outputs == "auto":
-        return "logits" if callable(getattr(predictor, "sample_logits", None)) else "probs"
+        return "logits" if _has_logits(predictor) else "probs"
     if outputs not in ("probs", "logits"):
         raise ValueError(f"outputs must be 'auto', 'probs' or 'logits', got {outputs!r}")
     has_sampler = callable(getattr(predictor, "sample_probs", None))
-    if (
-        outputs == "logits"
-        and has_sampler
-        and not callable(getattr(predictor, "sample_logits", None))
-    ):
+    if outputs == "logits" and has_sampler and not _has_logits(predictor):
         raise ValueError(
             f"outputs='logits' needs predictor.sample_logits(x) -> [S, N, C]; "
             f"{type(predictor).__name__} has sample_probs only: pass outputs='probs'"
