@@ -190,7 +190,7 @@ def test_bad_arguments_are_refused() -> None:
         LinearizedEnsemble(model, posterior, last_layer="0").sample_logits(torch.randn(2, 4))
 
     class NoMean:
-        def sample(self, generator=None):  # noqa: ANN001, ANN202
+        def sample(self, generator=None):
             return {}
 
     with pytest.raises(ValueError, match="mean"):
