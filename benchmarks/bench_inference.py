@@ -292,9 +292,9 @@ def _breakdown(ensemble: tradi.SampledEnsemble, last: str, x: torch.Tensor) -> d
     from torch.func import functional_call
 
     model, trunk = ensemble.model, ensemble._trunk
-    assert trunk is not None and ensemble._cached is not None
+    assert trunk is not None and ensemble._sets.cached is not None
     weight_sets = [
-        {n.removeprefix(f"{last}."): w for n, w in ws.items()} for ws in ensemble._cached
+        {n.removeprefix(f"{last}."): w for n, w in ws.items()} for ws in ensemble._sets.cached
     ]
     module = dict(model.named_modules())[last]
     recorded = trunk.record(lambda: model(x))
@@ -389,7 +389,7 @@ def _pass_per_sample(model: torch.nn.Module, posterior: Any, loader: DataLoader)
     pass over the loader per weight set (`update_bn_stats` on the ensemble's copy)."""
     ensemble = tradi.SampledEnsemble(model, posterior, N_SAMPLES)
     stats = []
-    for weights in ensemble._weight_sets():
+    for weights in ensemble._sets:
         tradi.update_bn_stats(ensemble.model, loader, weights)
         stats.append({n: b.clone() for n, b in ensemble.model.named_buffers()})
 

@@ -46,9 +46,9 @@ def posterior_of(model: nn.Module) -> DiagonalGaussian:
 def reference_logits(model: nn.Module, ens: SampledEnsemble, x: Tensor) -> Tensor:
     """Each weight set loaded into a plain copy of the model: no functional_call, no vmap."""
     outs = []
-    for index, weights in enumerate(ens._weight_sets()):
+    for index, weights in enumerate(ens._sets):
         plain = copy.deepcopy(model).eval()
-        buffers = {} if ens._buffers is None else ens._buffers[index]
+        buffers = {} if ens._sets.buffers is None else ens._sets.buffers[index]
         plain.load_state_dict({**plain.state_dict(), **weights, **buffers})
         outs.append(plain(x))
     return torch.stack(outs)
@@ -68,11 +68,15 @@ def test_vmap_and_loop_agree_with_a_plain_reference(bn_update: bool) -> None:
     # the per-sample BN statistics really differ, so stacking them is exercised, and the vmapped
     # re-estimation (all weight sets per pass over the loader) equals one pass per set
     if bn_update:
-        assert not torch.equal(by_vmap._buffers[0]["1.running_mean"], model[1].running_mean)
-        assert by_vmap._stacked_buffers is not None and by_loop._stacked_buffers is not None
+        assert not torch.equal(by_vmap._sets.buffers[0]["1.running_mean"], model[1].running_mean)
+        assert (
+            by_vmap._sets.stacked_buffers is not None and by_loop._sets.stacked_buffers is not None
+        )
         for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
             torch.testing.assert_close(
-                by_vmap._stacked_buffers[name], by_loop._stacked_buffers[name], **LOGIT_TOLERANCE
+                by_vmap._sets.stacked_buffers[name],
+                by_loop._sets.stacked_buffers[name],
+                **LOGIT_TOLERANCE,
             )
 
 
@@ -157,9 +161,9 @@ def test_untraceable_model_falls_back_to_the_loop_once() -> None:
         SampledEnsemble(model, posterior, 4, batching="vmap", bn_loader=bn_loader)
     auto = SampledEnsemble(model, posterior, 4, bn_loader=bn_loader)
     loop = SampledEnsemble(model, posterior, 4, batching="loop", bn_loader=bn_loader)
-    assert auto._stacked_buffers is not None and loop._stacked_buffers is not None
-    for name, stacked in loop._stacked_buffers.items():
-        assert torch.equal(auto._stacked_buffers[name], stacked)
+    assert auto._sets.stacked_buffers is not None and loop._sets.stacked_buffers is not None
+    for name, stacked in loop._sets.stacked_buffers.items():
+        assert torch.equal(auto._sets.stacked_buffers[name], stacked)
     torch.testing.assert_close(auto.sample_logits(x), loop.sample_logits(x), rtol=0, atol=0)
     assert auto.batching_used == "loop"
     expected = reference_logits(model, loop, -x)

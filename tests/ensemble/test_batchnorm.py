@@ -114,9 +114,9 @@ def test_the_loader_is_read_once_for_cached_weight_sets(cache: bool, passes: int
     )
     assert loader.passes == passes
     reference = tradi.SampledEnsemble(model, posterior, 6, bn_loader=batches(), bn_batches=None)
-    assert ens._stacked_buffers is not None and reference._stacked_buffers is not None
-    for name, t in reference._stacked_buffers.items():
-        torch.testing.assert_close(ens._stacked_buffers[name], t, rtol=1e-6, atol=1e-6)
+    assert ens._sets.stacked_buffers is not None and reference._sets.stacked_buffers is not None
+    for name, t in reference._sets.stacked_buffers.items():
+        torch.testing.assert_close(ens._sets.stacked_buffers[name], t, rtol=1e-6, atol=1e-6)
 
 
 def test_the_default_reads_the_first_bn_batches_only() -> None:
@@ -130,10 +130,12 @@ def test_the_default_reads_the_first_bn_batches_only() -> None:
     first = tradi.SampledEnsemble(
         model, posterior, 2, bn_loader=[(x,) for x in xs[:DEFAULT_BN_BATCHES]], bn_batches=None
     )
-    assert default._stacked_buffers is not None and first._stacked_buffers is not None
-    assert default._stacked_buffers["1.num_batches_tracked"].tolist() == [DEFAULT_BN_BATCHES] * 2
-    for name, t in first._stacked_buffers.items():
-        assert torch.equal(default._stacked_buffers[name], t)
+    assert default._sets.stacked_buffers is not None and first._sets.stacked_buffers is not None
+    assert (
+        default._sets.stacked_buffers["1.num_batches_tracked"].tolist() == [DEFAULT_BN_BATCHES] * 2
+    )
+    for name, t in first._sets.stacked_buffers.items():
+        assert torch.equal(default._sets.stacked_buffers[name], t)
 
 
 def test_dropout_draws_different_masks_for_each_set_under_vmap_and_the_loop() -> None:

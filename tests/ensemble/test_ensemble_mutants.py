@@ -188,8 +188,8 @@ def test_the_documented_defaults() -> None:
 def test_one_bn_batch_is_accepted_and_a_bad_task_refused_with_the_exact_text() -> None:
     model = NotVmappable().eval()
     ensemble = SampledEnsemble(model, _posterior(model), 2, bn_loader=_batches(3), bn_batches=1)
-    assert ensemble._stacked_buffers is not None
-    assert ensemble._stacked_buffers["bn.num_batches_tracked"].tolist() == [1, 1]
+    assert ensemble._sets.stacked_buffers is not None
+    assert ensemble._sets.stacked_buffers["bn.num_batches_tracked"].tolist() == [1, 1]
     with pytest.raises(ValueError) as refused:
         SampledEnsemble(model, _posterior(model), 2, task="segmentation")  # type: ignore[arg-type]
     assert str(refused.value) == (
@@ -216,8 +216,8 @@ def test_a_float64_posterior_is_sampled_in_the_models_dtype() -> None:
     mean = {n: p.detach().double() for n, p in model.named_parameters()}
     posterior = DiagonalGaussian(mean, {n: torch.full_like(m, 0.01) for n, m in mean.items()})
     ensemble = SampledEnsemble(model, posterior, 2)
-    assert ensemble._stacked is not None
-    assert {t.dtype for t in ensemble._stacked.values()} == {torch.float32}
+    assert ensemble._sets.stacked is not None
+    assert {t.dtype for t in ensemble._sets.stacked.values()} == {torch.float32}
 
 
 def test_the_loop_with_per_sample_bn_statistics_equals_vmap() -> None:

@@ -73,14 +73,16 @@ def test_per_sample_bn_statistics_equal_swa_utils_update_bn() -> None:
     model, tracker, data = trained_net()
     posterior = tracker.posterior("diag", scale=30.0)
     ens = SampledEnsemble(model, posterior, 3, bn_loader=data, seed=1)
-    for index, weights in enumerate(ens._weight_sets()):
+    for index, weights in enumerate(ens._sets):
         reference = copy.deepcopy(model)
         reference.load_state_dict({**reference.state_dict(), **weights})
         update_bn(data, reference)  # PyTorch's own implementation, on a loaded copy
         reference.eval()
         x = data[2][0]
         torch.testing.assert_close(ens.sample_probs(x)[index], reference(x).softmax(-1))
-        torch.testing.assert_close(ens._buffers[index]["1.running_var"], reference[1].running_var)
+        torch.testing.assert_close(
+            ens._sets.buffers[index]["1.running_var"], reference[1].running_var
+        )
 
 
 def test_predict_concatenates_batches_and_validates_arguments() -> None:
@@ -89,7 +91,7 @@ def test_predict_concatenates_batches_and_validates_arguments() -> None:
     predicted = ens.predict(data[:3])
     assert predicted.shape == (2, 48, 4)
     inputs = torch.cat([x for x, _ in data[:3]])
-    for index, weights in enumerate(ens._weight_sets()):
+    for index, weights in enumerate(ens._sets):
         network = copy.deepcopy(model)
         network.load_state_dict({**network.state_dict(), **weights})
         with torch.no_grad():

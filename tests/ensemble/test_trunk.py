@@ -102,9 +102,9 @@ def test_batchnorm_after_the_trunk_is_re_estimated_per_sample() -> None:
     ens = SampledEnsemble(
         model, posterior, 3, sample_modules=["2"], bn_loader=batches, batching="loop"
     )
-    assert ens._buffers is not None
-    assert set(ens._buffers[0]) == {"3.running_mean", "3.running_var", "3.num_batches_tracked"}
-    for index, weights in enumerate(ens._cached or []):
+    assert ens._sets.buffers is not None
+    assert set(ens._sets.buffers[0]) == {"3.running_mean", "3.running_var", "3.num_batches_tracked"}
+    for index, weights in enumerate(ens._sets.cached or []):
         # the reference: the trunk in eval mode, the sampled Linear, then the cumulative average
         # over batches of each batch's mean and unbiased variance (momentum=None)
         means, variances = [], []
@@ -114,12 +114,12 @@ def test_batchnorm_after_the_trunk_is_re_estimated_per_sample() -> None:
                 z = (h @ weights["2.weight"].T + weights["2.bias"]).double().numpy()
             means.append(z.mean(0))
             variances.append(z.var(0, ddof=1))
-        buffers = ens._buffers[index]
+        buffers = ens._sets.buffers[index]
         np.testing.assert_allclose(buffers["3.running_mean"], np.mean(means, 0), rtol=1e-5)
         np.testing.assert_allclose(buffers["3.running_var"], np.mean(variances, 0), rtol=1e-4)
     # nothing after the head: no BatchNorm to re-estimate, the loader is not read
     last = SampledEnsemble(model, posterior, 3, sample_modules=["4"], bn_loader=batches)
-    assert last._buffers is None
+    assert last._sets.buffers is None
 
 
 def test_fewer_bn_batches_read_only_those() -> None:
@@ -128,8 +128,8 @@ def test_fewer_bn_batches_read_only_those() -> None:
     batches = [(torch.randn(8, 4),) for _ in range(5)]
     few = SampledEnsemble(model, _posterior(model), 2, bn_loader=batches, bn_batches=2)
     two = SampledEnsemble(model, _posterior(model), 2, bn_loader=batches[:2])
-    assert few._buffers is not None and two._buffers is not None
-    torch.testing.assert_close(few._buffers[1], two._buffers[1], rtol=0, atol=0)
+    assert few._sets.buffers is not None and two._sets.buffers is not None
+    torch.testing.assert_close(few._sets.buffers[1], two._sets.buffers[1], rtol=0, atol=0)
     with pytest.raises(ValueError, match="bn_batches"):
         SampledEnsemble(model, _posterior(model), 2, bn_batches=0)
 
@@ -184,7 +184,10 @@ def test_methods_take_sample_modules_and_check_names_before_training() -> None:
     method.fit(loader)
     ensemble = method.ensemble()
     assert ensemble.sample_modules == ("3",)
-    assert ensemble._cached is not None and set(ensemble._cached[0]) == {"3.weight", "3.bias"}
+    assert ensemble._sets.cached is not None and set(ensemble._sets.cached[0]) == {
+        "3.weight",
+        "3.bias",
+    }
     assert method.predict(loader).shape == (4, 24, 3)
 
 

@@ -89,7 +89,7 @@ def _mean_by_hand(method, x: torch.Tensor) -> torch.Tensor:
             return (method.model.eval()(x) / method.temperature).softmax(-1)
         else:  # a sampled ensemble: every weight set loaded into a copy of the network
             nets = []
-            for weights in method.ensemble()._weight_sets():
+            for weights in method.ensemble()._sets:
                 net = copy.deepcopy(method.model)
                 net.load_state_dict({**net.state_dict(), **weights})
                 nets.append(net.eval())

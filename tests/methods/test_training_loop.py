@@ -183,6 +183,30 @@ def test_dense_targets_with_ignore_index_train_unchanged() -> None:
     )
 
 
+def test_evaluate_restores_every_submodules_mode_also_after_an_error() -> None:
+    """A mixed model (a frozen BatchNorm in eval mode inside a network in train mode) keeps
+    each submodule's flag; evaluation itself runs in eval mode (equal to a copy's eval pass)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 3))
+    model.train()
+    model[1].eval()
+    modes = [m.training for m in model.modules()]
+    x, y = torch.randn(16, 4), torch.arange(16) % 3
+    reference = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        expected = float(F.cross_entropy(reference(x), y))
+    loss = evaluate(model, [(x, y)], F.cross_entropy, torch.device("cpu"))["val_loss"]
+    assert loss == pytest.approx(expected, rel=1e-6)
+    assert [m.training for m in model.modules()] == modes
+
+    def broken(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("bad loss")
+
+    with pytest.raises(RuntimeError, match="bad loss"):
+        evaluate(model, [(x, y)], broken, torch.device("cpu"))
+    assert [m.training for m in model.modules()] == modes
+
+
 def _run(
     make_loader, model_factory, checkpoint_dir: Path, *, interrupt: Interrupt, init_seed: int
 ) -> tuple[nn.Module, Any, TrackingCallback, SWAGCallback]:

@@ -24,6 +24,7 @@ from torch.func import vmap
 
 from tradi.inference.trunk import TrunkCache
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.modes import preserved_modes
 from tradi.plumbing.structure import unwrap
 
 logger = logging.getLogger(__name__)
@@ -62,18 +63,18 @@ def _tracked(model: nn.Module, skip: Iterable[str] = ()) -> dict[str, BatchNorm]
 
 @contextlib.contextmanager
 def _cumulative(model: nn.Module, bns: Iterable[BatchNorm]) -> Iterator[None]:
-    """Train mode and momentum None (a cumulative average) for the block; both restored."""
+    """Train mode and momentum None (a cumulative average) for the block; both restored, the
+    mode of every submodule as it was (`tradi.plumbing.modes.preserved_modes`)."""
     momenta = {bn: bn.momentum for bn in bns}
-    was_training = model.training
     for bn in momenta:
         bn.momentum = None
-    model.train()
     try:
-        yield
+        with preserved_modes(model):
+            model.train()
+            yield
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
-        model.train(was_training)
 
 
 @torch.no_grad()

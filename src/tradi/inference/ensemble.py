@@ -9,7 +9,8 @@ The weight sets are evaluated batched: their tensors are stacked ([n, *shape]) a
 n small forward passes into one batched pass (one batched matmul per layer instead of n). A model
 vmap cannot trace (data-dependent control flow, `.item()`, in-place writes to buffers, random ops
 in eval mode) falls back to a plain loop over the weight sets; the choice is made once, at the
-first prediction, and kept.
+first prediction, and kept. The weight sets themselves (seeded draws, the cache, per-sample
+BatchNorm statistics, chunks) are a `tradi.inference.weight_sets.WeightSets`.
 
 Batches and outputs of any structure are read through a `ModelIO` (``io=``); wrapped models
 (DDP, DataParallel, torch.compile, ...) are evaluated unwrapped, with parameters named as
@@ -40,8 +41,9 @@ from tradi.inference.batchnorm import (
 )  # public here before the split
 from tradi.inference.regression import GaussianPrediction, mixture_moments
 from tradi.inference.trunk import TrunkCache, sampled_parameter_names
+from tradi.inference.weight_sets import WeightSets
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.plumbing.structure import evaluation_copy, named_parameters_with_owner
+from tradi.plumbing.structure import evaluation_copy
 from tradi.posterior import WeightPosterior, load_posterior
 
 logger = logging.getLogger(__name__)
@@ -122,20 +124,7 @@ class SampledEnsemble:
         task: Task = "classification",
         io: ModelIO = DEFAULT_IO,
     ) -> None:
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        if average not in ("probs", "logits"):
-            raise ValueError(f"average must be 'probs' or 'logits', got {average!r}")
-        if batching not in ("auto", "vmap", "loop"):
-            raise ValueError(f"batching must be 'auto', 'vmap' or 'loop', got {batching!r}")
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 (or None: all samples), got {chunk_size}")
-        if bn_batches is not None and bn_batches < 1:
-            raise ValueError(
-                f"bn_batches must be >= 1 (or None: the whole loader), got {bn_batches}"
-            )
-        if task not in ("classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        _check_options(n_samples, average, batching, chunk_size, bn_batches, task)
         self.task: Task = task
         self.io = io
         self.model = evaluation_copy(model).eval()
@@ -153,46 +142,32 @@ class SampledEnsemble:
         )
         self.seed = seed
         self.sample_modules = None if sample_modules is None else tuple(sample_modules)
-        self._sampled: set[str] | None = None
+        sampled = None
         self._trunk: TrunkCache | None = None
         if self.sample_modules is not None:
-            self._sampled = sampled_parameter_names(self.model, self.sample_modules)
-            self._trunk = TrunkCache(self.model, self._sampled)
-        seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
-        self._seeds = [int(s) for s in seeds]
-        # tradi's names (tracker, posteriors) -> the copy's own, which keep a user wrapper's prefix
-        named = list(self.model.named_parameters())
-        self._names = {
-            name: own
-            for (name, _, _), (own, _) in zip(
-                named_parameters_with_owner(self.model), named, strict=True
-            )
-        }
-        self._dtypes = {own: p.dtype for own, p in named}
+            sampled = sampled_parameter_names(self.model, self.sample_modules)
+            self._trunk = TrunkCache(self.model, sampled)
         self._tied = _has_ties(self.model)
-        # stacked [n_samples, *shape] tensors; the per-sample lists hold views into them
-        self._stacked: dict[str, Tensor] | None = None
-        self._cached: list[dict[str, Tensor]] | None = None
-        self._stacked_buffers: dict[str, Tensor] | None = None
-        self._buffers: list[dict[str, Tensor]] | None = None
-        if cache:
-            self._stacked = _stack(list(self._weight_sets()))
-            self._cached = _unstack(self._stacked, n_samples)
+        self._sets = WeightSets(
+            self.model,
+            posterior,
+            n_samples,
+            seed=seed,
+            cache=cache,
+            sampled=sampled,
+            sample_modules=self.sample_modules,
+        )
         if bn_loader is not None and bn_modules(self.model):
             if bn_batches is not None:
                 bn_loader = FirstBatches(bn_loader, bn_batches)
-            self._set_buffers(self._bn_statistics(bn_loader))
-
-    def _set_buffers(self, stacked: dict[str, Tensor] | None) -> None:
-        """Per-sample BatchNorm buffers, stacked [n_samples, ...] (None or empty: the model's)."""
-        self._stacked_buffers = stacked or None
-        self._buffers = None if not stacked else _unstack(stacked, self.n_samples)
+            self._sets.set_buffers(self._bn_statistics(bn_loader))
 
     def _bn_statistics(self, loader: Iterable[Any]) -> dict[str, Tensor]:
         """Every weight set's BatchNorm statistics on `loader`, stacked [n_samples, ...]
         (`tradi.inference.batchnorm.sampled_bn_statistics`): one pass over the loader for all the sets
         when they are cached, else one per `chunk_size` sets (drawn as they are needed)."""
-        groups = [self._stacked] if self._stacked is not None else self._stacked_chunks()
+        stacked = self._sets.stacked
+        groups = [stacked] if stacked is not None else self._sets.chunks(self.chunk_size)
         parts = [
             sampled_bn_statistics(
                 self.model,
@@ -206,51 +181,6 @@ class SampledEnsemble:
             for group in groups
         ]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-
-    def _draw(self, index: int) -> dict[str, Tensor]:
-        generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
-        sample = self.posterior.sample(generator)
-        unknown = sample.keys() - self._names.keys()
-        if unknown:
-            raise KeyError(
-                f"posterior returned names that are not model parameters: {sorted(unknown)}; "
-                "parameters are named as named_parameters() names them on the model without "
-                "its wrappers, tied tensors once under their first name (tradi.plumbing.structure)"
-            )
-        own, keep = self._names, self._sampled
-        weights = {
-            own[n]: w.to(self.device, self._dtypes[own[n]])
-            for n, w in sample.items()
-            if keep is None or own[n] in keep
-        }
-        if not weights:
-            raise ValueError(
-                f"the posterior samples no parameter of sample_modules {self.sample_modules}"
-            )
-        return weights
-
-    def _weight_sets(self) -> Iterator[dict[str, Tensor]]:
-        if self._cached is not None:
-            yield from self._cached
-        else:
-            for index in range(self.n_samples):
-                yield self._draw(index)
-
-    def _tensors(self, index: int, weights: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Everything sample `index` replaces in the model: its weights and BN statistics."""
-        return weights if self._buffers is None else {**weights, **self._buffers[index]}
-
-    def _stacked_chunks(self) -> Iterator[dict[str, Tensor]]:
-        """The weight sets `chunk_size` at a time, stacked along a new first dimension."""
-        for start in range(0, self.n_samples, self.chunk_size):
-            stop = min(start + self.chunk_size, self.n_samples)
-            if self._stacked is not None:
-                chunk = {n: t[start:stop] for n, t in self._stacked.items()}
-            else:
-                chunk = _stack([self._draw(index) for index in range(start, stop)])
-            if self._stacked_buffers is not None:
-                chunk.update({n: t[start:stop] for n, t in self._stacked_buffers.items()})
-            yield chunk
 
     def _functional(self, tensors: dict[str, Tensor], x: Any) -> Any:
         """The model's output with `tensors` in place of its own (ties looked for only if any)."""
@@ -266,12 +196,12 @@ class SampledEnsemble:
 
     def _chunks_vmap(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
         batched = vmap(lambda tensors: self._forward(tensors, x), randomness="error")
-        for chunk in self._stacked_chunks():
+        for chunk in self._sets.chunks(self.chunk_size):
             yield batched(chunk)
 
     def _chunks_loop(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
-        for index, weights in enumerate(self._weight_sets()):
-            yield tuple(part[None] for part in self._forward(self._tensors(index, weights), x))
+        for index, weights in enumerate(self._sets):
+            yield tuple(part[None] for part in self._forward(self._sets.tensors(index, weights), x))
 
     @torch.no_grad()
     def _output_chunks(self, x: Any) -> Iterator[tuple[Tensor, ...]]:
@@ -377,7 +307,7 @@ class SampledEnsemble:
             "average": self.average,
             "task": self.task,
             "sample_modules": None if self.sample_modules is None else list(self.sample_modules),
-            "bn_buffers": self._stacked_buffers,
+            "bn_buffers": self._sets.stacked_buffers,
         }
 
     @classmethod
@@ -405,7 +335,7 @@ class SampledEnsemble:
         )
         buffers = state["bn_buffers"]
         if buffers is not None:
-            ensemble._set_buffers({n: t.to(ensemble.device) for n, t in buffers.items()})
+            ensemble._sets.set_buffers({n: t.to(ensemble.device) for n, t in buffers.items()})
         return ensemble
 
 
@@ -429,9 +359,24 @@ def _class_logits(logits: Tensor) -> Tensor:
     return logits
 
 
-def _stack(weight_sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    return {n: torch.stack([w[n] for w in weight_sets]) for n in weight_sets[0]}
-
-
-def _unstack(stacked: dict[str, Tensor], n: int) -> list[dict[str, Tensor]]:
-    return [{name: t[index] for name, t in stacked.items()} for index in range(n)]
+def _check_options(
+    n_samples: int,
+    average: str,
+    batching: str,
+    chunk_size: int | None,
+    bn_batches: int | None,
+    task: str,
+) -> None:
+    """`SampledEnsemble`'s settings checked before any work; a ValueError names the bad one."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if average not in ("probs", "logits"):
+        raise ValueError(f"average must be 'probs' or 'logits', got {average!r}")
+    if batching not in ("auto", "vmap", "loop"):
+        raise ValueError(f"batching must be 'auto', 'vmap' or 'loop', got {batching!r}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (or None: all samples), got {chunk_size}")
+    if bn_batches is not None and bn_batches < 1:
+        raise ValueError(f"bn_batches must be >= 1 (or None: the whole loader), got {bn_batches}")
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")

@@ -10,19 +10,20 @@ from typing import Any
 
 import torch.nn.functional as F
 
-from tradi.methods.base import FitInfo, Method, ModelFactory, SamplingMethod
+from tradi.methods.base import FitInfo, Method, ModelFactory
 from tradi.methods.deep_ensembles import DeepEnsembles, DeepEnsemblesOptions
 from tradi.methods.gaussian_perturbation import GaussianPerturbation, GaussianPerturbationOptions
 from tradi.methods.ivon import IVON, IVONOptions
 from tradi.methods.mc_dropout import MCDropout, MCDropoutOptions
 from tradi.methods.mcp import MCP, MCPOptions
+from tradi.methods.sampling import SamplingMethod
 from tradi.methods.swag import SWAG, SWAGOptions
 from tradi.methods.temperature_scaling import TemperatureScaling, TemperatureScalingOptions
 from tradi.methods.tradi import TRADI, TradiOptions
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
 from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.training import TrainConfig, options_from_mapping
-from tradi.training.loop import LossFn
+from tradi.training.hooks import LossFn
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls

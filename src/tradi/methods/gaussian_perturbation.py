@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
-from tradi.methods.base import SamplingMethod, Scale, check_sampling_options
+from tradi.methods.sampling import SamplingMethod, Scale, check_sampling_options
 from tradi.plumbing.structure import named_parameters_with_owner
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 from tradi.tracking import default_param_filter

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
-from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
+from tradi.methods.base import FitInfo
+from tradi.methods.sampling import SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 from tradi.selection.fit import seeded_randomness
 from tradi.training import Callback

@@ -11,11 +11,12 @@ import torch
 from torch.optim.swa_utils import SWALR
 
 from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
-from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
+from tradi.methods.base import FitInfo
+from tradi.methods.sampling import SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.posterior.swag import SWAGCollector
 from tradi.training import Callback, SWAGCallback
-from tradi.training.loop import Scheduler
+from tradi.training.hooks import Scheduler
 
 #: SWAG's covariance factor 0.5 (Maddox et al., 2019) as a factor of its standard deviation.
 SWAG_SCALE = math.sqrt(0.5)

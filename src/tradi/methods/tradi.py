@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
-from tradi.methods.base import FitInfo, SamplingMethod, Scale, check_sampling_options
+from tradi.methods.base import FitInfo
+from tradi.methods.sampling import SamplingMethod, Scale, check_sampling_options
 from tradi.posterior import WeightPosterior
 from tradi.tracking import KalmanConfig, WeightTracker
 from tradi.tracking.start import scale_chosen_on_validation

@@ -97,7 +97,9 @@ def fit_ensemble(
     """The sampled ensemble at a scale chosen on validation data (or fixed), and the search.
 
     Args:
-        model: the trained network (never modified; the ensemble evaluates its own copy).
+        model: the trained network, never modified: the ensemble evaluates its own copy and
+            the search's reference pass restores every submodule's mode (parameters, buffers
+            and ``training`` flags come out as they went in).
         posterior: a `WeightTracker` (sampled with the paper's kernel covariance, rank 10), or a
             function scale -> posterior, e.g. ``lambda s: tracker.posterior("diag", scale=s)``.
             ``scale`` multiplies the posterior's standard deviation (`tradi.selection`).
@@ -133,21 +135,16 @@ def fit_ensemble(
     family = _family(posterior, searched=scale == "auto")
     if isinstance(posterior, WeightTracker):
         _check_centre(model, posterior)
-    device = next(model.parameters()).device
-
-    def build(value: float) -> SampledEnsemble:
-        with seeded_randomness(seed, device, [bn_loader] if bn_loader is not None else []):
-            return SampledEnsemble(
-                model,
-                family(value),
-                n_samples,
-                bn_loader=bn_loader,
-                seed=seed,
-                io=io,
-                sample_modules=sample_modules,
-                bn_batches=bn_batches,
-            )
-
+    build = _builder(
+        model,
+        family,
+        n_samples=n_samples,
+        bn_loader=bn_loader,
+        seed=seed,
+        io=io,
+        sample_modules=sample_modules,
+        bn_batches=bn_batches,
+    )
     if scale != "auto":
         if isinstance(scale, str) or scale < 0:
             raise ValueError(f"scale must be a number >= 0 or 'auto', got {scale!r}")
@@ -166,15 +163,38 @@ def fit_ensemble(
         io=io,
     )
     if search.note:  # an end of the range decided: the bound says little about this posterior
-        warnings.warn(
-            f"fit_ensemble: {search.note}. The chosen scale {search.scale:g} sits at the end of "
-            "the search range: the tracked deviations are ~0 (a learning rate decayed to 0, a "
-            "short memory) or the ensemble is hurt even at the smallest scale (e.g. BatchNorm "
-            "re-estimated on too few batches); inspect search.points, or fix the scale",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        _warn_range_end(search)
     return ensemble, search
+
+
+def _builder(
+    model: nn.Module, family: PosteriorFamily, **settings: Any
+) -> Callable[[float], SampledEnsemble]:
+    """scale -> the `SampledEnsemble` of ``family(scale)`` with ``settings`` (`fit_ensemble`'s
+    ensemble keywords), built from the seed with every random state left as it was
+    (`seeded_randomness`): a deterministic function of the scale."""
+    device = next(model.parameters()).device
+    bn_loader = settings["bn_loader"]
+
+    def build(value: float) -> SampledEnsemble:
+        with seeded_randomness(
+            settings["seed"], device, [bn_loader] if bn_loader is not None else []
+        ):
+            return SampledEnsemble(model, family(value), **settings)
+
+    return build
+
+
+def _warn_range_end(search: ScaleSearch) -> None:
+    """The RuntimeWarning, at `fit_ensemble`'s caller, that an end of the range decided."""
+    warnings.warn(
+        f"fit_ensemble: {search.note}. The chosen scale {search.scale:g} sits at the end of "
+        "the search range: the tracked deviations are ~0 (a learning rate decayed to 0, a "
+        "short memory) or the ensemble is hurt even at the smallest scale (e.g. BatchNorm "
+        "re-estimated on too few batches); inspect search.points, or fix the scale",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _check_centre(model: nn.Module, tracker: WeightTracker) -> None:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from tradi.inference.ensemble import SampledEnsemble
 from tradi.metrics import ClassificationMetrics, OODMetrics
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.modes import eval_mode
 from tradi.selection.ladder import Scorer, largest_within, lowest_nll
 from tradi.selection.rules import ScalePoint, ScaleSearch, ScaleSelection
 
@@ -48,11 +49,16 @@ def score(
 
 
 def network_predict(model: nn.Module, io: ModelIO = DEFAULT_IO) -> Callable[[Any], Tensor]:
-    """The trained network alone, in eval mode: softmax probabilities of one pass."""
+    """The trained network alone, in eval mode: softmax probabilities of one pass.
+
+    Each call evaluates ``model`` in eval mode (dropout off, BatchNorm on its running
+    statistics: deterministic) and sets every submodule's mode back as it was
+    (`tradi.plumbing.modes.eval_mode`): the user's model is left as it came (issue 20)."""
     device = next(model.parameters()).device
 
     def predict(inputs: Any) -> Tensor:
-        return io.logits(io.forward(model.eval(), to_device(inputs, device))).softmax(dim=1)
+        with eval_mode(model):
+            return io.logits(io.forward(model, to_device(inputs, device))).softmax(dim=1)
 
     return predict
 

@@ -8,7 +8,8 @@ from tradi.training.config import (
     make_scheduler,
     options_from_mapping,
 )
-from tradi.training.loop import Callback, FitResult, evaluate, fit
+from tradi.training.hooks import Callback, FitResult
+from tradi.training.loop import evaluate, fit
 
 __all__ = [
     "Callback",

@@ -10,7 +10,7 @@ from torch import nn
 
 from tradi.posterior.swag import ParamFilter, SWAGCollector
 from tradi.tracking import WeightTracker
-from tradi.training.loop import Callback
+from tradi.training.hooks import Callback
 
 TrackerFactory = Callable[[nn.Module, torch.optim.Optimizer], WeightTracker]
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tradi.distributed import is_rank_zero
-from tradi.training.loop import Callback
+from tradi.training.hooks import Callback
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

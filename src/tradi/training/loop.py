@@ -11,19 +11,20 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() at construction
 
 from tradi.distributed import all_reduce_sums, barrier, is_rank_zero, unwrap, world_size
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.modes import eval_mode
 from tradi.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng_state,
@@ -32,95 +33,15 @@ from tradi.training.checkpoint import (
     save_atomic,
 )
 from tradi.training.config import Selection
+from tradi.training.hooks import Callback, FitResult, LossFn, Scheduler, TimedCallbacks
 
 logger = logging.getLogger(__name__)
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-class Scheduler(Protocol):
-    """What the loop needs of a learning-rate schedule: one ``step()`` per epoch, and state."""
-
-    def step(self) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
-
 
 _SELECTION_METRIC: dict[str, tuple[str, float]] = {
     # selection -> (history key, sign that turns "best" into "smallest")
     "best_val_loss": ("val_loss", 1.0),
     "best_val_accuracy": ("val_accuracy", -1.0),
 }
-
-
-class Callback:
-    """Hooks into ``fit``. Override what you need; state in ``state_dict`` is checkpointed.
-
-    Order per epoch: ``on_epoch_start``, then per batch the forward and backward passes inside
-    every callback's ``step_context`` and ``on_after_step`` after ``optimizer.step()``, then ``on_epoch_end`` with that epoch's metrics (before the scheduler steps). ``epoch`` and
-    ``step`` count from 0 and 1 respectively. On resume, ``on_train_start`` runs first and
-    ``load_state_dict`` then restores the saved state.
-    """
-
-    def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Called once before the first epoch (and again, before loading state, on resume)."""
-
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
-        """Called before the first batch of every epoch."""
-
-    def step_context(self) -> AbstractContextManager[object]:
-        """Entered around each batch's forward and backward passes (not the optimizer step):
-        e.g. IVON evaluates the gradient at weights sampled from its posterior in here."""
-        return nullcontext()
-
-    def on_after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-        """Called right after every ``optimizer.step()``; ``step`` is the number taken so far."""
-
-    def on_epoch_end(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
-        """Called after validation; ``metrics`` holds the epoch's train and validation figures."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """What must survive an interruption (and a rewind to the selected epoch)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-
-
-@dataclass
-class FitResult:
-    """What one run of ``fit`` did.
-
-    ``train_seconds`` is the wall-clock time of the epochs (training and validation passes,
-    callbacks included, summed over resumed sessions); ``callback_seconds`` is the part of it
-    spent inside each callback's hooks, one entry per callback in the order given to ``fit``
-    (so a run shared by several methods can charge each the callbacks it added);
-    ``selected_epoch`` is the 0-based epoch whose weights the model holds now; ``history`` has
-    one dict per epoch.
-    """
-
-    train_seconds: float
-    epochs: int
-    steps: int
-    selected_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    callback_seconds: list[float] = field(default_factory=list)
-
-
-class _TimedCallbacks:
-    """Calls one hook on every callback in order and adds the time each took to ``seconds``."""
-
-    def __init__(self, callbacks: Sequence[Callback], seconds: list[float]) -> None:
-        self.callbacks = callbacks
-        self.seconds = seconds
-
-    def __call__(self, hook: str, *args: Any) -> None:
-        for index, callback in enumerate(self.callbacks):
-            started = time.perf_counter()
-            getattr(callback, hook)(*args)
-            self.seconds[index] += time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -131,27 +52,26 @@ def evaluate(
     device: torch.device,
     io: ModelIO = DEFAULT_IO,
 ) -> dict:
-    """Mean loss and accuracy of ``model`` in eval mode over ``loader``; the mode is restored.
+    """Mean loss and accuracy of ``model`` in eval mode over ``loader``; every submodule's mode
+    is restored (`tradi.plumbing.modes.eval_mode`).
 
     The loss is averaged over batches weighted by batch size. Targets outside ``[0, C)`` and
     equal to ``loss_fn.ignore_index`` (when the loss has one) are left out of the accuracy.
     In a distributed run the sums are reduced over the ranks (each evaluates its own shard).
     """
-    was_training = model.training
-    model.eval()
     loss_sum, count, correct, counted = 0.0, 0, 0, 0
     ignore_index = getattr(loss_fn, "ignore_index", None)
-    for batch in loader:
-        inputs, targets = to_device(io.inputs(batch), device), io.targets(batch).to(device)
-        outputs = io.logits(io.forward(model, inputs))
-        loss_sum += float(loss_fn(outputs, targets)) * targets.shape[0]
-        count += targets.shape[0]
-        valid = (targets >= 0) & (targets < outputs.shape[1])
-        if ignore_index is not None:
-            valid &= targets != ignore_index
-        correct += int((outputs.argmax(dim=1) == targets)[valid].sum())
-        counted += int(valid.sum())
-    model.train(was_training)
+    with eval_mode(model):  # every submodule's mode restored, also after an error
+        for batch in loader:
+            inputs, targets = to_device(io.inputs(batch), device), io.targets(batch).to(device)
+            outputs = io.logits(io.forward(model, inputs))
+            loss_sum += float(loss_fn(outputs, targets)) * targets.shape[0]
+            count += targets.shape[0]
+            valid = (targets >= 0) & (targets < outputs.shape[1])
+            if ignore_index is not None:
+                valid &= targets != ignore_index
+            correct += int((outputs.argmax(dim=1) == targets)[valid].sum())
+            counted += int(valid.sum())
     # under DDP each rank sees its shard: summing over ranks gives every rank the same figures,
     # hence the same selected epoch
     totals = all_reduce_sums(
@@ -215,7 +135,7 @@ def fit(
         Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None,
     )
     loop = run.start(resume)
-    hooks = _TimedCallbacks(callbacks, loop["callback_seconds"])
+    hooks = TimedCallbacks(callbacks, loop["callback_seconds"])
     progress = progress and is_rank_zero()
     epoch_bar = tqdm(range(loop["epoch"], epochs), desc="epochs", disable=not progress)
     for epoch in epoch_bar:
@@ -319,7 +239,7 @@ def _train_one_epoch(
     loader: Iterable[Any],
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
-    hooks: _TimedCallbacks,
+    hooks: TimedCallbacks,
     device: torch.device,
     steps: int,
     progress: bool,
