@@ -35,12 +35,12 @@ from tradi.experiments import load_config
 from tradi.experiments.loaders import TensorBatches
 from tradi.experiments.runner import loss_function
 from tradi.inference.linearized import LinearizedEnsemble
-from tradi.tracking import WeightTracker
-from tradi.training import fit
-from tradi.training.callbacks import TrackingCallback
 from tradi.methods import TRADI, build_method
 from tradi.models import build_model
 from tradi.selection import ScaleSelection, fit_ensemble, network_predict, search_scale
+from tradi.tracking import WeightTracker
+from tradi.training import fit
+from tradi.training.callbacks import TrackingCallback
 
 SCALE_RANGE = (0.01, 1000.0)
 CYCLES, EPOCHS = 2, 3
@@ -85,8 +85,16 @@ def _cycles(model: torch.nn.Module, train: Any, loss_fn: Any, cycles: int, epoch
         optimizer = torch.optim.Adam(current.parameters(), lr=lr)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
         callback = TrackingCallback(lambda m, o: WeightTracker(m))
-        fit(current, train, optimizer=optimizer, epochs=epochs, loss_fn=loss_fn,
-            scheduler=scheduler, callbacks=[callback], progress=False)
+        fit(
+            current,
+            train,
+            optimizer=optimizer,
+            epochs=epochs,
+            loss_fn=loss_fn,
+            scheduler=scheduler,
+            callbacks=[callback],
+            progress=False,
+        )
         modes.append((current.eval(), callback.tracker))
     return modes
 
@@ -102,8 +110,11 @@ def run_seed(config: Any, bench: Any, sets: dict, ood: dict, seed: int, n: int) 
     )
     options = {**config.methods["tradi"], "scale": 1.0}
     method = build_method(
-        "tradi", factory, train=config.train_config(seed, progress=False),
-        loss_fn=loss_function(bench), **options,
+        "tradi",
+        factory,
+        train=config.train_config(seed, progress=False),
+        loss_fn=loss_function(bench),
+        **options,
     )
     assert isinstance(method, TRADI)
     train = TensorBatches(bench.train, config.data.batch_size, shuffle=True, seed=seed)
@@ -113,44 +124,74 @@ def run_seed(config: Any, bench: Any, sets: dict, ood: dict, seed: int, n: int) 
     rows: dict[str, Any] = {"network": _figures(network_predict(model), sets, ood)}
     started = time.perf_counter()
     sampled, search = fit_ensemble(model, tracker, sets["val"], n_samples=n, bn_loader=train)
-    rows["sampled"] = {**_figures(sampled, sets, ood), "scale": search.scale,
-                       "seconds": time.perf_counter() - started}
+    rows["sampled"] = {
+        **_figures(sampled, sets, ood),
+        "scale": search.scale,
+        "seconds": time.perf_counter() - started,
+    }
     last = _last_linear(model)
     modes = _cycles(model, train, loss_function(bench), CYCLES, EPOCHS, config.train["lr"])
     snapshots = [(model, tracker), *modes]
     rows["snapshots"] = _figures(Mixture([network_predict(m) for m, _ in snapshots]), sets, ood)
 
     def multi_probit(scale: float) -> Mixture:
-        return Mixture([
-            LinearizedEnsemble(m, t.posterior("diag", scale=scale), link="probit", last_layer=last)
-            for m, t in snapshots
-        ])
+        return Mixture(
+            [
+                LinearizedEnsemble(
+                    m, t.posterior("diag", scale=scale), link="probit", last_layer=last
+                )
+                for m, t in snapshots
+            ]
+        )
 
     def multi_glm(scale: float) -> Mixture:
-        return Mixture([
-            LinearizedEnsemble(m, t.posterior("kernel", rank=10, scale=scale), max(1, n // len(snapshots)))
-            for m, t in snapshots
-        ])
+        return Mixture(
+            [
+                LinearizedEnsemble(
+                    m, t.posterior("kernel", rank=10, scale=scale), max(1, n // len(snapshots))
+                )
+                for m, t in snapshots
+            ]
+        )
 
     def multi_sampled(scale: float) -> Any:
         from tradi import SampledEnsemble
-        return Mixture([
-            SampledEnsemble(m, t.posterior("kernel", rank=10, scale=scale), max(1, n // len(snapshots)), bn_loader=train)
-            for m, t in snapshots
-        ])
 
-    extra = {"multi_probit": (multi_probit, "nll_tolerance"), "multi_probit_min": (multi_probit, "min_nll"),
-             "multi_glm": (multi_glm, "nll_tolerance"), "multi_sampled": (multi_sampled, "nll_tolerance")}
+        return Mixture(
+            [
+                SampledEnsemble(
+                    m,
+                    t.posterior("kernel", rank=10, scale=scale),
+                    max(1, n // len(snapshots)),
+                    bn_loader=train,
+                )
+                for m, t in snapshots
+            ]
+        )
+
+    extra = {
+        "multi_probit": (multi_probit, "nll_tolerance"),
+        "multi_probit_min": (multi_probit, "min_nll"),
+        "multi_glm": (multi_glm, "nll_tolerance"),
+        "multi_sampled": (multi_sampled, "nll_tolerance"),
+    }
     snapshot_mean = Mixture([network_predict(m) for m, _ in snapshots])
     extra["multi_probit_rel"] = (multi_probit, "nll_tolerance")
     for name, (make, rule) in {**_candidates(model, tracker, last, n), **extra}.items():
         started = time.perf_counter()
         found, ensemble = search_scale(
-            make, model, sets["val"], ScaleSelection(rule=rule), SCALE_RANGE,
+            make,
+            model,
+            sets["val"],
+            ScaleSelection(rule=rule),
+            SCALE_RANGE,
             reference=snapshot_mean if name.endswith("_rel") else None,
         )
-        rows[name] = {**_figures(ensemble, sets, ood), "scale": found.scale,
-                      "seconds": time.perf_counter() - started}
+        rows[name] = {
+            **_figures(ensemble, sets, ood),
+            "scale": found.scale,
+            "seconds": time.perf_counter() - started,
+        }
         print(seed, name, f"scale {found.scale:.3g}", flush=True)
     return rows
 
@@ -187,7 +228,9 @@ def main() -> None:
     for name in names:
         rows = [results[s][name] for s in args.seeds]
         keys = [k for k in rows[0] if k.startswith(("test_", "near", "far", "ood"))]
-        print(f"{name:16s}", "  ".join(f"{k} {sum(r[k] for r in rows) / len(rows):.4f}" for k in keys))
+        print(
+            f"{name:16s}", "  ".join(f"{k} {sum(r[k] for r in rows) / len(rows):.4f}" for k in keys)
+        )
 
 
 if __name__ == "__main__":

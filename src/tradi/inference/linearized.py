@@ -45,8 +45,8 @@ Link = Literal["mc", "probit"]
 #: The probit approximation's factor: E[sigmoid(z)] ~ sigmoid(m / sqrt(1 + pi/8 v)).
 PROBIT_FACTOR = math.pi / 8.0
 
-#: Layers whose output is sum_j h_j W_j + b with every weight used once per output element.
-_LINEAR_IN_WEIGHTS = (
+#: The layers a last layer may be: outputs sum_j h_j W_j + b with every weight used once per output element.
+LAYER_TYPES = (
     nn.Linear,
     nn.Conv1d,
     nn.Conv2d,
@@ -258,9 +258,9 @@ def _linear_layer(model: nn.Module, name: str) -> nn.Module:
     if name not in modules:
         raise ValueError(f"last_layer {name!r} is not a module of the model")
     layer = modules[name]
-    if not isinstance(layer, _LINEAR_IN_WEIGHTS):
+    if not isinstance(layer, LAYER_TYPES):
         raise ValueError(
             f"last_layer {name!r} is a {type(layer).__name__}; it must be one of "
-            f"{[c.__name__ for c in _LINEAR_IN_WEIGHTS]}"
+            f"{[c.__name__ for c in LAYER_TYPES]}"
         )
     return layer
