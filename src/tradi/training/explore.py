@@ -124,22 +124,7 @@ def explore(
         trained = copy.deepcopy(model).eval()
         modes, trackers = [trained, *modes], [tracker or trackers[0], *trackers]
 
-    def make(value: float) -> MixturePredictive:
-        with scale_chosen_on_validation():
-            members = [
-                LinearizedEnsemble(
-                    mode,
-                    t.posterior("diag" if link == "probit" else "kernel", scale=value),
-                    n_samples,
-                    link=link,
-                    last_layer=layer,
-                    seed=seed,
-                    io=io,
-                )
-                for mode, t in zip(modes, trackers, strict=True)
-            ]
-        return MixturePredictive(members, io)
-
+    make = _mixture_builder(modes, trackers, link, layer, n_samples, seed, io)
     search = None
     if scale == "auto":
         assert val_loader is not None
@@ -155,6 +140,37 @@ def explore(
         cycles * epochs_per_cycle,
         time.perf_counter() - started,
     )
+
+
+def _mixture_builder(
+    modes: list[nn.Module],
+    trackers: list[WeightTracker],
+    link: Link,
+    layer: str | None,
+    n_samples: int,
+    seed: int,
+    io: ModelIO,
+) -> Callable[[float], MixturePredictive]:
+    """scale -> the mixture of every mode's linearized predictive at that scale."""
+    covariance = "diag" if link == "probit" else "kernel"
+
+    def make(value: float) -> MixturePredictive:
+        with scale_chosen_on_validation():  # the scale is searched (or fixed by the caller)
+            members = [
+                LinearizedEnsemble(
+                    mode,
+                    t.posterior(covariance, scale=value),
+                    n_samples,
+                    link=link,
+                    last_layer=layer,
+                    seed=seed,
+                    io=io,
+                )  # fmt: skip
+                for mode, t in zip(modes, trackers, strict=True)
+            ]
+        return MixturePredictive(members, io)
+
+    return make
 
 
 def _run_cycles(
