@@ -165,7 +165,7 @@ def _mixture_builder(
                     last_layer=layer,
                     seed=seed,
                     io=io,
-                )  # fmt: skip
+                )
                 for mode, t in zip(modes, trackers, strict=True)
             ]
         return MixturePredictive(members, io)
