@@ -1,6 +1,6 @@
 """TRADI in a Lightning project: one callback, no change to the LightningModule (seconds on CPU).
 
-Needs the lightning extra: pip install "tradi[lightning]".
+Needs the lightning extra: pip install -e ".[lightning]" from a clone (make demo installs it).
 
     python examples/lightning_callback.py
 """
@@ -34,7 +34,17 @@ class Classifier(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def main(epochs: int = 10, n_samples: int = 10) -> tradi.Evaluation:
+def main(epochs: int = 10, n_samples: int = 10, threads: int = 1) -> tradi.Evaluation:
+    """Train with the callback, print and return the ensemble's evaluation."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # one thread, as the CLI's `threads:` key; restored below
+    try:
+        return _run(epochs, n_samples)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(epochs: int, n_samples: int) -> tradi.Evaluation:
     pl.seed_everything(0, verbose=False)
     bench = tradi.load_benchmark("digits")  # digits 0-4 in-distribution, 5-9 OOD
     train = DataLoader(TensorDataset(bench.train.x, bench.train.y), batch_size=32, shuffle=True)
@@ -45,7 +55,9 @@ def main(epochs: int = 10, n_samples: int = 10) -> tradi.Evaluation:
         covariance="diag",
         n_samples=n_samples,
         scale=10.0,  # choose it on validation data, never on the OOD test set
-        tracker_options={"init_mean": "weights", "init_variance": 0.0},
+        # the filters' memory: one epoch of steps (17), not the default ~450 steps, which
+        # 10 epochs of 17 steps would not fill (the posterior would warn)
+        tracker_options={"memory": len(train)},
     )
     trainer = pl.Trainer(
         max_epochs=epochs,

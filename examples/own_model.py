@@ -1,45 +1,83 @@
-"""TRADI on your own model and training loop, as in the README's quick start (about 5 s on a CPU):
-track the weights during training, `tradi.fit_ensemble`, `tradi.evaluate`.
+"""TRADI on your own model and training loop: the README's quick start and docs/own-model.md.
 
-The embedded 8x8 digits stand in for your data: digits 0-4 are in-distribution, 5-9 are the
+Track the weights during training, `tradi.fit_ensemble`, `tradi.evaluate`, and (with
+``--figures DIR``) the tutorial's two figures: reliability diagrams and MCP histograms. The
+embedded 8x8 digits stand in for your data: digits 0-4 are in-distribution, 5-9 are the
 out-of-distribution inputs the ensemble should be less confident about.
 
-    python examples/own_model.py
+    python examples/own_model.py                      # ~5 s of CPU with one thread
+    python examples/own_model.py --figures docs/img   # also writes the tutorial's PNGs
+
+One thread, as the experiment runner's `threads: 1`: torch's default (one thread per core)
+made this small network 5-10x slower on a busy 2-core machine (docs/own-model.md).
 """
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import tradi
+from tradi.data import TensorSplit
 
 
-def main(epochs: int = 30, n_samples: int = 10) -> tradi.Evaluation:
-    torch.manual_seed(0)
-    bench = tradi.load_benchmark("digits")  # TensorSplits: .x [N, 1, 8, 8] float32, .y [N] int64
+# --8<-- [start:data]
+def loaders() -> tuple[DataLoader, DataLoader, DataLoader, DataLoader]:
+    """Train, validation, test and OOD test loaders of the embedded digits."""
+    bench = tradi.load_benchmark("digits")  # .x [N, 1, 8, 8] float32, .y [N] int64
 
-    train_loader = DataLoader(
-        TensorDataset(bench.train.x, bench.train.y), batch_size=32, shuffle=True
-    )
-    val_loader = DataLoader(TensorDataset(bench.val.x, bench.val.y), batch_size=500)  # held out
-    test_loader = DataLoader(TensorDataset(bench.test.x, bench.test.y), batch_size=500)
-    ood_loader = DataLoader(TensorDataset(bench.ood_test.x, bench.ood_test.y), batch_size=500)
+    def loader(split: TensorSplit, shuffle: bool = False) -> DataLoader:
+        return DataLoader(TensorDataset(split.x, split.y), batch_size=32, shuffle=shuffle)
 
-    # The README's quick start, line by line.
+    return loader(bench.train, True), loader(bench.val), loader(bench.test), loader(bench.ood_test)
+
+
+# --8<-- [end:data]
+
+
+# --8<-- [start:train]
+def train(train_loader: DataLoader, epochs: int) -> tuple[nn.Module, tradi.WeightTracker]:
+    """Your model and training loop, with two added lines: the tracker and its update."""
     model = nn.Sequential(  # any nn.Module
         nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 5)
     )
     optimizer = torch.optim.AdamW(model.parameters())  # any optimizer
-    tracker = tradi.WeightTracker(model)  # tracks every weight except norm layers
-    for _ in range(epochs):  # 30 x 17 steps: more than the filters' memory (~450 steps)
+    # memory: the filters' memory in optimizer steps; one epoch, so that the tracked variance
+    # is full after the first epoch (the default, ~450 steps, suits runs of thousands of steps)
+    tracker = tradi.WeightTracker(model, memory=len(train_loader))
+    for _ in range(epochs):
         for x, y in train_loader:
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
             tracker.update()  # one Kalman step per optimizer step
+    return model, tracker
 
+
+# --8<-- [end:train]
+
+
+def main(
+    epochs: int = 30, n_samples: int = 10, figures: str | Path | None = None, threads: int = 1
+) -> tradi.Evaluation:
+    """Train, fit the ensemble, print and return its evaluation; figures into ``figures``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # as the CLI's `threads:` key; restored below
+    try:
+        return _run(epochs, n_samples, figures)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(epochs: int, n_samples: int, figures: str | Path | None) -> tradi.Evaluation:
+    torch.manual_seed(0)
+    train_loader, val_loader, test_loader, ood_loader = loaders()
+    model, tracker = train(train_loader, epochs)
+    # --8<-- [start:fit]
     # One call: the noise scale chosen on the validation loader (no OOD data), and the ensemble.
     ensemble, search = tradi.fit_ensemble(
         model, tracker, val_loader, bn_loader=train_loader, n_samples=n_samples
@@ -51,13 +89,42 @@ def main(epochs: int = 30, n_samples: int = 10) -> tradi.Evaluation:
     single = tradi.evaluate(lambda x: model(x).softmax(dim=1), test_loader, ood_loader)
     result = tradi.evaluate(ensemble, test_loader, ood_loader)
     for name, evaluation in (("one network", single), ("TRADI ensemble", result)):
+        c, ood = evaluation.classification, evaluation.ood["mcp"]
         print(
-            f"{name:15s} accuracy {evaluation.classification['accuracy']:.3f}  "
-            f"NLL {evaluation.classification['nll']:.3f}  "
-            f"AUROC (MCP) {evaluation.ood['mcp']['auroc']:.3f}"
+            f"{name:15s} accuracy {c['accuracy']:.3f}  NLL {c['nll']:.3f}  ECE {c['ece']:.3f}  "
+            f"AUROC {ood['auroc']:.3f}  FPR95 {ood['fpr95_tpr_in']:.3f}"
         )
+    # --8<-- [end:fit]
+    if figures is not None:
+        labels = torch.cat([y for _, y in test_loader])
+        save_figures({"one network": single, "TRADI ensemble": result}, labels, Path(figures))
     return result
 
 
+# --8<-- [start:figures]
+def save_figures(results: dict[str, tradi.Evaluation], labels: torch.Tensor, out: Path) -> None:
+    """own-model-reliability.png and own-model-mcp.png in ``out``: reliability diagrams of
+    the in-distribution test data, and the MCP of in-distribution against OOD inputs."""
+    from tradi.metrics import calibration_bins
+    from tradi.plots import confidence_histograms, reliability_diagram
+
+    bins = {name: calibration_bins(r.probs, labels) for name, r in results.items()}
+    scores = {name: (r.scores_in["mcp"], r.scores_out["mcp"]) for name, r in results.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    for figure, name in (
+        (reliability_diagram(bins), "own-model-reliability.png"),
+        (confidence_histograms(scores, n_bins=20, score_name="MCP"), "own-model-mcp.png"),
+    ):
+        figure.savefig(out / name, dpi=80, bbox_inches="tight")
+        print(f"wrote {out / name}")
+
+
+# --8<-- [end:figures]
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--figures", type=Path, help="folder for the tutorial's PNG figures")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args()
+    main(figures=args.figures, threads=args.threads)

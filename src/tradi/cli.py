@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 import sys
@@ -15,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tradi import __version__
+from tradi.experiments.console import configure_logging, console_logging
 
 # Only the standard library and the lazy `tradi` package are imported here: `tradi --help` and
-# `tradi --version` answer without loading torch. The rest is imported in `main`.
+# `tradi --version`, `tradi list`, `tradi show` and the checks of `tradi run`'s arguments answer
+# without loading torch (issue 21). The rest is imported by the commands that train.
 if TYPE_CHECKING:
     from tradi.data import Benchmark
     from tradi.experiments import ExperimentConfig
@@ -51,7 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tradi {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands)
+    _add_reproduce(commands)
+    commands.add_parser("list", help="list the shipped configs")
+    show = commands.add_parser("show", help="print a shipped config's YAML, to copy and edit")
+    show.add_argument("name", metavar="NAME")
+    return parser
 
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "run",
         help="train and evaluate every method of a config, write results and report",
@@ -79,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output folder (default: runs/<config name>)")
     _common(run)
 
+
+def _add_reproduce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reproduce = commands.add_parser(
         "reproduce",
         help="run a shipped config with the paper's settings into runs/NAME",
@@ -89,18 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", type=Path, help="output folder (default: runs/NAME)")
     _common(reproduce)
 
-    commands.add_parser("list", help="list the shipped configs")
-    show = commands.add_parser("show", help="print a shipped config's YAML, to copy and edit")
-    show.add_argument("name", metavar="NAME")
-    return parser
-
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="dataset folder (default: $TRADI_DATA_DIR)",
-    )
+    parser.add_argument("--data-dir", type=Path, help="dataset folder (default: $TRADI_DATA_DIR)")
     parser.add_argument(
         "--download",
         action="store_true",
@@ -115,9 +117,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--out is discarded)",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of a finished run in --out (without it, a folder holding "
+        "another run's results is refused)",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
-        help="no progress bars, log lines instead (automatic when stderr is not a terminal)",
+        help="no progress bars, log lines instead (automatic when stderr is not a terminal); "
+        "per-epoch lines only when stdout is a terminal, else one line per training",
     )
     parser.add_argument(
         "--nproc",
@@ -128,12 +137,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "GPU): the single-process global batches split across them, metrics on the whole test "
         "set, files written once (default 1; under torchrun, use its --nproc_per_node instead)",
     )
-
-
-def _configure_logging(progress: bool) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    if not progress:  # log lines replace the progress bars
-        logging.getLogger("tradi").setLevel(logging.INFO)
 
 
 def _warn_on_rank_zero_only() -> None:
@@ -151,6 +154,11 @@ def _show_progress(no_progress: bool) -> bool:
     return not no_progress and sys.stderr.isatty()
 
 
+def _epoch_lines() -> bool:
+    """Epoch lines only where a person watches (stdout is a terminal), else one per training."""
+    return sys.stdout.isatty()
+
+
 def run_rank(
     config: ExperimentConfig,
     out: Path,
@@ -158,14 +166,21 @@ def run_rank(
     data_dir: Path | None,
     progress: bool,
     command: str,
+    overwrite: bool = False,
 ) -> None:
     """What each process of `--nproc N` runs (module-level: `launch` spawns and pickles it)."""
     from tradi.experiments import run_experiment
 
-    _configure_logging(progress)
+    configure_logging(progress, _epoch_lines())
     _warn_on_rank_zero_only()
     run_experiment(
-        config, out, resume=resume, data_dir=data_dir, progress=progress, command=command
+        config,
+        out,
+        resume=resume,
+        data_dir=data_dir,
+        progress=progress,
+        command=command,
+        overwrite=overwrite,
     )
 
 
@@ -185,25 +200,38 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _load(args: argparse.Namespace) -> tuple[ExperimentConfig, Path]:
-    """The config to run, with the command line's changes, and the output folder."""
-    from tradi.experiments import ConfigError, config_names, load_config, select_methods
+def _check(args: argparse.Namespace) -> None:
+    """Everything about `run`/`reproduce`'s arguments that can be checked without torch: the
+    numbers, the config's name or file, its YAML and the overrides' syntax (a mistyped name is
+    refused at once, issue 21). Raises `ConfigError` saying what to change."""
+    from tradi.experiments.catalog import config_names, read_raw_config
+    from tradi.experiments.errors import ConfigError
 
-    source = args.config if args.command == "run" else args.name
-    if args.command == "reproduce" and source not in config_names():
-        raise ConfigError(f"unknown config {source!r}; shipped: {', '.join(config_names())}")
-    config = load_config(source, getattr(args, "overrides", ()))
-    out = args.out or Path("runs") / config.name
-    if args.command == "run":
-        config = select_methods(config, args.methods)
-        if args.seeds is not None:
-            if args.seeds < 1:
-                raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-            config = replace(config, seeds=tuple(range(args.seeds)))
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.nproc > 1:
         raise ConfigError("under torchrun the processes come from --nproc_per_node: drop --nproc")
+    if args.command == "run" and args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.command == "reproduce" and args.name not in config_names():
+        raise ConfigError(f"unknown config {args.name!r}; shipped: {', '.join(config_names())}")
+    read_raw_config(_source(args), getattr(args, "overrides", ()))
+
+
+def _source(args: argparse.Namespace) -> str:
+    return str(args.config if args.command == "run" else args.name)
+
+
+def _load(args: argparse.Namespace) -> tuple[ExperimentConfig, Path]:
+    """The config to run, with the command line's changes, and the output folder."""
+    from tradi.experiments import load_config, select_methods
+
+    config = load_config(_source(args), getattr(args, "overrides", ()))
+    out = args.out or Path("runs") / config.name
+    if args.command == "run":
+        config = select_methods(config, args.methods)
+        if args.seeds is not None:
+            config = replace(config, seeds=tuple(range(args.seeds)))
     return config, out
 
 
@@ -221,17 +249,33 @@ def _fetch(config: ExperimentConfig, data_dir: Path | None) -> Benchmark:
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
-    """`run` and `reproduce`: train, evaluate, write, and print the table."""
+    """`run` and `reproduce`: check the arguments, then (importing torch) train and report.
+    A corrupt data file is exit status 2 and a failed distributed worker 1, in one line; their
+    classes are imported here, after the torch-free checks."""
+    _check(args)
+    from tradi.data import ChecksumMismatchError
+    from tradi.distributed import DistributedRunError
+
+    try:
+        return _train(args, command)
+    except ChecksumMismatchError as error:
+        return _failed(error, 2)
+    except DistributedRunError as error:
+        return _failed(error, 1)
+
+
+def _train(args: argparse.Namespace, command: str) -> int:
+    """Train, evaluate, write results and report, and print the compact table (rank 0)."""
     from tradi.distributed import init_from_env, is_rank_zero, launch, shutdown
-    from tradi.experiments import check_device, main_table, run_experiment
-    from tradi.experiments.report import recipe_warning
+    from tradi.experiments import check_device, run_experiment
 
     config, out = _load(args)
     check_device(config.device)
     progress = _show_progress(args.no_progress)
     benchmark = _fetch(config, args.data_dir) if args.download else None
     if args.nproc > 1:
-        launch(run_rank, args.nproc, (config, out, args.resume, args.data_dir, progress, command))
+        settings = (config, out, args.resume, args.data_dir, progress, command, args.overwrite)
+        launch(run_rank, args.nproc, settings)
         results = json.loads((out / "results.json").read_text())
     else:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun started this process
@@ -245,29 +289,15 @@ def _run(args: argparse.Namespace, command: str) -> int:
             progress=progress,
             command=command,
             benchmark=benchmark,
+            overwrite=args.overwrite,
         )
     if is_rank_zero():
-        if warning := recipe_warning(results):
-            print(warning.replace("**", "") + "\n")
-        print(main_table(results))
-        print(f"\nreport: {out / 'report.md'}  results: {out / 'results.json'}")
+        from tradi.experiments.report import recipe_warning
+        from tradi.experiments.summary import closing_text
+
+        print(closing_text(results, out, recipe_warning(results)))
     shutdown()  # under torchrun: leave the process group before the interpreter exits
     return 0
-
-
-def _dispatch(args: argparse.Namespace, command: str) -> int:
-    from tradi.experiments import config_names, config_text, load_config
-
-    if args.command == "list":
-        names = config_names()
-        width = max(map(len, names), default=0)
-        for name in names:
-            print(f"{name:{width}s}  {load_config(name).description}")
-        return 0
-    if args.command == "show":
-        print(config_text(args.name)[0], end="")
-        return 0
-    return _run(args, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,40 +305,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Expected failures (a bad config or argument, a missing or corrupt data file, an unavailable
     device, a file that cannot be written) print one ``tradi: error: ...`` line saying what to
-    do and return 2; a failed distributed worker returns 1, Ctrl-C 130, a closed stdout 141.
+    do and return 2; a failed distributed worker returns 1, a closed stdout 141, and Ctrl-C at
+    any moment (imports included) one line and 130. `list`, `show` and the checks of `run`'s
+    arguments import no torch (issue 21).
     """
+    arguments = list(argv if argv is not None else sys.argv[1:])
     try:
         try:
-            return _main(argv)
+            return _main(arguments)
         finally:
             sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
     except BrokenPipeError:
         return _closed_pipe()
+    except KeyboardInterrupt:
+        print(_interrupted(arguments), file=sys.stderr)
+        return 130
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = _parse(argv)
-    # The command that reruns this experiment from scratch (recorded in results and report).
-    arguments = argv if argv is not None else sys.argv[1:]
-    command = shlex.join(["tradi", *(a for a in arguments if a != "--resume")])
-    from tradi.data import ChecksumMismatchError, DatasetNotFoundError
-    from tradi.distributed import DistributedRunError
-    from tradi.experiments import ConfigError
+def _main(arguments: list[str]) -> int:
+    args = _parse(arguments)
+    from tradi.experiments.errors import ConfigError
 
-    _configure_logging(_show_progress(getattr(args, "no_progress", True)))
+    progress = _show_progress(getattr(args, "no_progress", True))
+    with console_logging(progress, _epoch_lines()):
+        return _dispatch(args, arguments, ConfigError)
+
+
+def _dispatch(args: argparse.Namespace, arguments: list[str], config_error: type) -> int:
     try:
-        return _dispatch(args, command)
+        if args.command in ("list", "show"):
+            from tradi.experiments.catalog import config_listing, config_text
+
+            print(config_listing() if args.command == "list" else config_text(args.name)[0], end="")
+            return 0
+        return _run(args, _command(arguments))
     except BrokenPipeError:
         raise
-    except (ConfigError, DatasetNotFoundError, ChecksumMismatchError, OSError) as error:
-        print(f"tradi: error: {error}", file=sys.stderr)
-        return 2
-    except DistributedRunError as error:
-        print(f"tradi: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\ntradi: interrupted; continue with: {command} --resume", file=sys.stderr)
-        return 130
+    except (config_error, OSError) as error:  # OSError: a missing dataset file, an unwritable out
+        return _failed(error, 2)
+
+
+def _command(arguments: list[str]) -> str:
+    """The command that reruns this experiment from scratch (recorded in results and report)."""
+    return shlex.join(["tradi", *(a for a in arguments if a not in ("--resume", "--overwrite"))])
+
+
+def _failed(error: Exception, status: int) -> int:
+    print(f"tradi: error: {error}", file=sys.stderr)
+    return status
+
+
+def _interrupted(arguments: list[str]) -> str:
+    """The line for Ctrl-C: how to continue a run (`--resume` keeps every finished training;
+    harmless when none had started), else just that it stopped."""
+    if arguments[:1] in (["run"], ["reproduce"]):
+        return f"\ntradi: interrupted; continue with: {_command(arguments)} --resume"
+    return "\ntradi: interrupted"
 
 
 def _closed_pipe() -> int:

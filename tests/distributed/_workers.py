@@ -7,6 +7,7 @@ OUT_DIR/rank{r}.pt; the tests compare that with a single-process computation.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ from tradi.training.callbacks import TrackingCallback
 
 GLOBAL_BATCH = 16
 EPOCHS = 2
+# How long a collective waits for a silent peer: a limit that only catches a hang (a peer that
+# is merely slow to start on a busy machine must not fail the test).
+COLLECTIVE_LIMIT_S = 600
 
 
 def training_data() -> TensorDataset:
@@ -213,6 +217,31 @@ def scenario_segmentation(out: Path) -> None:
     )
 
 
+def scenario_folder(out: Path) -> None:
+    """The runner's output-folder claim: rank 0 alone locks and checks, every rank gets its
+    verdict. Each rank records what it saw in rank<r>.json."""
+    from tradi.experiments import OutputFolderError, config_from_dict
+    from tradi.experiments.rundir import LOCK_NAME, claim_out_dir
+
+    config = config_from_dict({"name": "x", "benchmark": "digits", "methods": {"mcp": {}}})
+    seen: dict[str, Any] = {}
+    with claim_out_dir(out / "fresh", config, resume=False, overwrite=False):
+        td.barrier()  # rank 0 holds the lock now
+        seen["lock"] = json.loads((out / "fresh" / LOCK_NAME).read_text())
+        td.barrier()
+    if td.rank() == 0:
+        (out / "fresh" / "results.json").write_text("{}")  # a finished run's file
+    td.barrier()
+    try:
+        with claim_out_dir(out / "fresh", config, resume=False, overwrite=False):
+            seen["entered"] = True
+    except OutputFolderError as error:
+        seen["refused"] = str(error)
+    seen["pid"] = os.getpid()
+    (out / f"rank{td.rank()}.json").write_text(json.dumps(seen))
+    td.barrier()  # no rank leaves while another still checks
+
+
 def scenario_all(out: Path) -> None:
     """DDP training, evaluation and FSDP2 in one run: starting processes is the slow part."""
     for name, scenario in (
@@ -220,6 +249,7 @@ def scenario_all(out: Path) -> None:
         ("metrics", scenario_metrics),
         ("fsdp", scenario_fsdp),
         ("segmentation", scenario_segmentation),
+        ("folder", scenario_folder),
     ):
         (out / name).mkdir(exist_ok=True)
         scenario(out / name)
@@ -241,11 +271,11 @@ SCENARIOS = {
 def main() -> None:
     scenario, out = SCENARIOS[sys.argv[1]], Path(sys.argv[2])
     if "WORLD_SIZE" in os.environ:  # started by torchrun
-        td.init_from_env(timeout_s=120)
+        td.init_from_env(timeout_s=COLLECTIVE_LIMIT_S)
         scenario(out)
         td.shutdown()
     else:
-        td.launch(scenario, 2, (out,), timeout_s=120)
+        td.launch(scenario, 2, (out,), timeout_s=COLLECTIVE_LIMIT_S)
 
 
 if __name__ == "__main__":

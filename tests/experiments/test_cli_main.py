@@ -60,7 +60,10 @@ def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_writes_results_and_prints_the_table(
-    small_digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    small_digits: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     out = tmp_path / "out"
     argv = [
@@ -76,8 +79,16 @@ def test_run_writes_results_and_prints_the_table(
     ]
     assert main([*argv, "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "| method | AUROC %" in printed
-    assert "| Baseline (MCP) |" in printed and "| TRADI (untuned, scale 1) |" in printed
+    # the compact table (the full one is report.md's), within 100 columns
+    assert "method" in printed and "AUROC %" in printed and "FPR95 %" in printed
+    assert "\nBaseline (MCP) " in printed and "\nTRADI (untuned, scale 1) " in printed
+    table = printed.split("\n\n")[0].splitlines()
+    assert len(table) >= 3 and max(map(len, table)) <= 100 and "report.md" in printed
+    assert "| Baseline (MCP) |" in (out / "report.md").read_text()
+    # stdout is no terminal under pytest: the runner's lines per training, no epoch lines
+    logged = [(r.name, r.getMessage()) for r in caplog.records]
+    assert any(m.startswith("mcp seed 0 done: ") for _, m in logged)
+    assert not [m for name, m in logged if name.startswith("tradi.training")]
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == [0]
     assert [pair["method"] for pair in results["pairs"]] == ["mcp", "tradi"]

@@ -210,3 +210,21 @@ def test_a_changed_recipe_is_flagged_beside_the_papers_numbers() -> None:
     assert "train.epochs: 30 -> 2" in warning and "methods.tradi.n_samples: 20 -> 5" in warning
     # no paper table for digits: nothing to warn about
     assert recipe_warning({"config": load_config("digits", ["train.epochs=2"]).to_dict()}) == ""
+
+
+def test_the_split_modules_keep_every_name_importable() -> None:
+    """config.py was split (schema, checks, yaml_text): the names others import stay one object
+    wherever they are imported from."""
+    import tradi.experiments as face
+    from tradi.experiments import checks, config, schema, yaml_text
+
+    for name in ("DataConfig", "ModelConfig", "ScaleSelectionConfig", "ExperimentConfig"):
+        assert getattr(face, name) is getattr(config, name) is getattr(schema, name)
+    assert face.config_from_dict is config.config_from_dict is schema.config_from_dict
+    assert config.parse_dataclass is checks.parse_dataclass
+    assert face.apply_overrides is config.apply_overrides is yaml_text.apply_overrides
+    assert config.read_yaml is yaml_text.read_yaml
+    for name in ("load_config", "config_names", "config_text", "check_device", "select_methods"):
+        assert getattr(face, name) is getattr(config, name)
+    assert face.recipe_differences is config.recipe_differences
+    assert set(config.__all__) <= set(dir(config))

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 import tradi.experiments.runner as runner
 import tradi.training.loop as loop
 from tradi.data import Benchmark, TensorSplit
-from tradi.experiments import config_from_dict, run_experiment
+from tradi.experiments import OutputFolderError, config_from_dict, run_experiment
 from tradi.experiments._files import write_text_atomic
 from tradi.experiments.evaluation import evaluate
 from tradi.experiments.pairs import run_pair
@@ -112,7 +112,7 @@ def test_interrupted_run_resumes_to_the_same_results(
     assert _metrics_by_pair(resumed) == _metrics_by_pair(full_run[0])
 
 
-def test_without_resume_a_run_starts_afresh(
+def test_overwrite_starts_afresh(
     tmp_path: Path,
     tiny_config: dict[str, Any],
     blobs: Callable[..., Benchmark],
@@ -123,9 +123,13 @@ def test_without_resume_a_run_starts_afresh(
     stale = tmp_path / "state/mcp/seed_0/result.json"
     stale.parent.mkdir(parents=True)
     stale.write_text("not json")
+    config = config_from_dict(tiny_config)
+    with pytest.raises(OutputFolderError, match=r"--resume.*--overwrite.*--out"):
+        run_experiment(config, tmp_path, benchmark=blobs(), progress=False)
+    assert stale.read_text() == "not json"  # refused: nothing deleted
     with caplog.at_level(logging.INFO, logger="tradi"):
         results = run_experiment(
-            config_from_dict(tiny_config), tmp_path, benchmark=blobs(), progress=False
+            config, tmp_path, benchmark=blobs(), progress=False, overwrite=True
         )
     assert results["pairs"][0]["method"] == "mcp"
     assert json.loads(stale.read_text())["seed"] == 0
@@ -270,7 +274,9 @@ def test_segmentation_is_evaluated_pixelwise() -> None:
     n, classes, ood_label, ignore = 6, 3, 3, 255
     labels = torch.randint(0, classes + 1, (n, 5, 4), generator=generator)
     labels[:, 0, 0] = ignore
-    probs = torch.softmax(3 * torch.randn(n, classes, 5, 4, generator=generator), dim=1)
+    # float64: the two passes below average back to it within 1e-16
+    logits = 3 * torch.randn(n, classes, 5, 4, generator=generator)
+    probs = torch.softmax(logits.double(), dim=1)
     split = TensorSplit(torch.zeros(n, 1, 5, 4), labels)
     bench = Benchmark(
         name="seg",
@@ -288,10 +294,15 @@ def test_segmentation_is_evaluated_pixelwise() -> None:
     )
     batches = [(split.x[i : i + 4], labels[i : i + 4]) for i in range(0, n, 4)]
 
+    # two passes per batch (each a probability map: the OOD scores check them) whose mean is
+    # the fixed probability map: p +- d with d_c = p_c (r_c - sum_j p_j r_j) / 2
+    r = torch.rand(probs.shape, generator=torch.Generator().manual_seed(1))
+    d = probs * (r - (probs * r).sum(dim=1, keepdim=True)) / 2
+
     def predictor() -> Any:
-        # two passes per batch whose mean is the fixed probability map
         return lambda loader: (
-            torch.stack([probs[i : i + 4] * 0.5, probs[i : i + 4] * 1.5]) for i in range(0, n, 4)
+            torch.stack([probs[i : i + 4] + d[i : i + 4], probs[i : i + 4] - d[i : i + 4]])
+            for i in range(0, n, 4)
         )
 
     evaluation = evaluate(predictor, bench, batches, None)

@@ -64,5 +64,5 @@ def test_a_single_network_has_no_mutual_information_ood_figures() -> None:
     ood = [(x + 5.0, y) for x, y in data]
     result = tradi.evaluate(lambda x: model(x).softmax(1), data, ood)
     assert result.ood is not None
-    assert set(result.ood) == {"mcp", "neg_entropy"}
-    assert torch.equal(result.scores_in["neg_mutual_information"], torch.zeros(256))
+    assert set(result.ood) == {"msp", "entropy"}
+    assert torch.equal(result.scores_in["mutual_information"], torch.zeros(256))

@@ -130,7 +130,7 @@ def test_missing_package_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "ivon", None)  # makes `import ivon` fail
-    with pytest.raises(ImportError, match=r"tradi\[ivon\]"):
+    with pytest.raises(ImportError, match=r"pip install ivon-opt .*pip install -e \"\.\[ivon\]\""):
         build_method("ivon", model_factory, train=TRAIN).fit(train_loader)
 
 

@@ -3,6 +3,8 @@ validation NLL never above T = 1's, accuracy unchanged, dense inputs and persist
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,3 +77,50 @@ def test_dense_logits_skip_void_pixels() -> None:
         logits = model(inputs).movedim(1, -1)[targets != 255]
     assert method.temperature == pytest.approx(fit_temperature(logits, targets[targets != 255]))
     assert method.predict(loader).shape == (1, 8, 2, 3, 4)
+
+
+# ---------------------------------------------------------------- non-finite validation rows
+def _drawn(n: int = 4_000, t: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    logits = 3.0 * torch.randn(n, 4, generator=generator)
+    labels = torch.multinomial((logits / t).softmax(dim=1), 1, generator=generator)[:, 0]
+    return logits, labels
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_rows_are_dropped_with_a_warning_naming_them(bad: float) -> None:
+    logits, labels = _drawn()
+    clean = fit_temperature(logits, labels)
+    dirty = logits.clone()
+    dirty[7, 2] = bad
+    dirty[1234] = bad
+    with pytest.warns(RuntimeWarning, match=r"2 of 4000 .*non-finite.*\[7, 1234\]"):
+        fitted = fit_temperature(dirty, labels)
+    assert math.isfinite(fitted) and fitted > 0
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[[7, 1234]] = False
+    # T is the NLL minimiser over the finite rows: both neighbours are worse there
+    nll = [F.cross_entropy(logits[keep] / (f * fitted), labels[keep]) for f in (0.98, 1.0, 1.02)]
+    assert nll[1] < nll[0] and nll[1] < nll[2]
+    assert fitted == pytest.approx(clean, rel=0.01)  # two rows of 4,000 barely move T
+
+
+def test_all_rows_non_finite_is_an_error() -> None:
+    logits, labels = _drawn(10)
+    logits[:, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"all 10 validation rows.*non-finite"):
+        fit_temperature(logits, labels)
+
+
+def test_one_nan_validation_input_leaves_clean_test_inputs_finite(
+    model_factory, train_loader, val_loader, make_loader
+) -> None:
+    inputs, targets = map(torch.cat, zip(*val_loader, strict=True))
+    inputs[3] = float("nan")
+    dirty = list(zip(inputs.split(32), targets.split(32), strict=True))
+    method = build_method("temperature_scaling", model_factory, train=TRAIN)
+    with pytest.warns(RuntimeWarning, match=r"1 of \d+ .*non-finite.*\[3\]"):
+        method.fit(train_loader, dirty)
+    assert method.temperature is not None and math.isfinite(method.temperature)
+    probs = method.predict(make_loader(50, seed=4))[0]
+    assert torch.isfinite(probs).all()

@@ -82,7 +82,7 @@ def test_low_precision_softmax_outputs_are_accepted(dtype: torch.dtype) -> None:
     assert metrics["accuracy"] == pytest.approx((wide.argmax(1) == labels.numpy()).mean())
     scores = uncertainty_scores(probs.unsqueeze(0))
     entropy = -(wide * np.log(np.where(wide > 0, wide, 1.0))).sum(1)
-    np.testing.assert_allclose(-scores["neg_entropy"].double().numpy(), entropy, atol=1e-6)
+    np.testing.assert_allclose(-scores["entropy"].double().numpy(), entropy, atol=1e-6)
 
 
 def _numpy_ece(confidence: np.ndarray, correct: np.ndarray, edges: np.ndarray) -> float:

@@ -228,7 +228,7 @@ def test_two_bins_are_accepted_and_edge_arguments_refused_with_the_exact_text() 
         "score_range must be (low, high) with low < high, got (0.5, 0.5)"
     )
     assert refused(score_bin_edges, 4, (0.0, 1.0), "log") == (
-        "spacing must be 'uniform' or 'geometric_to_max', got 'log'"
+        "spacing must be 'uniform', 'geometric_to_max' or 'geometric_to_ends', got 'log'"
     )
     for min_gap in (0.0, 0.5, 1.0):  # 0, high - low, and high - low < min_gap < high + low
         assert refused(score_bin_edges, 4, (0.5, 1.0), "geometric_to_max", min_gap) == (

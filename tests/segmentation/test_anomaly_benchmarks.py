@@ -19,7 +19,7 @@ from tradi.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from tradi.data.files import DOWNLOADS, Archive
 from tradi.experiments import config_from_dict, config_names, load_config, run_experiment
 from tradi.experiments.config import config_text
-from tradi.experiments.report import main_table
+from tradi.experiments.tables import main_table
 
 SKIP = {"streethazards/train": None, "streethazards/test": None, "bdd100k/seg": None}
 H, W = 6, 8

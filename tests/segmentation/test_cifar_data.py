@@ -13,7 +13,7 @@ import torch
 
 from tradi.data import denormalise, load_benchmark
 from tradi.experiments import config_text, load_config
-from tradi.experiments.report import main_table, summarize
+from tradi.experiments.tables import main_table, summarize
 
 BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 SKIP_CHECKSUMS: dict[str, str | None] = {

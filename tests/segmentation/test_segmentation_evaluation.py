@@ -56,9 +56,14 @@ def test_dense_evaluation_keeps_known_pixels_and_panels() -> None:
 
     def make_predictor() -> Any:
         def predict(loader: Iterable[Any]) -> Iterator[Tensor]:
-            # two passes whose mean is the fixed probability map
+            # two passes (each a probability map: the OOD scores check them) whose mean is
+            # the fixed probability map
             for i in range(0, n, 3):
-                yield torch.stack([0.5 * probs[i : i + 3], 1.5 * probs[i : i + 3]])
+                part = probs[i : i + 3]
+                # d_c = p_c (r_c - sum_j p_j r_j) / 2 sums to 0 and keeps p +- d >= 0
+                r = torch.rand(part.shape, generator=generator)
+                d = part * (r - (part * r).sum(dim=1, keepdim=True)) / 2
+                yield torch.stack([part + d, part - d])
 
         return predict
 

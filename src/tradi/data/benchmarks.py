@@ -204,6 +204,18 @@ def load_benchmark(
         return anomaly[name](partial(load, image_size=image_size))
     if name == "camvid-ood":
         return _camvid_ood(load)
+    return _classification(name, root, load, val_fraction, seed, download)
+
+
+def _classification(
+    name: str,
+    root: Path,
+    load: partial[TensorSplit],
+    val_fraction: float,
+    seed: int,
+    download: bool,
+) -> Benchmark:
+    """mnist, mnist-notmnist or cifar10 from their datasets under ``root``."""
     dataset = "cifar10" if name == "cifar10" else "mnist"
     train, val = split_train_val(load(dataset, "train"), val_fraction, seed)
     test = load(dataset, "test")
@@ -241,7 +253,7 @@ def _fashion_mnist_if_present(
     if not (root / "fashion_mnist").is_dir() and not download:
         warnings.warn(
             f"{root / 'fashion_mnist'} is absent: mnist-notmnist has no ood_val set",
-            stacklevel=3,
+            stacklevel=4,  # the caller of load_benchmark (via _classification)
         )
         return None
     return load("fashion_mnist", "test")

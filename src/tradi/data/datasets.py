@@ -173,15 +173,24 @@ def _cifar_batches_layout(split: str) -> _Layout:
     )
 
 
+#: The splits each dataset's publisher ships; a validation set is carved from train otherwise.
+_OFFICIAL_SPLITS: dict[str, tuple[str, ...]] = {
+    "mnist": ("train", "test"),
+    "fashion_mnist": ("train", "test"),
+    "notmnist": ("test",),
+    "cifar10": ("train", "test"),
+    "camvid": ("train", "val", "test"),
+    "streethazards": ("train", "val", "test"),
+    "bdd100k": ("train", "val"),
+}
+
+
 def _layouts(name: str, split: str, size: Size | None = None) -> list[_Layout]:
     """Every layout that can hold ``name``/``split``, preferred first."""
-    official = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"),
-                "notmnist": ("test",), "cifar10": ("train", "test"),
-                "camvid": ("train", "val", "test"), "streethazards": ("train", "val", "test"),
-                "bdd100k": ("train", "val")}  # fmt: skip
-    if split not in official[name]:
+    official = _OFFICIAL_SPLITS[name]
+    if split not in official:
         raise ValueError(
-            f"{name} has no {split!r} split (it has {', '.join(official[name])}); "
+            f"{name} has no {split!r} split (it has {', '.join(official)}); "
             "carve a validation set from train with split_train_val"
         )
     prefix = "train" if split == "train" else "t10k"
@@ -189,34 +198,38 @@ def _layouts(name: str, split: str, size: Size | None = None) -> list[_Layout]:
         return [_idx_layout(name, prefix)]
     if name == "notmnist":
         return [_idx_layout(name, prefix), _npz_layout("notmnist/notmnist_small.npz", "x", "y")]
-    if name == "streethazards":
-        tar = "streethazards/test" if split == "test" else "streethazards/train"
-        return [
-            _Layout(
-                "png",
-                ((tar,),),
-                lambda root, paths: read_streethazards_split(root / paths[0], split, size),
-            )
-        ]
-    if name == "bdd100k":
-        return [
-            _Layout(
-                "png",
-                (("bdd100k/seg",),),
-                lambda root, paths: read_bdd_split(root / paths[0], split, size),
-            )
-        ]
     if name == "cifar10":
         return [
             _cifar_batches_layout(split),
             _npz_layout("cifar10/cifar10.npz", f"x_{split}", f"y_{split}"),
         ]
-    png = _Layout(
+    if name == "camvid":
+        npz = _npz_layout("camvid/camvid.npz", f"x_{split}", f"y_{split}")
+        return [_png_layout(name, split, size), npz]
+    return [_png_layout(name, split, size)]
+
+
+def _png_layout(name: str, split: str, size: Size | None) -> _Layout:
+    """The publisher's PNG folders of a segmentation set (camvid, streethazards, bdd100k);
+    ``size`` resizes streethazards and bdd100k while reading (camvid is read at its size)."""
+    if name == "streethazards":
+        tar = "streethazards/test" if split == "test" else "streethazards/train"
+        return _Layout(
+            "png",
+            ((tar,),),
+            lambda root, paths: read_streethazards_split(root / paths[0], split, size),
+        )
+    if name == "bdd100k":
+        return _Layout(
+            "png",
+            (("bdd100k/seg",),),
+            lambda root, paths: read_bdd_split(root / paths[0], split, size),
+        )
+    return _Layout(
         "png",
         (("camvid/CamVid",),),
         lambda root, paths: read_camvid_split(root / paths[0], split),
     )
-    return [png, _npz_layout("camvid/camvid.npz", f"x_{split}", f"y_{split}")]
 
 
 def _download_key(relative_path: str) -> str | None:

@@ -211,6 +211,7 @@ def evaluate_rows(
             },
             "scores_in": evaluation.scores_in,
             "scores_out": evaluation.scores_out,
+            "scores_far": evaluation.scores_far,
             "panels": evaluation.panels,
         }
     return rows, artefacts
@@ -341,5 +342,16 @@ def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, A
         "forward_passes": method.forward_passes_per_input,
         "test_seconds": evaluation.test_seconds,
         "build_seconds": evaluation.build_seconds,
-        "metrics": evaluation.metrics,
+        "metrics": evaluation.metrics,  # the OOD ones: the msp score's (the paper's MCP)
+        # every OOD score of tradi.metrics.OOD_SCORES the outputs allow (the tables show the
+        # config's ood_score), those left out and why, the streamed metrics' error bounds
+        "ood_scores": evaluation.ood_scores,
+        **({"far_ood_scores": evaluation.far_ood_scores} if evaluation.far_ood_scores else {}),
+        "ood_scores_left_out": evaluation.ood_left_out,
+        **({"ood_scores_error_bounds": evaluation.ood_bounds} if evaluation.ood_bounds else {}),
+        # every seed's bins, so the report's reliability figure pools the seeds
+        "calibration_bins": {
+            f.name: getattr(evaluation.bins, f.name).tolist()
+            for f in dataclasses.fields(evaluation.bins)
+        },
     }

@@ -3,6 +3,8 @@
 Layout of an output folder::
 
     config.yaml         the config that ran (with the CLI's overrides applied)
+    run.lock            while a run is live: its pid, host, start time and command
+                        (`tradi.experiments.rundir`: one folder, one run)
     state/shared/seed_<s>/                the seed's shared training run while it is needed:
                                           its epoch checkpoints and methods.json, the methods
                                           that share it (`tradi.experiments.pairs`)
@@ -35,28 +37,26 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 import tradi
 from tradi.data import Benchmark, load_benchmark
 from tradi.distributed import barrier, is_rank_zero
 from tradi.experiments._files import write_text_atomic
-from tradi.experiments.config import ConfigError, ExperimentConfig, config_from_dict
+from tradi.experiments.config import ExperimentConfig
 from tradi.experiments.pairs import build, loss_function, run_methods
 from tradi.experiments.report import write_outputs
+from tradi.experiments.rundir import claim_out_dir
 from tradi.training.checkpoint import save_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["loss_function", "run_experiment", "select_methods", "versions"]
+__all__ = ["loss_function", "run_experiment", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -81,51 +81,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def _same_run(previous: ExperimentConfig, config: ExperimentConfig) -> bool:
-    """Whether finished pairs of ``previous`` belong to ``config``: everything but the seeds
-    and the set of methods must agree (a resumed run may add seeds or methods)."""
-    before, now = previous.to_dict(), config.to_dict()
-    shared = before["methods"].keys() & now["methods"].keys()
-    settings = [
-        {k: v for k, v in c.items() if k not in ("seeds", "methods")} for c in (before, now)
-    ]
-    return settings[0] == settings[1] and all(
-        before["methods"][m] == now["methods"][m] for m in shared
-    )
-
-
-def _prepare_out_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> None:
-    """Check that a resumed run has the same settings; start a fresh run from a clean state."""
-    config_path = out_dir / "config.yaml"
-    if resume and config_path.exists():
-        previous = config_from_dict(yaml.safe_load(config_path.read_text()))
-        if not _same_run(previous, config):
-            raise ConfigError(
-                f"{out_dir} holds a run with other settings; resume it with the same config "
-                "(only seeds and methods may be added), or choose another --out"
-            )
-    if is_rank_zero():
-        if not resume and (out_dir / "state").exists():
-            logger.warning("starting afresh: removing the previous run's state in %s", out_dir)
-            shutil.rmtree(out_dir / "state")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-    barrier()  # no rank looks for finished pairs before the old state is gone
-
-
-def select_methods(config: ExperimentConfig, methods: Sequence[str] | None) -> ExperimentConfig:
-    """The config restricted to ``methods`` (in the config's order), refusing unknown names."""
-    if not methods:
-        return config
-    unknown = [m for m in methods if m not in config.methods]
-    if unknown:
-        raise ConfigError(
-            f"method(s) {', '.join(map(repr, unknown))} are not in config {config.name!r}; "
-            f"it has {', '.join(config.methods)}"
-        )
-    return replace(config, methods={k: v for k, v in config.methods.items() if k in methods})
-
-
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -135,22 +90,38 @@ def run_experiment(
     progress: bool = True,
     command: str = "",
     benchmark: Benchmark | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate every method x seed of ``config`` and write results and report.
 
+    One folder, one run (`tradi.experiments.rundir`): the run holds ``out_dir/run.lock`` while
+    it runs; ``resume`` continues the run in ``out_dir`` (its shared settings must equal
+    ``config``'s; seeds and methods may be added); ``overwrite`` deletes a previous run's
+    results and state there first; with neither, a folder holding another run is refused.
     ``benchmark`` replaces loading ``config.benchmark`` (tests use synthetic ones). Returns the
     content of results.json (in a distributed run on rank 0, which writes it; {} elsewhere).
+
+    Raises `OutputFolderError` (a `ConfigError`) when the folder is held by a live run, holds
+    another run without ``resume``/``overwrite``, or a resume's settings differ (named);
+    `tradi.training.checkpoint.CheckpointError` (an ``OSError``) for an unreadable checkpoint.
     """
     out_dir = Path(out_dir)
-    if benchmark is None:
-        benchmark = load_benchmark(
-            config.benchmark,
-            data_dir,
-            val_fraction=config.data.val_fraction,
-            seed=config.data.split_seed,
-            image_size=config.data.image_size,
-        )
-    _prepare_out_dir(out_dir, config, resume)
+    with claim_out_dir(out_dir, config, resume=resume, overwrite=overwrite):
+        if benchmark is None:
+            benchmark = load_benchmark(
+                config.benchmark,
+                data_dir,
+                val_fraction=config.data.val_fraction,
+                seed=config.data.split_seed,
+                image_size=config.data.image_size,
+            )
+        return _run_and_write(config, benchmark, out_dir, progress, command)
+
+
+def _run_and_write(
+    config: ExperimentConfig, benchmark: Benchmark, out_dir: Path, progress: bool, command: str
+) -> dict[str, Any]:
+    """Every pair trained (or read back), then results, report and figures written."""
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)

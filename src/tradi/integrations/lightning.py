@@ -1,5 +1,6 @@
 """TRADI for any LightningModule: one callback tracks the weights during `trainer.fit` and gives
-the sampled ensemble afterwards. Needs the `lightning` extra: `pip install "tradi[lightning]"`.
+the sampled ensemble afterwards. Needs the `lightning` extra: `pip install -e ".[lightning]"` in
+the tradi clone (tradi is not on PyPI), or `pip install lightning`.
 
     callback = TRADICallback(covariance="kernel", n_samples=20)
     trainer = lightning.Trainer(max_epochs=30, callbacks=[callback])
@@ -16,7 +17,8 @@ try:
     import lightning.pytorch as pl
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
-        'tradi.integrations.lightning needs Lightning: pip install "tradi[lightning]"'
+        "tradi.integrations.lightning needs Lightning: pip install lightning (or, in the tradi "
+        'clone, pip install -e ".[lightning]"; tradi is not on PyPI)'
     ) from error
 
 from tradi.inference.ensemble import Average, SampledEnsemble

@@ -38,6 +38,9 @@ METHODS: dict[str, type[Method]] = {
         TemperatureScaling,
     )
 }
+"""Every method class by its config name (``mcp``, ``mc_dropout``, ``deep_ensembles``, ``swag``,
+``gaussian_perturbation``, ``tradi``, ``ivon``, ``temperature_scaling``), in the paper's table
+order: what `build_method` builds and the experiment configs' ``methods:`` keys name."""
 
 
 def build_method(

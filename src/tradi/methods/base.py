@@ -2,8 +2,9 @@
 
 A method is built from a model factory, its options and the shared `TrainConfig`; it trains
 through `tradi.training.fit` (methods differ by callbacks, never by copies of the loop) and
-predicts per-sample probabilities [S, N, C] (dense: [S, N, C, H, W]), S being its number of
-forward passes per input. The methods that sample weight sets from a posterior share
+predicts per-sample logits and probabilities [S, N, C] (dense: [S, N, C, H, W]), S being its
+number of forward passes per input, so that every OOD score of `tradi.metrics.OOD_SCORES` can be
+computed from its outputs. The methods that sample weight sets from a posterior share
 `tradi.methods.sampling.SamplingMethod`.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,8 @@ from tradi.training import Callback, FitResult, TrainConfig, fit, make_optimizer
 from tradi.training.hooks import LossFn, Scheduler
 
 ModelFactory = Callable[[], nn.Module]
+#: What a method predicts per forward pass: logits, or softmax probabilities.
+OutputKind = Literal["logits", "probs"]
 
 
 @dataclass
@@ -54,8 +58,8 @@ class Method(ABC):
     """Base class: the shared training path, prediction over loaders and option checking.
 
     Subclasses set ``name``, ``label`` (its row in the tables), ``short_label`` (figure panels)
-    and ``options_type``, and implement ``sample_probs`` and
-    ``forward_passes_per_input``; they change training only through ``_callbacks``,
+    and ``options_type``, and implement ``sample_logits`` (or, for a method that has no logits,
+    ``sample_probs`` alone: `gives_logits` is then False) and ``forward_passes_per_input``; they change training only through ``_callbacks``,
     ``_optimizer``, ``_scheduler`` and ``_after_fit``, and extend ``state_dict``/``load_state_dict`` with what they add.
     """
 
@@ -264,22 +268,63 @@ class Method(ABC):
     def forward_passes_per_input(self) -> int:
         """How many network evaluations one test input costs."""
 
-    @abstractmethod
-    def sample_probs(self, x: Tensor) -> Tensor:
-        """Per-sample class probabilities [S, N, C, ...] for one batch of inputs."""
+    def sample_logits(self, x: Any) -> Tensor:
+        """Per-sample logits [S, N, C, ...] for one batch of inputs: what each of the S forward
+        passes (weight set, member, dropout pass) gives before its softmax.
+
+        Raises NotImplementedError for a method that gives probabilities only (`gives_logits`
+        False): its OOD scores that need logits (logit, energy, ensemble_energy) are left out."""
+        raise NotImplementedError(
+            f"{self.name} gives probabilities only (sample_probs): it has no logits; use "
+            "sample_probs, or the OOD scores that need no logits "
+            "(tradi.metrics.available_scores(False))"
+        )
+
+    @property
+    def gives_logits(self) -> bool:
+        """Whether ``sample_logits`` is implemented (every built-in method: True)."""
+        return type(self).sample_logits is not Method.sample_logits
+
+    def sample_probs(self, x: Any) -> Tensor:
+        """Per-sample class probabilities [S, N, C, ...] for one batch of inputs: the softmax
+        (over dim 2) of ``sample_logits``; a method without logits overrides this."""
+        if not self.gives_logits:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement sample_logits or sample_probs"
+            )
+        return self.sample_logits(x).softmax(dim=2)
+
+    def iter_outputs(self, loader: Iterable[Any], kind: OutputKind = "probs") -> Iterator[Tensor]:
+        """``sample_logits`` (kind "logits") or ``sample_probs`` (kind "probs") batch by batch,
+        on the CPU: for dense outputs too big to concatenate. Each batch runs in
+        ``_batch_context(index)`` (MC Dropout seeds its masks there)."""
+        if kind not in ("logits", "probs"):
+            raise ValueError(f"kind must be 'logits' or 'probs', got {kind!r}")
+        sample = self.sample_logits if kind == "logits" else self.sample_probs
+        for index, batch in enumerate(loader):
+            with self._batch_context(index):
+                outputs = sample(self.io.inputs(batch))
+            yield outputs.cpu()
 
     def iter_predict(self, loader: Iterable[Any]) -> Iterator[Tensor]:
-        """``sample_probs`` batch by batch, on the CPU: for dense outputs too big to concatenate."""
-        for batch in loader:
-            yield self.sample_probs(self.io.inputs(batch)).cpu()
+        """``sample_probs`` batch by batch, on the CPU (`iter_outputs` with kind "probs")."""
+        return self.iter_outputs(loader, "probs")
+
+    def _batch_context(self, index: int) -> AbstractContextManager[object]:
+        """The context batch ``index`` of `iter_outputs` predicts in (none by default)."""
+        return nullcontext()
 
     def predict(self, loader: Iterable[Any]) -> Tensor:
         """Per-sample probabilities over a loader: [S, N, C, ...] on the CPU."""
         return torch.cat(list(self.iter_predict(loader)), dim=1)
 
+    def _network_logits(self, model: nn.Module, x: Any) -> Tensor:
+        """Logits [N, C, ...] of one network on model inputs ``x`` (read through ``io``)."""
+        return self.io.logits(self.io.forward(model, to_device(x, self.device)))
+
     def _network_probs(self, model: nn.Module, x: Any) -> Tensor:
         """Class probabilities [N, C, ...] of one network on model inputs ``x`` (via ``io``)."""
-        return self.io.logits(self.io.forward(model, to_device(x, self.device))).softmax(dim=1)
+        return self._network_logits(model, x).softmax(dim=1)
 
     def predict_mean(self, x: Tensor) -> Tensor:
         """The method's predictive distribution for one batch: the mean over its S passes."""

@@ -96,6 +96,13 @@ class DeepEnsembles(Method):
             raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
         return torch.stack([self._network_probs(member.eval(), x) for member in self.members])
 
+    @torch.no_grad()
+    def sample_logits(self, x: Any) -> Tensor:
+        """The members' logits: [n_members, N, C, ...]."""
+        if not self.members:
+            raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
+        return torch.stack([self._network_logits(member.eval(), x) for member in self.members])
+
     def state_dict(self) -> dict[str, Any]:
         return {"members": [unwrap(member).state_dict() for member in self.members]}
 

@@ -10,8 +10,9 @@ prediction averages the softmax over ``n_samples`` weight sets drawn from it, wi
 statistics of training, as the authors' test scripts do (team-approx-bayes/ivon-experiments,
 ``bdl_indomain/test_von.py``: 64 samples, ``model.eval()``).
 
-It needs the optional package ``ivon-opt`` (``pip install "tradi[ivon]"``), imported only when
-an IVON network is trained.
+It needs the optional package ``ivon-opt`` (``pip install ivon-opt``, or from the clone
+``pip install -e ".[ivon]"``: tradi is not on PyPI), imported only when an IVON network is
+trained.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def _ivon_class() -> type[torch.optim.Optimizer]:
         from ivon import IVON as Optimizer
     except ImportError as error:
         raise ImportError(
-            'the ivon method needs the ivon-opt package: pip install "tradi[ivon]" '
-            "(or pip install ivon-opt)"
+            "the ivon method needs the ivon-opt package: pip install ivon-opt (or, in the tradi "
+            'clone, pip install -e ".[ivon]"; tradi is not on PyPI)'
         ) from error
     return Optimizer
 

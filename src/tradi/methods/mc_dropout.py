@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,21 +58,22 @@ class MCDropout(Method):
         return self.options.n_passes
 
     @torch.no_grad()
-    def sample_probs(self, x: Any) -> Tensor:
-        """``n_passes`` dropout draws from the global torch random state: [n_passes, N, C, ...]."""
+    def sample_logits(self, x: Any) -> Tensor:
+        """The logits of ``n_passes`` dropout draws from the global torch random state:
+        [n_passes, N, C, ...] (``sample_probs``: their softmax, the same draws for the same
+        random state)."""
         model = self._require_model().eval()
         dropouts = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES)]
         for module in dropouts:
             module.train()
         try:
             return torch.stack(
-                [self._network_probs(model, x) for _ in range(self.options.n_passes)]
+                [self._network_logits(model, x) for _ in range(self.options.n_passes)]
             )
         finally:
             model.eval()
 
-    def iter_predict(self, loader: Iterable[Any]) -> Iterator[Tensor]:
-        for index, batch in enumerate(loader):
-            with seeded_randomness(self.train.seed + index, self.device):
-                probs = self.sample_probs(self.io.inputs(batch))
-            yield probs.cpu()
+    def _batch_context(self, index: int) -> AbstractContextManager[object]:
+        """Batch ``index`` of ``iter_outputs`` / ``iter_predict`` draws its masks from seed
+        ``TrainConfig.seed + index``."""
+        return seeded_randomness(self.train.seed + index, self.device)

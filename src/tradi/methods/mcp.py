@@ -29,6 +29,7 @@ class MCP(Method):
         return 1
 
     @torch.no_grad()
-    def sample_probs(self, x: Any) -> Tensor:
+    def sample_logits(self, x: Any) -> Tensor:
+        """The network's logits as one sample: [1, N, C, ...]."""
         model = self._require_model().eval()
-        return self._network_probs(model, x).unsqueeze(0)
+        return self._network_logits(model, x).unsqueeze(0)

@@ -117,7 +117,11 @@ class SamplingMethod(Method):
         self._ensemble = (scale, ensemble)
         return ensemble
 
-    def sample_probs(self, x: Tensor) -> Tensor:
+    def sample_logits(self, x: Any) -> Tensor:
+        """Every weight set's logits [n_samples, N, C, ...] (`SampledEnsemble.sample_logits`)."""
+        return self.ensemble().sample_logits(x)
+
+    def sample_probs(self, x: Any) -> Tensor:
         return self.ensemble().sample_probs(x)
 
     def select_scale(

@@ -45,14 +45,20 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 50) -> float
     """The T > 0 minimising the mean NLL of softmax(logits / T) against ``labels``.
 
     ``logits``: [N, C] float; ``labels``: [N] int64 in [0, C). L-BFGS on log T from T = 1 (strong
-    Wolfe line search); returns T as a float. Raises ValueError for empty or mismatched inputs.
+    Wolfe line search); returns T as a float.
+
+    Rows with a non-finite logit (NaN or +-inf, e.g. from a corrupt validation input) are left
+    out of the fit with one RuntimeWarning naming how many and their first indices: one such row
+    would otherwise make the NLL, hence T, NaN, and every later prediction NaN. Dropping keeps a
+    run that trained for hours (T is fitted after training) and the warning says which inputs
+    to inspect. Raises ValueError for empty or mismatched inputs, or when no row is finite.
     """
     if logits.ndim != 2 or labels.shape != logits.shape[:1] or len(labels) == 0:
         raise ValueError(
             f"need logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and "
             f"{tuple(labels.shape)}"
         )
-    logits, labels = logits.detach().double(), labels.detach()
+    logits, labels = _finite_rows(logits.detach().double(), labels.detach())
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -64,6 +70,29 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 50) -> float
 
     optimizer.step(closure)
     return float(log_t.detach().exp())
+
+
+def _finite_rows(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows of ``logits`` [N, C] (and ``labels`` [N]) whose logits are all finite; warns
+    (RuntimeWarning) naming the count and the first indices of the others, ValueError if none."""
+    finite = torch.isfinite(logits).all(dim=1)
+    dropped = (~finite).nonzero()[:, 0].tolist()
+    if not dropped:
+        return logits, labels
+    if len(dropped) == len(labels):
+        raise ValueError(
+            f"fit_temperature: all {len(labels)} validation rows have non-finite logits (NaN or "
+            "inf): check the validation inputs and the network (did training diverge?)"
+        )
+    shown = f"{dropped[:10]}" + (" ..." if len(dropped) > 10 else "")
+    warnings.warn(
+        f"fit_temperature: {len(dropped)} of {len(labels)} validation rows have non-finite "
+        f"logits (NaN or inf) and are left out of the fit of T; rows {shown} (in validation "
+        "order, pixels flattened for segmentation): check those inputs",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return logits[finite], labels[finite]
 
 
 class TemperatureScaling(Method):
@@ -140,11 +169,13 @@ class TemperatureScaling(Method):
         return 1
 
     @torch.no_grad()
-    def sample_probs(self, x: Any) -> Tensor:
+    def sample_logits(self, x: Any) -> Tensor:
+        """The network's logits divided by T, as one sample: [1, N, C, ...]; their softmax is
+        the calibrated prediction, so every logit score (logit, energy) is that of z / T."""
         if self.temperature is None:
             raise RuntimeError(f"{self.name}: call fit() or load_state_dict() first")
         model = self._require_model().eval()
-        return (self._logits(model, x) / self.temperature).softmax(dim=1).unsqueeze(0)
+        return (self._logits(model, x) / self.temperature).unsqueeze(0)
 
     def _logits(self, model: nn.Module, x: Any) -> Tensor:
         """The network's logits [N, C, ...] for model inputs ``x`` (read through ``io``)."""

@@ -15,8 +15,14 @@ Functional (whole tensors in memory):
         Ties and the exact threshold rule are in `tradi.metrics.ood`.
     paper_pooled_ece(probs_in, labels_in, probs_ood): the paper's table ECE (OOD counted wrong),
         for comparison with the paper only.
-    uncertainty_scores(sample_probs [S, N, C]) -> {"mcp", "neg_entropy",
-        "neg_mutual_information", "neg_variance"}, all higher = more in-distribution.
+    OOD scores by the field's names (`tradi.metrics.ood_scores`), all returned higher = more
+        in-distribution (uncertainties negated), inputs samples first [S, N, C] or [S, N, C, H, W]:
+        ood_score(name, sample_logits=None, sample_probs=None) -> [N] or [N, H, W];
+        ood_scores(names=None, ...) -> dict of several; OOD_SCORES: name -> ScoreSpec (needs
+        "logits" or "probs", ensemble_only, negated, formula, source). Names: msp, logit,
+        energy, ensemble_energy, entropy, mutual_information, variation_ratio, variance.
+        uncertainty_scores(sample_probs) -> every probability criterion; the old names (mcp,
+        neg_entropy, neg_mutual_information, neg_variance) still read (SCORE_ALIASES).
 
 Accumulating (batch by batch, DDP-reducible torchmetrics Metrics with the same output keys):
     ClassificationMetrics, OODMetrics (score histograms over `score_range`, default [0, 1]; a
@@ -29,6 +35,8 @@ RuntimeWarning counting the true-class probabilities that underflowed.
 Segmentation (`tradi.metrics.segmentation`): segmentation_metrics(probs, labels, ignore_index)
     -> {"miou", "pixel_accuracy", "mean_class_accuracy"} from one confusion matrix, and its
     streaming twin SegmentationMetrics(num_classes, ignore_index).
+    Streaming OOD metrics of any criterion: score_ood_metrics(name, num_classes) -> OODMetrics
+    over the score's own range (score_range_of; unbounded scores binned after atan).
 
 Values in the dicts are Python floats (JSON-ready); single metrics return float64 tensors.
 """
@@ -47,11 +55,20 @@ from tradi.metrics.calibration import (
     paper_pooled_ece,
 )
 from tradi.metrics.ood import fpr_at_tpr, ood_metrics, ood_pr_curve, ood_roc_curve
+from tradi.metrics.ood_scores import (
+    OOD_SCORES,
+    SCORE_ALIASES,
+    ScoreSpec,
+    available_scores,
+    ood_score,
+    ood_scores,
+    uncertainty_scores,
+)
 from tradi.metrics.scores import (
     mutual_information,
     predictive_entropy,
     sampled_variance,
-    uncertainty_scores,
+    variation_ratio,
 )
 from tradi.metrics.segmentation import (
     SegmentationMetrics,
@@ -59,16 +76,26 @@ from tradi.metrics.segmentation import (
     iou_per_class,
     segmentation_metrics,
 )
-from tradi.metrics.streaming import ClassificationMetrics, OODMetrics, score_bin_edges
+from tradi.metrics.streaming import (
+    ClassificationMetrics,
+    OODMetrics,
+    score_bin_edges,
+    score_ood_metrics,
+    score_range_of,
+)
 
 __all__ = [
+    "OOD_SCORES",
+    "SCORE_ALIASES",
     "CalibrationBins",
     "ClassificationMetrics",
     "OODMetrics",
+    "ScoreSpec",
     "SegmentationMetrics",
     "accuracy",
     "adaptive_calibration_bins",
     "adaptive_ece",
+    "available_scores",
     "brier_score",
     "calibration_bins",
     "classification_metrics",
@@ -82,10 +109,15 @@ __all__ = [
     "ood_metrics",
     "ood_pr_curve",
     "ood_roc_curve",
+    "ood_score",
+    "ood_scores",
     "paper_pooled_ece",
     "predictive_entropy",
     "sampled_variance",
     "score_bin_edges",
+    "score_ood_metrics",
+    "score_range_of",
     "segmentation_metrics",
     "uncertainty_scores",
+    "variation_ratio",
 ]

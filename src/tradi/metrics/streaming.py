@@ -21,10 +21,19 @@ gives the metric of all the data.
   Scores outside `score_range` (or infinite) are refused with a ValueError naming the range: in
   the end bins they would all tie, and the metrics would be those of the ties (AUROC 0.5), with
   bounds too wide to mean anything. Choose the range from what the score can take: [0, 1] for
-  MCP, [-log C, 0] for neg_entropy.
+  MCP, [-log C, 0] for entropy (`score_range_of` gives every score of `OOD_SCORES` its own).
   The default bins are geometric in the distance to the top of the range, because confident
   scores (MCP near 1, entropy near 0) pile up there: with the default 10^5 bins down to a gap
   of 1e-9, neighbouring edges differ by 0.02% of their distance to the top.
+- Unbounded scores (``score_range=None``: ``logit``, ``energy``, ``ensemble_energy`` of
+  `OOD_SCORES`) are binned after the strictly increasing map atan onto (-pi/2, pi/2), with bins
+  geometric towards both ends (a bin's width is 0.04% of its distance to the nearer end, i.e.
+  about 0.04% of |score| for |score| > 1). Decision: AUROC, AUPR and FPR95 depend only on the
+  order of the scores, which a strictly increasing map keeps, so this is one pass in fixed
+  memory with no range to guess. A range taken from the data would need a first pass (twice
+  the prediction cost: S forward passes per pixel for an ensemble) or could be exceeded after
+  it was fixed (a range from the first batches); exact metrics on kept scores do not fit a
+  segmentation test set. `error_bounds()` still bounds the distance to the exact metrics.
 """
 
 from __future__ import annotations
@@ -51,8 +60,12 @@ from tradi.metrics.ood import (
     operating_points_from_histograms,
     summarize,
 )
+from tradi.metrics.ood_scores import score_spec
 
-Spacing = Literal["uniform", "geometric_to_max"]
+Spacing = Literal["uniform", "geometric_to_max", "geometric_to_ends"]
+#: Scores a hair outside their mathematical range (float rounding: an entropy a little above
+#: log C) are moved onto its end when within this share of the range's width.
+ROUNDING_TOLERANCE = 1e-5
 
 #: Per fine confidence bin: count, summed confidence, summed correctness, summed |correct - conf|.
 _FINE_STATES = ("fine_count", "fine_confidence_sum", "fine_correct_sum", "fine_abs_gap_sum")
@@ -65,7 +78,10 @@ def score_bin_edges(
     min_gap: float = 1e-9,
 ) -> Tensor:
     """n_bins + 1 increasing float64 edges from low to high; "geometric_to_max" spaces them
-    geometrically in (high - score) from (high - low) down to min_gap, then high."""
+    geometrically in (high - score) from (high - low) down to min_gap, then high;
+    "geometric_to_ends" mirrors that about the middle: half the bins geometric towards each end.
+    Raises ValueError for low >= high, n_bins < 2 (4 for "geometric_to_ends"), a min_gap
+    outside (0, high - low) or an unknown spacing."""
     low, high = score_range
     if not low < high:
         raise ValueError(f"score_range must be (low, high) with low < high, got {score_range}")
@@ -73,6 +89,13 @@ def score_bin_edges(
         raise ValueError(f"n_bins must be at least 2, got {n_bins}")
     if spacing == "uniform":
         return torch.linspace(low, high, n_bins + 1, dtype=torch.float64)
+    if spacing == "geometric_to_ends":
+        if n_bins < 4:
+            raise ValueError(f"n_bins must be at least 4 for 'geometric_to_ends', got {n_bins}")
+        middle = (low + high) / 2
+        upper = score_bin_edges(n_bins - n_bins // 2, (middle, high), "geometric_to_max", min_gap)
+        lower = score_bin_edges(n_bins // 2, (middle, high), "geometric_to_max", min_gap)
+        return torch.cat([(2 * middle - lower).flip(0)[:-1], upper])
     if spacing == "geometric_to_max":
         if not 0 < min_gap < high - low:
             raise ValueError(f"min_gap must lie in (0, high - low), got {min_gap}")
@@ -82,7 +105,9 @@ def score_bin_edges(
         edges = torch.cat([high - gaps, torch.tensor([high], dtype=torch.float64)])
         edges[0] = low
         return edges
-    raise ValueError(f"spacing must be 'uniform' or 'geometric_to_max', got {spacing!r}")
+    raise ValueError(
+        f"spacing must be 'uniform', 'geometric_to_max' or 'geometric_to_ends', got {spacing!r}"
+    )
 
 
 class ClassificationMetrics(Metric):
@@ -179,7 +204,12 @@ class ClassificationMetrics(Metric):
 
 
 class OODMetrics(Metric):
-    """Streaming `ood_metrics` from per-class score histograms (bounds in the module docstring)."""
+    """Streaming `ood_metrics` from per-class score histograms (bounds in the module docstring).
+
+    ``score_range``: (low, high) the scores lie in, or None for an unbounded score (binned after
+    atan, bins "geometric_to_ends"; ``spacing`` is then ignored). ``tolerance``: scores outside
+    the range by at most this are moved onto its end (float rounding); 0 refuses them all.
+    Build one per `OOD_SCORES` criterion with `score_ood_metrics`."""
 
     is_differentiable = False
     higher_is_better = None
@@ -188,13 +218,18 @@ class OODMetrics(Metric):
     def __init__(
         self,
         n_bins: int = 100_000,
-        score_range: tuple[float, float] = (0.0, 1.0),
+        score_range: tuple[float, float] | None = (0.0, 1.0),
         spacing: Spacing = "geometric_to_max",
         min_gap: float = 1e-9,
+        tolerance: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.unbounded = score_range is None
+        if score_range is None:
+            score_range, spacing = (-math.pi / 2, math.pi / 2), "geometric_to_ends"
         self.edges = score_bin_edges(n_bins, score_range, spacing, min_gap)
+        self.tolerance = tolerance
         for name in ("counts_in", "counts_out"):
             zeros = torch.zeros(n_bins, dtype=torch.long)
             self.add_state(name, default=zeros, dist_reduce_fx="sum")
@@ -218,12 +253,23 @@ class OODMetrics(Metric):
         flat = scores.reshape(-1)
         if flat.numel() == 0:
             return
-        flat = check_scores(flat, "scores")
+        flat = self._binned_values(check_scores(flat, "scores"))
         self._check_range(flat)
         index = torch.bucketize(flat, self.edges[1:-1].to(flat.device), right=True)
         n_bins = len(self.edges) - 1
         self.counts_in = self.counts_in + torch.bincount(index[~is_ood], minlength=n_bins)
         self.counts_out = self.counts_out + torch.bincount(index[is_ood], minlength=n_bins)
+
+    def _binned_values(self, scores: Tensor) -> Tensor:
+        """The values binned: atan of an unbounded score (float64: distinct scores stay
+        distinct), else the scores with those within ``tolerance`` of the range moved onto it."""
+        if self.unbounded:
+            return torch.atan(scores.double())
+        if self.tolerance <= 0:
+            return scores
+        low, high = float(self.edges[0]), float(self.edges[-1])
+        near = (scores >= low - self.tolerance) & (scores <= high + self.tolerance)
+        return torch.where(near, scores.clamp(low, high), scores)
 
     def _check_range(self, scores: Tensor) -> None:
         """ValueError unless every score lies in [low, high] of the bins."""
@@ -279,3 +325,34 @@ def _fpr_bound(points: OperatingPoints) -> float:
     index = points.index_at_tpr(TPR_LEVEL)
     fp = points.false_positives
     return int(fp[index] - _previous(fp)[index]) / points.n_negative
+
+
+def score_range_of(name: str, num_classes: int) -> tuple[float, float] | None:
+    """The range of the `OOD_SCORES` criterion ``name`` for ``num_classes`` classes C (None:
+    unbounded). msp in [0, 1] (in fact [1/C, 1]); entropy and mutual_information in
+    [-log C, 0] (0 <= MI <= H[p] <= log C); variation_ratio in [-1, 0]; variance in
+    [-1/4, 0] (the variance of values in [0, 1] is at most 1/4); logit, energy and
+    ensemble_energy unbounded. Raises ValueError for an unknown name or C < 2."""
+    spec = score_spec(name)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    log_c = math.log(num_classes)
+    ranges: dict[str, tuple[float, float] | None] = {
+        "msp": (0.0, 1.0),
+        "entropy": (-log_c, 0.0),
+        "mutual_information": (-log_c, 0.0),
+        "variation_ratio": (-1.0, 0.0),
+        "variance": (-0.25, 0.0),
+    }
+    return ranges.get(spec.name)
+
+
+def score_ood_metrics(name: str, num_classes: int, **kwargs: Any) -> OODMetrics:
+    """An `OODMetrics` for the criterion ``name`` of `OOD_SCORES`: its `score_range_of` (atan
+    for an unbounded one) and ``ROUNDING_TOLERANCE`` of the range's width; ``kwargs`` go to
+    `OODMetrics` (``n_bins``, ``min_gap``, torchmetrics' options)."""
+    score_range = score_range_of(name, num_classes)
+    tolerance = (
+        0.0 if score_range is None else ROUNDING_TOLERANCE * (score_range[1] - score_range[0])
+    )
+    return OODMetrics(score_range=score_range, tolerance=tolerance, **kwargs)

@@ -10,6 +10,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 from torch import Tensor
 
@@ -85,6 +86,47 @@ def _class_legend(
     )
 
 
+def _check_predictions(predictions: Mapping[str, tuple[Tensor, Tensor]]) -> None:
+    check_methods(predictions, "predictions")
+    for name, (predicted, confidence) in predictions.items():
+        if predicted.shape != confidence.shape or predicted.ndim != 2:
+            raise ValueError(
+                f"{name}: prediction {tuple(predicted.shape)} and confidence "
+                f"{tuple(confidence.shape)} must both be [H, W]"
+            )
+
+
+def _draw_labels(
+    axis: Axes, labels: Tensor, num_classes: int, colormap: ListedColormap, norm: BoundaryNorm
+) -> None:
+    axis.imshow(_label_map(labels, num_classes), cmap=colormap, norm=norm, interpolation="nearest")
+
+
+def _draw_methods(
+    axes: Sequence[Sequence[Axes]],
+    predictions: Mapping[str, tuple[Tensor, Tensor]],
+    num_classes: int,
+    colormap: ListedColormap,
+    norm: BoundaryNorm,
+) -> AxesImage:
+    """Each method's predicted classes (top) and confidence map (bottom, 0..1) in the panels
+    after the first; returns the last confidence image (for the shared colour bar)."""
+    confidence_image = None
+    for panel, (name, (predicted, confidence)) in enumerate(predictions.items(), start=1):
+        _draw_labels(axes[panel][0], predicted, num_classes, colormap, norm)
+        axes[panel][0].set_title(f"{name}: prediction")
+        confidence_image = axes[panel][1].imshow(
+            confidence.double().numpy(force=True),
+            cmap=CONFIDENCE_CMAP,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
+        axes[panel][1].set_title(f"{name}: confidence")
+    assert confidence_image is not None  # check_methods: at least one method
+    return confidence_image
+
+
 def segmentation_panels(
     image: Tensor,
     predictions: Mapping[str, tuple[Tensor, Tensor]],
@@ -98,14 +140,10 @@ def segmentation_panels(
     method with its predicted classes [H, W] (top) and confidence map [H, W] (bottom, 0..1,
     one shared colour bar); panels wrap after four per row. Labels outside [0, num_classes)
     are drawn black; the OOD mask [H, W] is outlined on every panel; `class_names` adds a
-    legend of the classes shown."""
-    check_methods(predictions, "predictions")
-    for name, (predicted, confidence) in predictions.items():
-        if predicted.shape != confidence.shape or predicted.ndim != 2:
-            raise ValueError(
-                f"{name}: prediction {tuple(predicted.shape)} and confidence "
-                f"{tuple(confidence.shape)} must both be [H, W]"
-            )
+    legend of the classes shown. Raises TypeError / ValueError for an empty or non-mapping
+    ``predictions``, a prediction and confidence of different shapes or not [H, W], an image
+    of another shape, or `class_colors` / `class_names` not of ``num_classes`` entries."""
+    _check_predictions(predictions)
     colormap, norm = _label_colormap(num_classes, class_colors)
     figure, axes = panel_grid(1 + len(predictions), (3.0, 2.6), rows_per_panel=2)
     axes[0][0].imshow(_display_image(image))
@@ -113,38 +151,16 @@ def segmentation_panels(
     if ground_truth is None:
         axes[0][1].set_visible(False)
     else:
-        axes[0][1].imshow(
-            _label_map(ground_truth, num_classes), cmap=colormap, norm=norm, interpolation="nearest"
-        )
+        _draw_labels(axes[0][1], ground_truth, num_classes, colormap, norm)
         axes[0][1].set_title("ground truth")
-    confidence_image = None
-    for panel, (name, (predicted, confidence)) in enumerate(predictions.items(), start=1):
-        axes[panel][0].imshow(
-            _label_map(predicted, num_classes), cmap=colormap, norm=norm, interpolation="nearest"
-        )
-        axes[panel][0].set_title(f"{name}: prediction")
-        confidence_image = axes[panel][1].imshow(
-            confidence.double().numpy(force=True),
-            cmap=CONFIDENCE_CMAP,
-            vmin=0.0,
-            vmax=1.0,
-            interpolation="nearest",
-        )
-        axes[panel][1].set_title(f"{name}: confidence")
-    for row in axes:
-        for axis in row:
-            if axis.get_visible():
-                _outline(axis, ood_mask)
-                axis.set_axis_off()
+    confidence_image = _draw_methods(axes, predictions, num_classes, colormap, norm)
+    for axis in (axis for row in axes for axis in row if axis.get_visible()):
+        _outline(axis, ood_mask)
+        axis.set_axis_off()
     if class_names is not None:
-        _class_legend(
-            figure,
-            class_names,
-            colormap,
-            [gt for gt in (ground_truth,) if gt is not None]
-            + [predicted for predicted, _ in predictions.values()],
-            num_classes,
-        )
+        shown = [gt for gt in (ground_truth,) if gt is not None]
+        shown += [predicted for predicted, _ in predictions.values()]
+        _class_legend(figure, class_names, colormap, shown, num_classes)
     figure.colorbar(
         confidence_image, ax=[stack[1] for stack in axes], label="confidence", shrink=0.6
     )

@@ -201,6 +201,7 @@ def _check_centre(model: nn.Module, tracker: WeightTracker) -> None:
     """Warn when ``model``'s weights are not those of the tracker's last update: the samples are
     centred on the tracked mean, so another model (a restored checkpoint, a fresh network)
     would be scored against a posterior of different weights."""
+    tracker.check_model(model)  # parameters replaced, removed or reshaped: a ValueError
     params = {name: param for name, _, param in named_parameters_with_owner(model)}
     for name, mean in tracker.mean().items():
         weight = params.get(name)
@@ -211,12 +212,14 @@ def _check_centre(model: nn.Module, tracker: WeightTracker) -> None:
                 "same architecture)"
             )
         if weight is None or not torch.allclose(
-            weight.detach().float().cpu(), mean.cpu(), rtol=1e-4, atol=1e-6
+            weight.detach().to(mean.dtype).cpu(), mean.cpu(), rtol=1e-4, atol=1e-6
         ):
             warnings.warn(
                 f"fit_ensemble: the model's {name!r} differs from the tracker's mean (its weights "
-                "at the last tracker.update()): the ensemble is centred on the tracked weights, "
-                "not on this model's; pass the model as it was at the last update",
+                "at the last tracker.update(); same name and shape): it was trained after that "
+                "update, or it is another network (e.g. a restored checkpoint). The ensemble is "
+                "centred on the tracked weights; call tracker.update() after every "
+                "optimizer.step(), or pass the network the tracker followed",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -71,14 +71,16 @@ def initial_variance(
     sizes: Sequence[int],
     shapes: Sequence[torch.Size],
     device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """sigma2(0) as one flat float32 vector over tensors of `sizes` (local shards) and whole
+    """sigma2(0) as one flat vector of `dtype` over tensors of `sizes` (local shards) and whole
     `shapes`: the number, or the public code's sqrt(2 / size(0)) of each whole tensor."""
+    kw = {"device": device, "dtype": dtype}
     if init_variance != "public_code":
-        return torch.full((sum(sizes),), float(init_variance), device=device)
+        return torch.full((sum(sizes),), float(init_variance), **kw)
     return torch.cat(
         [
-            torch.full((n,), math.sqrt(2.0 / max(shape[0] if len(shape) else 1, 1)), device=device)
+            torch.full((n,), math.sqrt(2.0 / max(shape[0] if len(shape) else 1, 1)), **kw)
             for n, shape in zip(sizes, shapes, strict=True)
         ]
     )

@@ -1,4 +1,5 @@
-"""The per-weight Kalman step of `WeightTracker`, in place on flat float32 state.
+"""The per-weight Kalman step of `WeightTracker`, in place on flat state (float32; float64 for
+float64 weights).
 
 Each function applies one step of TRADI's two filters (TRADI.md section 2; docs/tracker.md) and
 returns what happened: `DONE`, or why the step was skipped (`NON_FINITE`, `NOT_STEPPED`), in
@@ -6,7 +7,7 @@ which case the state is left exactly as it was. A step is `NOT_STEPPED` when the
 not move any tracked weight (e.g. `torch.amp.GradScaler` skipping a step with an inf gradient):
 both step forms treat it as no step at all.
 
-`weights` are the tracked parameters (float32, their own shapes); `*_views` are views of the
+`weights` are the tracked parameters (any dtype, their own shapes); `*_views` are views of the
 flat state with the same shapes, so multi-tensor (`torch._foreach_*`) ops read the weights where
 they are and every other op is one pass over a flat vector.
 """
@@ -145,16 +146,20 @@ def update_gradient(
 
 
 def gradient_steps(
-    params: Sequence[nn.Parameter], sizes: Sequence[int], optimizer: torch.optim.Optimizer
+    params: Sequence[nn.Parameter],
+    sizes: Sequence[int],
+    optimizer: torch.optim.Optimizer,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """d = -lr * grad as one flat float32 vector, with each parameter's current learning rate
-    from `optimizer` (this rank's shard under FSDP2; 0 for a parameter without a gradient)."""
+    """d = -lr * grad as one flat vector of `dtype` (the state's), with each parameter's current
+    learning rate from `optimizer` (this rank's shard under FSDP2; 0 for a parameter without a
+    gradient)."""
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     return torch.cat(
         [
-            (local_shard(p.grad.detach()).reshape(-1).float() * -float(lr_of.get(id(p), 0.0)))
+            (local_shard(p.grad.detach()).reshape(-1).to(dtype) * -float(lr_of.get(id(p), 0.0)))
             if p.grad is not None
-            else torch.zeros(n, device=p.device)
+            else torch.zeros(n, device=p.device, dtype=dtype)
             for p, n in zip(params, sizes, strict=True)
         ]
     )

@@ -1,6 +1,7 @@
 """The one training loop shared by every method, its callbacks, checkpoints and configuration."""
 
 from tradi.training.callbacks import SWAGCallback, TrackingCallback
+from tradi.training.checkpoint import CheckpointError
 from tradi.training.config import (
     TrainConfig,
     check_literal_fields,
@@ -13,6 +14,7 @@ from tradi.training.loop import evaluate, fit
 
 __all__ = [
     "Callback",
+    "CheckpointError",
     "FitResult",
     "SWAGCallback",
     "TrackingCallback",
