@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
     from tradi.data import load_benchmark, load_dataset
     from tradi.inference.batchnorm import update_bn_stats
     from tradi.inference.ensemble import SampledEnsemble
+    from tradi.inference.linearized import LinearizedEnsemble
+    from tradi.inference.mixture import MixturePredictive
     from tradi.inference.regression import GaussianPrediction
     from tradi.methods import METHODS, build_method
     from tradi.metrics.evaluation import Evaluation, evaluate
@@ -31,12 +33,17 @@ if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
     )
     from tradi.tracking import KalmanConfig, WeightTracker
     from tradi.training import Callback, TrainConfig, fit
+    from tradi.training.explore import Exploration, explore
 
 #: The package version; pyproject.toml reads it from here (the single source).
 __version__ = "0.1.0"
 
 _LAZY = {
     "fit_ensemble": "tradi.selection.fit",
+    "explore": "tradi.training.explore",
+    "Exploration": "tradi.training.explore",
+    "LinearizedEnsemble": "tradi.inference.linearized",
+    "MixturePredictive": "tradi.inference.mixture",
     "ScaleSelection": "tradi.selection",
     "ScaleSearch": "tradi.selection",
     "ModelIO": "tradi.plumbing.adapters",
@@ -80,10 +87,13 @@ __all__ = [
     "Callback",
     "DiagonalGaussian",
     "Evaluation",
+    "Exploration",
     "GaussianPrediction",
     "IsotropicGaussian",
     "KalmanConfig",
     "KernelGaussian",
+    "LinearizedEnsemble",
+    "MixturePredictive",
     "ModelIO",
     "SWAGPosterior",
     "SampledEnsemble",
@@ -96,6 +106,7 @@ __all__ = [
     "build_method",
     "build_model",
     "evaluate",
+    "explore",
     "fit",
     "fit_ensemble",
     "load_benchmark",

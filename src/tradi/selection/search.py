@@ -74,6 +74,7 @@ def search_scale(
     ood_val_loader: Iterable[Any] | None = None,
     ignore_index: int | None = None,
     io: ModelIO = DEFAULT_IO,
+    reference: Callable[[Any], Tensor] | None = None,
 ) -> tuple[ScaleSearch, SampledEnsemble]:
     """Choose a scale by ``selection``'s rule; return the record and the chosen ensemble.
 
@@ -89,6 +90,9 @@ def search_scale(
             ``"ood_auroc"`` reads it, and it requires it.
         ignore_index: a label that counts nowhere (segmentation).
         io: how batches become model inputs and targets (`tradi.ModelIO`).
+        reference: the predictor (inputs -> probabilities) whose validation NLL the bound is
+            relative to; None: ``network`` alone. A multi-mode mixture passes its members'
+            unperturbed average, so that the bound prices the spread, not the modes.
 
     Raises:
         ValueError: ``"ood_auroc"`` without ``ood_val_loader``, or a bad range.
@@ -100,8 +104,9 @@ def search_scale(
         )
     started = time.perf_counter()
     low, high = selection.range(default_range)
-    reference = score(network_predict(network, io), val_loader, ignore_index, io=io)[0]
-    limit = None if selection.rule == "min_nll" else (1.0 + selection.tolerance) * reference
+    predict = reference if reference is not None else network_predict(network, io)
+    reference_nll = score(predict, val_loader, ignore_index, io=io)[0]
+    limit = None if selection.rule == "min_nll" else (1.0 + selection.tolerance) * reference_nll
     ood = ood_val_loader if selection.rule == "ood_auroc" else None
 
     def evaluate(scale: float, ensemble: SampledEnsemble) -> ScalePoint:
@@ -123,7 +128,7 @@ def search_scale(
     search = ScaleSearch(
         scale=chosen,
         rule=selection.rule,
-        reference_nll=reference,
+        reference_nll=reference_nll,
         nll_limit=limit,
         points=tuple(sorted(scorer.points.values(), key=lambda p: p.scale)),
         seconds=time.perf_counter() - started,

@@ -9,18 +9,21 @@ from tradi.training.config import (
     make_scheduler,
     options_from_mapping,
 )
+from tradi.training.explore import Exploration, explore
 from tradi.training.hooks import Callback, FitResult
 from tradi.training.loop import evaluate, fit
 
 __all__ = [
     "Callback",
     "CheckpointError",
+    "Exploration",
     "FitResult",
     "SWAGCallback",
     "TrackingCallback",
     "TrainConfig",
     "check_literal_fields",
     "evaluate",
+    "explore",
     "fit",
     "make_optimizer",
     "make_scheduler",

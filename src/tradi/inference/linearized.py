@@ -1,0 +1,266 @@
+"""The linearized (GLM) predictive of a Gaussian weight posterior (Immer et al. 2021, AISTATS).
+
+The network is linearized at its trained weights w*:
+
+    f_lin(x; w) = f(x; w*) + J(x) (w - mu),      J(x) = d f(x; w) / d w at w*,
+
+with w ~ N(mu, Sigma) the posterior (TRADI's tracked Gaussian, SWAG's, ...). The logits are then
+exactly Gaussian: mean f(x; w*), the trained network's own logits, and covariance J Sigma J^T.
+Accuracy follows the trained network's logits (only the spread around them changes), and no
+BatchNorm statistics need re-estimating: every weight set is evaluated at w*'s statistics.
+
+Two ways to get the class probabilities (``link``):
+
+- ``"mc"``: logit draws f(x; w*) + J(x) (w~_s - mu) for posterior samples w~_s, one
+  Jacobian-vector product each (`torch.func.jvp`), softmax per draw, averaged. Exact in
+  distribution for any posterior that samples (diagonal, kernel, SWAG's low rank).
+- ``"probit"``: the probit (mean-field) approximation of E[softmax(z)], z ~ N(m, diag(v)):
+  softmax(m / sqrt(1 + pi/8 v)) (MacKay 1992; Lu et al. 2020; the "probit" link of
+  aleximmer/Laplace). Closed form: it needs the logits' variances, which ``last_layer`` gives.
+
+``last_layer``: only that module's weights are sampled (the others stay at w*). The layer is
+linear in its weights, so the linearization is exact there: for a diagonal posterior the logits'
+variance is the layer applied to the squared input with the weights' variances (each output sums
+h_j W_j over distinct weights, so var = sum_j h_j^2 sigma_j^2; Kristiadi et al. 2020), one extra
+call of the layer; for any other posterior, ``"mc"`` draws the layer's weight offsets, one call
+of the layer each, with the trunk run once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jvp
+
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.structure import evaluation_copy, named_parameters_with_owner
+from tradi.posterior import DiagonalGaussian, WeightPosterior
+
+Link = Literal["mc", "probit"]
+
+#: The probit approximation's factor: E[sigmoid(z)] ~ sigmoid(m / sqrt(1 + pi/8 v)).
+PROBIT_FACTOR = math.pi / 8.0
+
+#: The layers a last layer may be: outputs sum_j h_j W_j + b with every weight used once per output element.
+LAYER_TYPES = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def probit_softmax(mean: Tensor, variance: Tensor, class_dim: int = 1) -> Tensor:
+    """The probit approximation of E[softmax(z)], z ~ N(mean, diag(variance)).
+
+    Args:
+        mean: logit means, e.g. [N, C] or [N, C, H, W] (float).
+        variance: logit variances, the same shape, >= 0.
+        class_dim: the class dimension.
+
+    Returns:
+        Probabilities of ``mean``'s shape, summing to 1 along ``class_dim``.
+
+    Raises:
+        ValueError: shapes differ.
+
+    Source: MacKay 1992; Lu, Ie & Sha 2020 ("mean-field" softmax), factor pi/8.
+    """
+    if mean.shape != variance.shape:
+        raise ValueError(f"mean {tuple(mean.shape)} and variance {tuple(variance.shape)} differ")
+    return torch.softmax(mean / torch.sqrt(1.0 + PROBIT_FACTOR * variance), dim=class_dim)
+
+
+class LinearizedEnsemble:
+    """The linearized (GLM) predictive of `posterior` around `model`'s trained weights.
+
+    Args:
+        model: the trained network (copied in eval mode; the original is never modified). Its
+            own weights are w*, the point of linearization, and its logits the predictive mean.
+        posterior: a Gaussian posterior with a ``mean`` dict {name: tensor} (named as
+            `tradi.plumbing.structure` names parameters) and ``sample(generator)``:
+            `DiagonalGaussian`, `KernelGaussian`, `SWAGPosterior`, ...
+        n_samples: logit draws of ``link="mc"`` (ignored by ``"probit"``).
+        link: ``"mc"`` or ``"probit"`` (module docstring); ``"probit"`` needs ``last_layer`` and
+            a `DiagonalGaussian`.
+        last_layer: the name of the module whose output is the model's logits (e.g. ``"fc"``),
+            to sample that layer alone; None linearizes every parameter the posterior holds.
+        seed: the draws are a deterministic function of ``seed``.
+        io: how batches become inputs and outputs become logits (`tradi.ModelIO`).
+
+    Raises:
+        ValueError: n_samples < 1, an unknown link, ``"probit"`` without ``last_layer`` or a
+            diagonal posterior, a posterior without ``mean``, names the model lacks, or a
+            ``last_layer`` that is not a Linear/Conv/ConvTranspose layer of the model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        posterior: WeightPosterior,
+        n_samples: int = 20,
+        *,
+        link: Link = "mc",
+        last_layer: str | None = None,
+        seed: int = 0,
+        io: ModelIO = DEFAULT_IO,
+    ) -> None:
+        _check_arguments(posterior, n_samples, link, last_layer)
+        self.model = evaluation_copy(model).eval()
+        self.device = next(self.model.parameters()).device
+        self.posterior, self.n_samples, self.link = posterior, n_samples, link
+        self.last_layer, self.seed, self.io = last_layer, seed, io
+        own = dict(self.model.named_parameters())
+        self._names = {
+            name: own_name
+            for (name, _, _), own_name in zip(
+                named_parameters_with_owner(self.model), own, strict=True
+            )
+        }
+        missing = sorted(set(posterior.mean) - set(self._names))  # type: ignore[attr-defined]
+        if missing:
+            raise ValueError(f"the posterior holds parameters the model lacks: {missing[:5]}")
+        self._layer = None if last_layer is None else _linear_layer(self.model, last_layer)
+        # the same draws as `SampledEnsemble`'s with the same seed
+        seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
+        self._seeds = [int(s) for s in seeds]
+
+    def _offsets(self, index: int) -> dict[str, Tensor]:
+        """Draw ``index``'s weight offsets w~ - mu, by the model copy's parameter names."""
+        generator = torch.Generator(device=self.device).manual_seed(self._seeds[index])
+        sample = self.posterior.sample(generator)
+        mean = self.posterior.mean  # type: ignore[attr-defined]
+        return {self._names[n]: (w - mean[n]).to(self.device) for n, w in sample.items()}
+
+    def _network_logits(self, x: Any) -> Tensor:
+        return self.io.logits(self.io.forward(self.model, x))
+
+    @torch.no_grad()
+    def logit_moments(self, x: Any) -> tuple[Tensor, Tensor]:
+        """The Gaussian logits' mean and per-class variance of a diagonal last-layer posterior.
+
+        Returns:
+            (mean, variance), each [N, C, ...] float: the trained network's logits and
+            sum_j h_j^2 sigma_j^2 (+ the bias variances), h the layer's input.
+
+        Raises:
+            ValueError: without ``last_layer`` or with a posterior that is not diagonal.
+        """
+        if self._layer is None or not isinstance(self.posterior, DiagonalGaussian):
+            raise ValueError("closed-form logit moments need last_layer and a DiagonalGaussian")
+        features, logits = self._trunk(to_device(x, self.device))
+        variances = {
+            key: self.posterior.std[f"{self.last_layer}.{key}"].to(self.device) ** 2
+            for key in ("weight", "bias")
+            if f"{self.last_layer}.{key}" in self.posterior.std
+        }
+        params = dict(self._layer.named_parameters())
+        zeroed = {key: torch.zeros_like(p) for key, p in params.items()}
+        variance = functional_call(self._layer, {**zeroed, **variances}, (features**2,))
+        return logits, variance
+
+    def _trunk(self, x: Any) -> tuple[Tensor, Tensor]:
+        """The last layer's input and the model's logits, from one forward pass."""
+        seen: list[Tensor] = []
+        handle = self._layer.register_forward_hook(  # type: ignore[union-attr]
+            lambda module, inputs, output: seen.extend((inputs[0], output))
+        )
+        try:
+            logits = self._network_logits(x)
+        finally:
+            handle.remove()
+        if len(seen) != 2 or seen[1].shape != logits.shape or not torch.equal(seen[1], logits):
+            raise ValueError(
+                f"last_layer {self.last_layer!r} must be called once and give the model's "
+                "logits; use last_layer=None to linearize the whole network"
+            )
+        return seen[0], logits
+
+    @torch.no_grad()
+    def sample_logits(self, x: Any) -> Tensor:
+        """Draws of the linearized logits, [n_samples, N, C, ...] (``link="mc"``'s draws)."""
+        x = to_device(x, self.device)
+        if self._layer is not None:
+            features, logits = self._trunk(x)
+            prefix = f"{self.last_layer}."
+            draws = []
+            for index in range(self.n_samples):
+                offsets = self._offsets(index)
+                layer = {k[len(prefix) :]: v for k, v in offsets.items() if k.startswith(prefix)}
+                zeroed = {k: torch.zeros_like(p) for k, p in self._layer.named_parameters()}
+                draws.append(
+                    logits + functional_call(self._layer, {**zeroed, **layer}, (features,))
+                )
+            return torch.stack(draws)
+        return self._full_jvp_draws(x)
+
+    def _full_jvp_draws(self, x: Any) -> Tensor:
+        """f(x; w*) + J(x) delta_s for each draw: one Jacobian-vector product per draw."""
+        params = {n: p.detach() for n, p in self.model.named_parameters()}
+        tracked = sorted(set(self._names[n] for n in self.posterior.mean))  # type: ignore[attr-defined]
+
+        def logits_of(*values: Tensor) -> Tensor:
+            weights = {**params, **dict(zip(tracked, values, strict=True))}
+            return self.io.logits(self.io.functional_forward(self.model, weights, x))
+
+        primals = tuple(params[n] for n in tracked)
+        draws = []
+        for index in range(self.n_samples):
+            offsets = self._offsets(index)
+            tangents = tuple(offsets[n].to(params[n].dtype) for n in tracked)
+            mean, direction = jvp(logits_of, primals, tangents)
+            draws.append(mean + direction)
+        return torch.stack(draws)
+
+    def sample_probs(self, x: Any) -> Tensor:
+        """Softmax of each logit draw, [n_samples, N, C, ...] (``link="mc"``)."""
+        return self.sample_logits(x).softmax(dim=2)
+
+    def __call__(self, x: Any) -> Tensor:
+        """The predictive class probabilities [N, C, ...] (float)."""
+        if self.link == "probit":
+            return probit_softmax(*self.logit_moments(x))
+        return self.sample_probs(x).mean(dim=0)
+
+    def predict(self, loader: Iterable[Any]) -> Tensor:
+        """Probabilities over a loader, [N, C, ...] on the CPU."""
+        return torch.cat([self(self.io.inputs(batch)).cpu() for batch in loader])
+
+
+def _check_arguments(
+    posterior: WeightPosterior, n_samples: int, link: str, last_layer: str | None
+) -> None:
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if link not in ("mc", "probit"):
+        raise ValueError(f"link must be 'mc' or 'probit', got {link!r}")
+    if not isinstance(getattr(posterior, "mean", None), dict):
+        raise ValueError(
+            f"{type(posterior).__name__} has no `mean` dict: the linearized predictive needs the "
+            "posterior's mean to turn samples into offsets"
+        )
+    if link == "probit" and (last_layer is None or not isinstance(posterior, DiagonalGaussian)):
+        raise ValueError(
+            "link='probit' needs last_layer and a DiagonalGaussian (closed-form variances); "
+            "use link='mc' otherwise"
+        )
+
+
+def _linear_layer(model: nn.Module, name: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise ValueError(f"last_layer {name!r} is not a module of the model")
+    layer = modules[name]
+    if not isinstance(layer, LAYER_TYPES):
+        raise ValueError(
+            f"last_layer {name!r} is a {type(layer).__name__}; it must be one of "
+            f"{[c.__name__ for c in LAYER_TYPES]}"
+        )
+    return layer

@@ -1,0 +1,224 @@
+"""TRADI from a trained network: short tracked cycles from its weights, one Gaussian per mode,
+and the mixture of their linearized predictives at ONE scale chosen on validation data.
+
+After a network is trained (by the user, or with a tracker), `explore` runs ``cycles`` short
+cycles of ``epochs_per_cycle`` epochs from its weights, each with the learning rate annealed from
+the optimizer's to 0 by a cosine (snapshot ensembles, Huang et al. 2017; FGE, Garipov et al.
+2018), each tracked by its own `WeightTracker`. Every cycle's end is a mode; the trained network
+is one more. Each mode predicts with the linearized predictive of its tracked Gaussian
+(`tradi.inference.linearized`: by default the last layer, probit link, so each mode keeps its
+network's logits as the mean), and the modes are averaged (`MixturePredictive`). The scale is
+chosen once for the pooled mixture by the library's search (`tradi.selection`), never per mode.
+
+The cost, beyond the original training, is ``cycles * epochs_per_cycle`` epochs plus the search
+(one pass of the validation data per scale tried: the probit needs no sampling and no BatchNorm
+re-estimation). docs/selection.md holds the study behind the defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tradi.inference.linearized import LAYER_TYPES, LinearizedEnsemble, Link
+from tradi.inference.mixture import MixturePredictive
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
+from tradi.selection.fit import SCALE_RANGE, seeded_randomness
+from tradi.selection.rules import ScaleSearch, ScaleSelection
+from tradi.selection.search import search_scale
+from tradi.tracking import WeightTracker
+from tradi.tracking.start import scale_chosen_on_validation
+from tradi.training.callbacks import TrackingCallback
+from tradi.training.loop import fit
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """What `explore` built.
+
+    ``predictive``: the mixture (inputs -> probabilities [N, C, ...]). ``search``: the scale
+    search (None for a fixed scale). ``modes``: the networks of the modes (eval-mode copies; the
+    trained network first when included). ``trackers``: each mode's tracker. ``cost_epochs``:
+    the epochs of training added (``cycles * epochs_per_cycle``). ``seconds``: wall time of the
+    cycles and the search.
+    """
+
+    predictive: MixturePredictive
+    search: ScaleSearch | None
+    modes: list[nn.Module]
+    trackers: list[WeightTracker]
+    cost_epochs: int
+    seconds: float
+
+
+def explore(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any] | None = None,
+    *,
+    optimizer: OptimizerFactory,
+    cycles: int = 2,
+    epochs_per_cycle: int = 3,
+    tracker: WeightTracker | None = None,
+    include_trained: bool = True,
+    last_layer: str | Literal["auto"] | None = "auto",
+    link: Link = "probit",
+    n_samples: int = 20,
+    scale: float | Literal["auto"] = "auto",
+    selection: ScaleSelection | None = None,
+    loss_fn: Callable[..., torch.Tensor] = F.cross_entropy,
+    seed: int = 0,
+    io: ModelIO = DEFAULT_IO,
+) -> Exploration:
+    """Modes from short tracked cycles after training, and their mixture predictive.
+
+    Args:
+        model: the trained network (never modified: the cycles train copies).
+        train_loader: the training batches the cycles run on.
+        val_loader: held-out in-distribution batches; needed for ``scale="auto"``.
+        optimizer: parameters -> optimizer, e.g. ``lambda p: torch.optim.SGD(p, lr=0.05,
+            momentum=0.9)``; its learning rate is each cycle's peak.
+        cycles: the number of cycles (modes added), >= 1.
+        epochs_per_cycle: epochs per cycle, >= 1; the tracker's memory is one epoch.
+        tracker: the tracker of the original training, for the trained network's mode; None:
+            that mode takes the first cycle's tracked variances (the cycle starts from it).
+        include_trained: the trained network is a mode too.
+        last_layer: the module sampled alone (its output must be the logits); ``"auto"``: the
+            last Linear/Conv/ConvTranspose module; None: every tracked parameter (``link="mc"``).
+        link: ``"probit"`` (closed form, last layer) or ``"mc"`` (`LinearizedEnsemble`).
+        n_samples: logit draws per mode for ``link="mc"``.
+        scale: a fixed factor of the tracked deviations, or ``"auto"``: chosen by ``selection``
+            (default `ScaleSelection()`: the largest scale whose validation NLL is within 10% of
+            the trained network's) over the pooled mixture.
+        selection: the search's rule.
+        loss_fn: the training loss of the cycles.
+        seed: the cycles' randomness (shuffling, dropout) and the draws depend on it alone.
+        io: how batches become inputs and targets (`tradi.ModelIO`).
+
+    Returns:
+        An `Exploration`.
+
+    Raises:
+        ValueError: cycles or epochs_per_cycle < 1, ``scale="auto"`` without ``val_loader``, a
+            negative scale, or no Linear/Conv layer for ``last_layer="auto"``.
+
+    Source: snapshot ensembles (Huang et al. 2017), FGE (Garipov et al. 2018), MultiSWAG
+    (Wilson & Izmailov 2020), the linearized predictive (Immer et al. 2021).
+    """
+    _check(cycles, epochs_per_cycle, scale, val_loader)
+    started = time.perf_counter()
+    layer = _auto_last_layer(model) if last_layer == "auto" else last_layer
+    modes, trackers = _run_cycles(
+        model, train_loader, optimizer, cycles, epochs_per_cycle, loss_fn, seed, io
+    )
+    if include_trained:
+        trained = copy.deepcopy(model).eval()
+        modes, trackers = [trained, *modes], [tracker or trackers[0], *trackers]
+
+    make = _mixture_builder(modes, trackers, link, layer, n_samples, seed, io)
+    search = None
+    if scale == "auto":
+        assert val_loader is not None
+        rule = selection or ScaleSelection()
+        search, predictive = search_scale(make, model, val_loader, rule, SCALE_RANGE, io=io)  # type: ignore[arg-type]
+    else:
+        predictive = make(scale)
+    return Exploration(
+        predictive,  # type: ignore[arg-type]
+        search,
+        modes,
+        trackers,
+        cycles * epochs_per_cycle,
+        time.perf_counter() - started,
+    )
+
+
+def _mixture_builder(
+    modes: list[nn.Module],
+    trackers: list[WeightTracker],
+    link: Link,
+    layer: str | None,
+    n_samples: int,
+    seed: int,
+    io: ModelIO,
+) -> Callable[[float], MixturePredictive]:
+    """scale -> the mixture of every mode's linearized predictive at that scale."""
+    covariance = "diag" if link == "probit" else "kernel"
+
+    def make(value: float) -> MixturePredictive:
+        with scale_chosen_on_validation():  # the scale is searched (or fixed by the caller)
+            members = [
+                LinearizedEnsemble(
+                    mode,
+                    t.posterior(covariance, scale=value),
+                    n_samples,
+                    link=link,
+                    last_layer=layer,
+                    seed=seed,
+                    io=io,
+                )
+                for mode, t in zip(modes, trackers, strict=True)
+            ]
+        return MixturePredictive(members, io)
+
+    return make
+
+
+def _run_cycles(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    optimizer: OptimizerFactory,
+    cycles: int,
+    epochs: int,
+    loss_fn: Callable[..., torch.Tensor],
+    seed: int,
+    io: ModelIO,
+) -> tuple[list[nn.Module], list[WeightTracker]]:
+    """``cycles`` cosine cycles, each from the previous one's end, each tracked anew."""
+    memory = len(train_loader) if isinstance(train_loader, Sized) else None
+    device = next(model.parameters()).device
+    modes: list[nn.Module] = []
+    trackers: list[WeightTracker] = []
+    current = model
+    with seeded_randomness(seed, device, [train_loader]):
+        for _ in range(cycles):
+            current = copy.deepcopy(current).train()
+            opt = optimizer([p for p in current.parameters() if p.requires_grad])
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+            callback = TrackingCallback(
+                lambda m, o: WeightTracker(m, memory=memory if memory and memory > 1 else None)
+            )
+            fit(current, train_loader, optimizer=opt, epochs=epochs, loss_fn=loss_fn,
+                scheduler=schedule, callbacks=[callback], progress=False, io=io)  # fmt: skip
+            assert callback.tracker is not None
+            modes.append(current.eval())
+            trackers.append(callback.tracker)
+    return modes, trackers
+
+
+def _auto_last_layer(model: nn.Module) -> str:
+    names = [name for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    if not names:
+        raise ValueError(
+            "last_layer='auto' found no Linear/Conv/ConvTranspose module; name the layer whose "
+            "output is the logits, or pass last_layer=None with link='mc'"
+        )
+    return names[-1]
+
+
+def _check(cycles: int, epochs: int, scale: float | str, val_loader: Iterable[Any] | None) -> None:
+    if cycles < 1 or epochs < 1:
+        raise ValueError(f"cycles and epochs_per_cycle must be >= 1, got {cycles}, {epochs}")
+    if scale == "auto" and val_loader is None:
+        raise ValueError("scale='auto' chooses the scale on validation data: pass val_loader")
+    if scale != "auto" and (not isinstance(scale, (int, float)) or scale < 0):
+        raise ValueError(f"scale must be 'auto' or a number >= 0, got {scale!r}")

@@ -1,0 +1,88 @@
+"""`explore`: modes from short tracked cycles after training, and their mixture predictive."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tradi
+from tradi.inference.mixture import MixturePredictive
+from tradi.training.explore import explore
+
+
+def _data(n: int = 96, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=gen)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    return [(x[i : i + 16], y[i : i + 16]) for i in range(0, n, 16)]
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3))
+
+
+def _sgd(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9)
+
+
+def test_modes_cost_and_the_users_model_untouched() -> None:
+    model, train, val = _model(), _data(), _data(48, 1)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = explore(model, train, val, optimizer=_sgd, cycles=2, epochs_per_cycle=2)
+    assert result.cost_epochs == 4
+    assert len(result.modes) == len(result.trackers) == 3
+    assert isinstance(result.predictive, MixturePredictive)
+    assert result.search is not None and result.search.scale > 0
+    assert model.training and all(m.training for m in model.modules())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # the cycles moved away from the trained weights, and from each other
+    first = [m[0].weight for m in result.modes]
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+
+
+def test_scale_zero_is_the_average_of_the_modes_softmax() -> None:
+    model, train = _model(), _data()
+    result = explore(model, train, optimizer=_sgd, cycles=2, epochs_per_cycle=1, scale=0.0)
+    x = _data(32, 2)[0][0]
+    with torch.no_grad():
+        expected = torch.stack([m(x).softmax(dim=1) for m in result.modes]).mean(dim=0)
+    torch.testing.assert_close(result.predictive(x), expected)
+
+
+def test_the_same_seed_gives_the_same_predictive_and_another_does_not() -> None:
+    model, train, x = _model(), _data(), _data(32, 3)[0][0]
+    one = explore(model, train, optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0, seed=4)
+    two = explore(model, train, optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0, seed=4)
+    other = explore(model, train, optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0, seed=5)
+    torch.testing.assert_close(one.predictive(x), two.predictive(x))
+    assert not torch.allclose(one.predictive(x), other.predictive(x))
+
+
+def test_a_tracker_of_the_training_serves_the_trained_mode() -> None:
+    model, train = _model(), _data()
+    tracker = tradi.WeightTracker(model)
+    with pytest.warns(RuntimeWarning, match="no update yet"):  # a tracker never updated
+        result = explore(
+            model, train, optimizer=_sgd, cycles=1, epochs_per_cycle=1, tracker=tracker, scale=1.0
+        )
+    assert result.trackers[0] is tracker
+    alone = explore(
+        model, train, optimizer=_sgd, cycles=1, epochs_per_cycle=1, include_trained=False, scale=1.0
+    )
+    assert len(alone.modes) == 1
+
+
+def test_bad_arguments_are_refused() -> None:
+    model, train = _model(), _data()
+    with pytest.raises(ValueError, match="cycles"):
+        explore(model, train, optimizer=_sgd, cycles=0)
+    with pytest.raises(ValueError, match="val_loader"):
+        explore(model, train, optimizer=_sgd)
+    with pytest.raises(ValueError, match="scale"):
+        explore(model, train, optimizer=_sgd, scale=-1.0)
+    with pytest.raises(ValueError, match="no Linear"):
+        explore(nn.Sequential(nn.Flatten(), nn.Softmax(dim=1)), train, optimizer=_sgd, scale=1.0)
