@@ -40,6 +40,9 @@ from tradi.training.loop import fit
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
+#: The study's winner on validation data (docs/one-run.md): the lowest validation NLL.
+DEFAULT_SELECTION = ScaleSelection(rule="min_nll")
+
 
 @dataclass(frozen=True)
 class Exploration:
@@ -97,9 +100,12 @@ def explore(
         link: ``"probit"`` (closed form, last layer) or ``"mc"`` (`LinearizedEnsemble`).
         n_samples: logit draws per mode for ``link="mc"``.
         scale: a fixed factor of the tracked deviations, or ``"auto"``: chosen by ``selection``
-            (default `ScaleSelection()`: the largest scale whose validation NLL is within 10% of
-            the trained network's) over the pooled mixture.
-        selection: the search's rule.
+            over the pooled mixture, once.
+        selection: the search's rule; default ``ScaleSelection("min_nll")``, the lowest
+            validation NLL (the rule declared before the study in docs/one-run.md). With
+            ``"nll_tolerance"`` the bound is relative to the modes' mixture without spread
+            (scale 0), not to the trained network: the spread may cost ``tolerance`` of the
+            modes' NLL, never their whole gain.
         loss_fn: the training loss of the cycles.
         seed: the cycles' randomness (shuffling, dropout) and the draws depend on it alone.
         io: how batches become inputs and targets (`tradi.ModelIO`).
@@ -128,8 +134,11 @@ def explore(
     search = None
     if scale == "auto":
         assert val_loader is not None
-        rule = selection or ScaleSelection()
-        search, predictive = search_scale(make, model, val_loader, rule, SCALE_RANGE, io=io)  # type: ignore[arg-type]
+        rule = selection or DEFAULT_SELECTION
+        modes_alone = make(0.0)  # the bound of an NLL rule prices the spread, not the modes
+        search, predictive = search_scale(
+            make, model, val_loader, rule, SCALE_RANGE, io=io, reference=modes_alone
+        )  # type: ignore[arg-type]
     else:
         predictive = make(scale)
     return Exploration(
