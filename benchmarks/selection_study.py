@@ -82,14 +82,11 @@ def _figures(predict: Any, sets: dict[str, TensorBatches], ood: dict[str, Tensor
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/selection_study"))
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    config = load_config(args.config)
+def study_sets(name: str) -> tuple[Any, Any, dict[str, TensorBatches], dict[str, TensorBatches]]:
+    """The config, its benchmark, the validation and test batches and the OOD sets of a study:
+    the config's near-OOD set, and for digits the far-OOD set declared before any run (the test
+    images with inverted intensities, x -> max + min - x)."""
+    config = load_config(name)
     bench = load_benchmark(
         config.benchmark, val_fraction=config.data.val_fraction, seed=config.data.split_seed
     )
@@ -98,8 +95,18 @@ def main() -> None:
     ood = {"near" if bench.name == "digits" else "ood": TensorBatches(bench.ood_test, size)}
     if bench.name == "digits":
         x = bench.test.x
-        inverted = TensorSplit(x.max() + x.min() - x, bench.test.y)
-        ood["far"] = TensorBatches(inverted, size)
+        ood["far"] = TensorBatches(TensorSplit(x.max() + x.min() - x, bench.test.y), size)
+    return config, bench, sets, ood
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/selection_study"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config, bench, sets, ood = study_sets(args.config)
     options = {**config.methods["tradi"], "scale": 1.0}
     factory = partial(
         build_model, config.model.name, bench.num_classes, bench.input_shape, **config.model.options

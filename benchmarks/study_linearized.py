@@ -10,12 +10,24 @@ Candidates (all from the same tracked posterior):
   glm_min        the same, rule min_nll
   last_probit    last layer only, diagonal posterior, probit link, nll_tolerance
   last_probit_min  the same, rule min_nll
+Added after the first digits run (seeds 0-3), before any of their own figures was read: the modes
+of `tradi.explore` (the network and 2 cosine cycles of 3 epochs after it, each tracked, the
+config's optimizer at its initial learning rate):
+  snapshots        the modes averaged, no spread
+  multi_probit     each mode's last-layer probit predictive, averaged: nll_tolerance
+  multi_probit_min the same, rule min_nll (explore's default, from the rule below)
+  multi_glm        each mode's full-network linearized predictive (jvp draws, kernel)
+  multi_sampled    each mode's sampled ensemble (kernel, BatchNorm re-estimated)
+Added after the test figures of digits seeds 0-3 had been read (so only other seeds count for it):
+  multi_probit_rel multi_probit with the NLL bound relative to the modes without spread
 
 Rule, declared before any run: the default is the candidate with the lowest validation NLL
 (mean over seeds) among those whose validation accuracy (mean over seeds) is within 0.2 points of
 the network's; ties within 1% of NLL go to the cheaper one (last layer < glm < sampled).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/study_linearized.py digits --seeds 0 1 2 3
+    OMP_NUM_THREADS=1 PYTHONPATH=src:. .venv/bin/python benchmarks/study_linearized.py digits \
+        --seeds 0 1 2 3 --out runs/study_linearized_digits.json
+    (also --seeds 4 5 6 7, and mnist-notmnist --seeds 0 1 2 with TRADI_DATA_DIR set)
 """
 
 from __future__ import annotations
@@ -29,18 +41,17 @@ from typing import Any
 
 import torch
 
-from benchmarks.selection_study import _figures
-from tradi.data import TensorSplit, load_benchmark
-from tradi.experiments import load_config
+from benchmarks.selection_study import _figures, study_sets
 from tradi.experiments.loaders import TensorBatches
 from tradi.experiments.runner import loss_function
+from tradi.inference import MixturePredictive, SampledEnsemble
 from tradi.inference.linearized import LinearizedEnsemble
 from tradi.methods import TRADI, build_method
 from tradi.models import build_model
+from tradi.plumbing.adapters import DEFAULT_IO
 from tradi.selection import ScaleSelection, fit_ensemble, network_predict, search_scale
-from tradi.tracking import WeightTracker
-from tradi.training import fit
-from tradi.training.callbacks import TrackingCallback
+from tradi.training import explore, make_optimizer
+from tradi.training.explore import _mixture_builder
 
 SCALE_RANGE = (0.01, 1000.0)
 CYCLES, EPOCHS = 2, 3
@@ -62,41 +73,6 @@ def _candidates(model: torch.nn.Module, tracker: Any, last: str, n: int) -> dict
         "last_probit": (last_probit, "nll_tolerance"),
         "last_probit_min": (last_probit, "min_nll"),
     }
-
-
-class Mixture:
-    """Equal-weight mixture of member predictives (prototype)."""
-
-    def __init__(self, members: list[Any]) -> None:
-        self.members = members
-
-    def __call__(self, x: Any) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members]).mean(dim=0)
-
-
-def _cycles(model: torch.nn.Module, train: Any, loss_fn: Any, cycles: int, epochs: int, lr: float):
-    """Short cosine cycles from the trained weights, each tracked by a fresh tracker."""
-    import copy
-
-    modes = []
-    current = model
-    for _ in range(cycles):
-        current = copy.deepcopy(current).train()
-        optimizer = torch.optim.Adam(current.parameters(), lr=lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-        callback = TrackingCallback(lambda m, o: WeightTracker(m))
-        fit(
-            current,
-            train,
-            optimizer=optimizer,
-            epochs=epochs,
-            loss_fn=loss_fn,
-            scheduler=scheduler,
-            callbacks=[callback],
-            progress=False,
-        )
-        modes.append((current.eval(), callback.tracker))
-    return modes
 
 
 def _last_linear(model: torch.nn.Module) -> str:
@@ -130,53 +106,33 @@ def run_seed(config: Any, bench: Any, sets: dict, ood: dict, seed: int, n: int) 
         "seconds": time.perf_counter() - started,
     }
     last = _last_linear(model)
-    modes = _cycles(model, train, loss_function(bench), CYCLES, EPOCHS, config.train["lr"])
-    snapshots = [(model, tracker), *modes]
-    rows["snapshots"] = _figures(Mixture([network_predict(m) for m, _ in snapshots]), sets, ood)
+    exploration = explore(
+        model, train, optimizer=partial(make_optimizer, config=config.train_config(seed)),
+        cycles=CYCLES, epochs_per_cycle=EPOCHS, tracker=tracker, scale=0.0,
+        loss_fn=loss_function(bench), seed=seed,
+    )  # fmt: skip
+    modes, trackers = exploration.modes, exploration.trackers
+    rows["snapshots"] = _figures(exploration.predictive, sets, ood)  # scale 0: the modes alone
+    multi_probit = _mixture_builder(modes, trackers, "probit", last, n, seed, DEFAULT_IO)
+    multi_glm = _mixture_builder(
+        modes, trackers, "mc", None, max(1, n // len(modes)), seed, DEFAULT_IO
+    )
 
-    def multi_probit(scale: float) -> Mixture:
-        return Mixture(
-            [
-                LinearizedEnsemble(
-                    m, t.posterior("diag", scale=scale), link="probit", last_layer=last
-                )
-                for m, t in snapshots
-            ]
-        )
-
-    def multi_glm(scale: float) -> Mixture:
-        return Mixture(
-            [
-                LinearizedEnsemble(
-                    m, t.posterior("kernel", rank=10, scale=scale), max(1, n // len(snapshots))
-                )
-                for m, t in snapshots
-            ]
-        )
-
-    def multi_sampled(scale: float) -> Any:
-        from tradi import SampledEnsemble
-
-        return Mixture(
-            [
-                SampledEnsemble(
-                    m,
-                    t.posterior("kernel", rank=10, scale=scale),
-                    max(1, n // len(snapshots)),
-                    bn_loader=train,
-                )
-                for m, t in snapshots
-            ]
-        )
+    def multi_sampled(scale: float) -> MixturePredictive:
+        each = max(1, n // len(modes))
+        return MixturePredictive([
+            SampledEnsemble(m, t.posterior("kernel", rank=10, scale=scale), each, bn_loader=train)
+            for m, t in zip(modes, trackers, strict=True)
+        ])  # fmt: skip
 
     extra = {
         "multi_probit": (multi_probit, "nll_tolerance"),
-        "multi_probit_min": (multi_probit, "min_nll"),
+        "multi_probit_min": (multi_probit, "min_nll"),  # explore's default
         "multi_glm": (multi_glm, "nll_tolerance"),
         "multi_sampled": (multi_sampled, "nll_tolerance"),
+        "multi_probit_rel": (multi_probit, "nll_tolerance"),
     }
-    snapshot_mean = Mixture([network_predict(m) for m, _ in snapshots])
-    extra["multi_probit_rel"] = (multi_probit, "nll_tolerance")
+    snapshot_mean = exploration.predictive
     for name, (make, rule) in {**_candidates(model, tracker, last, n), **extra}.items():
         started = time.perf_counter()
         found, ensemble = search_scale(
@@ -204,16 +160,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/study_linearized.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = load_config(args.config)
-    bench = load_benchmark(
-        config.benchmark, val_fraction=config.data.val_fraction, seed=config.data.split_seed
-    )
-    size = config.data.eval_batch_size
-    sets = {"val": TensorBatches(bench.val, size), "test": TensorBatches(bench.test, size)}
-    ood = {"near" if bench.name == "digits" else "ood": TensorBatches(bench.ood_test, size)}
-    if bench.name == "digits":
-        x = bench.test.x
-        ood["far"] = TensorBatches(TensorSplit(x.max() + x.min() - x, bench.test.y), size)
+    config, bench, sets, ood = study_sets(args.config)
     results = {s: run_seed(config, bench, sets, ood, s, args.samples) for s in args.seeds}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))

@@ -35,7 +35,7 @@ def _columns(benchmark: str) -> list[tuple[str, tuple[str, ...], float, int]]:
     ]
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``850ms``, ``12.3s``, ``4.5m``, ``1.25h`` (the units of report.md's cost table)."""
     if seconds < 1:
         return f"{1000 * seconds:.0f}ms"
@@ -66,7 +66,7 @@ def _rows(summary: dict[str, dict[str, Any]], benchmark: str) -> tuple[list[str]
     for cells, row in zip(lines, summary.values(), strict=True):
         for key in ("train_seconds", "test_seconds"):
             value = _mean(row["stats"], key)
-            cells.append("–" if value is None else _duration(value))
+            cells.append("–" if value is None else duration(value))
     return header, lines
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tradi.experiments.paper import PAPER_TABLES, PaperTable
+from tradi.experiments.summary import duration
 from tradi.methods import METHODS
 from tradi.metrics import OOD_SCORES
 
@@ -165,16 +166,6 @@ def _paper_value(paper: PaperTable | None, method: str, key: str) -> str:
     return f" ({paper.rows[method][key]})"
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{1000 * seconds:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.2f}h"
-
-
 def _markdown(header: list[str], lines: Iterable[list[str]]) -> str:
     rows = [header, ["---"] * len(header), *lines]
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
@@ -202,10 +193,8 @@ def main_table(results: dict[str, Any]) -> str:
     for row in summary.values():
         stats, method = row["stats"], row["method"]
         cells = [_cell(stats, c) + _paper_value(paper, method, c) for c in columns]
-        train = _duration(stats["train_seconds"]["mean"]) + _paper_value(
-            paper, method, "train_time"
-        )
-        lines.append([row["label"], *cells, train, _duration(stats["test_seconds"]["mean"])])
+        train = duration(stats["train_seconds"]["mean"]) + _paper_value(paper, method, "train_time")
+        lines.append([row["label"], *cells, train, duration(stats["test_seconds"]["mean"])])
     return _markdown(header, lines)
 
 
@@ -228,11 +217,11 @@ def cost_table(summary: dict[str, dict[str, Any]]) -> str:
         cells = [row["label"]]
         for key in ("train_seconds", "test_seconds"):
             value = stats[key]["mean"]
-            cells.append(_duration(value))
+            cells.append(duration(value))
             base = reference["stats"][key]["mean"] if reference else math.nan
             cells.append(f"{value / base:.1f}" if reference and base > 0 else "–")
         cells.append(f"{stats['forward_passes']['mean']:g}")
-        cells.append(_duration(stats["selection_seconds"]["mean"]))
+        cells.append(duration(stats["selection_seconds"]["mean"]))
         lines.append(cells)
     return _markdown(header, lines)
 

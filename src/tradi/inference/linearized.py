@@ -36,8 +36,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from tradi.inference.weight_sets import sample_seeds
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.plumbing.structure import evaluation_copy, named_parameters_with_owner
+from tradi.plumbing.structure import evaluation_copy, own_names
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 
 Link = Literal["mc", "probit"]
@@ -117,20 +118,12 @@ class LinearizedEnsemble:
         self.device = next(self.model.parameters()).device
         self.posterior, self.n_samples, self.link = posterior, n_samples, link
         self.last_layer, self.seed, self.io = last_layer, seed, io
-        own = dict(self.model.named_parameters())
-        self._names = {
-            name: own_name
-            for (name, _, _), own_name in zip(
-                named_parameters_with_owner(self.model), own, strict=True
-            )
-        }
+        self._names = own_names(self.model)
         missing = sorted(set(posterior.mean) - set(self._names))  # type: ignore[attr-defined]
         if missing:
             raise ValueError(f"the posterior holds parameters the model lacks: {missing[:5]}")
         self._layer = None if last_layer is None else _linear_layer(self.model, last_layer)
-        # the same draws as `SampledEnsemble`'s with the same seed
-        seeds = torch.randint(2**62, (n_samples,), generator=torch.Generator().manual_seed(seed))
-        self._seeds = [int(s) for s in seeds]
+        self._seeds = sample_seeds(n_samples, seed)  # `SampledEnsemble`'s draws for one seed
 
     def _offsets(self, index: int) -> dict[str, Tensor]:
         """Draw ``index``'s weight offsets w~ - mu, by the model copy's parameter names."""

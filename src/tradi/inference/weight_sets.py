@@ -14,8 +14,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from tradi.plumbing.structure import named_parameters_with_owner
+from tradi.plumbing.structure import own_names
 from tradi.posterior import WeightPosterior
+
+
+def sample_seeds(n: int, seed: int) -> list[int]:
+    """The seeds of ``n`` weight sets, a deterministic function of ``seed``: the same draws for
+    every predictive built with one seed (sampled, linearized)."""
+    seeds = torch.randint(2**62, (n,), generator=torch.Generator().manual_seed(seed))
+    return [int(s) for s in seeds]
 
 
 class WeightSets:
@@ -49,17 +56,10 @@ class WeightSets:
         self.posterior, self.n = posterior, n
         self.device = next(model.parameters()).device
         self.sampled, self.sample_modules = sampled, sample_modules
-        seeds = torch.randint(2**62, (n,), generator=torch.Generator().manual_seed(seed))
-        self.seeds = [int(s) for s in seeds]
+        self.seeds = sample_seeds(n, seed)
         # tradi's names (tracker, posteriors) -> the copy's own, which keep a user wrapper's prefix
-        named = list(model.named_parameters())
-        self.names = {
-            name: own
-            for (name, _, _), (own, _) in zip(
-                named_parameters_with_owner(model), named, strict=True
-            )
-        }
-        self.dtypes = {own: p.dtype for own, p in named}
+        self.names = own_names(model)
+        self.dtypes = {own: p.dtype for own, p in model.named_parameters()}
         # stacked [n, *shape] tensors; the per-set lists hold views into them
         self.stacked: dict[str, Tensor] | None = None
         self.cached: list[dict[str, Tensor]] | None = None

@@ -171,6 +171,17 @@ def evaluation_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(root, memo)
 
 
+def own_names(copy: nn.Module) -> dict[str, str]:
+    """tradi's parameter names (`named_parameters_with_owner`: the tracker's and posteriors')
+    -> the names ``copy.named_parameters()`` gives them, which keep a user wrapper's prefix;
+    ``copy`` is an `evaluation_copy`."""
+    own = [name for name, _ in copy.named_parameters()]
+    return {
+        name: own_name
+        for (name, _, _), own_name in zip(named_parameters_with_owner(copy), own, strict=True)
+    }
+
+
 def _is_script(module: nn.Module) -> bool:
     jit = sys.modules.get("torch.jit")
     return jit is not None and isinstance(module, jit.ScriptModule)
