@@ -195,3 +195,37 @@ def test_bad_arguments_are_refused() -> None:
 
     with pytest.raises(ValueError, match="mean"):
         LinearizedEnsemble(model, NoMean())  # type: ignore[arg-type]
+
+
+class _Upsampler(nn.Module):
+    """A last layer called with an extra argument, as ENet calls its transposed convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.relu(self.body(x)), output_size=x.shape[-2:])
+
+
+def test_the_last_layers_own_call_arguments_are_kept() -> None:
+    torch.manual_seed(8)
+    model, x = _Upsampler(), torch.randn(2, 2, 6, 8)
+    posterior = _posterior(model)
+    ensemble = LinearizedEnsemble(model, posterior, 3, link="probit", last_layer="up")
+    mean, var = ensemble.logit_moments(x)
+    assert var.shape == mean.shape == (2, 4, 6, 8)
+    h = torch.relu(model.body(x)).detach()
+    jac = torch.autograd.functional.jacobian(
+        lambda w: torch.func.functional_call(
+            model.up, {"weight": w}, (h,), {"output_size": (6, 8)}
+        ),
+        model.up.weight.detach(),
+    ).reshape(*var.shape, -1)
+    sigma = posterior.std["up.weight"].reshape(-1) ** 2
+    expected = (jac**2 * sigma).sum(-1) + (posterior.std["up.bias"] ** 2).reshape(1, 4, 1, 1)
+    torch.testing.assert_close(var, expected, rtol=1e-4, atol=1e-7)
+    assert LinearizedEnsemble(model, posterior, 3, last_layer="up").sample_logits(x).shape == (
+        3, 2, 4, 6, 8,
+    )  # fmt: skip

@@ -148,49 +148,70 @@ class LinearizedEnsemble:
         """
         if self._layer is None or not isinstance(self.posterior, DiagonalGaussian):
             raise ValueError("closed-form logit moments need last_layer and a DiagonalGaussian")
-        features, logits = self._trunk(to_device(x, self.device))
+        call, logits = self._trunk(to_device(x, self.device))
         variances = {
             key: self.posterior.std[f"{self.last_layer}.{key}"].to(self.device) ** 2
             for key in ("weight", "bias")
             if f"{self.last_layer}.{key}" in self.posterior.std
         }
-        params = dict(self._layer.named_parameters())
-        zeroed = {key: torch.zeros_like(p) for key, p in params.items()}
-        variance = functional_call(self._layer, {**zeroed, **variances}, (features**2,))
-        return logits, variance
+        return logits, self._layer_with(variances, call, squared=True)
 
-    def _trunk(self, x: Any) -> tuple[Tensor, Tensor]:
-        """The last layer's input and the model's logits, from one forward pass."""
-        seen: list[Tensor] = []
-        handle = self._layer.register_forward_hook(  # type: ignore[union-attr]
-            lambda module, inputs, output: seen.extend((inputs[0], output))
-        )
+    def _trunk(self, x: Any) -> tuple[tuple[tuple[Any, ...], dict[str, Any]], Tensor]:
+        """The last layer's call (its arguments, e.g. a transposed convolution's
+        ``output_size``) and the model's logits, from one forward pass."""
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        outputs: list[Tensor] = []
+        layer = self._layer
+        assert layer is not None
+        handles = [
+            layer.register_forward_pre_hook(
+                lambda module, args, kwargs: calls.append((args, kwargs)), with_kwargs=True
+            ),
+            layer.register_forward_hook(lambda module, args, output: outputs.append(output)),
+        ]
         try:
             logits = self._network_logits(x)
         finally:
-            handle.remove()
-        if len(seen) != 2 or seen[1].shape != logits.shape or not torch.equal(seen[1], logits):
+            for handle in handles:
+                handle.remove()
+        if (
+            len(outputs) != 1
+            or outputs[0].shape != logits.shape
+            or not torch.equal(outputs[0], logits)
+        ):
             raise ValueError(
                 f"last_layer {self.last_layer!r} must be called once and give the model's "
                 "logits; use last_layer=None to linearize the whole network"
             )
-        return seen[0], logits
+        return calls[0], logits
+
+    def _layer_with(
+        self,
+        params: dict[str, Tensor],
+        call: tuple[tuple[Any, ...], dict[str, Any]],
+        squared: bool = False,
+    ) -> Tensor:
+        """The last layer called as in the forward pass with ``params`` (missing ones 0) in
+        place of its own, on its input (squared: the variance propagation)."""
+        layer = self._layer
+        assert layer is not None
+        args, kwargs = call
+        first = args[0] ** 2 if squared else args[0]
+        zeroed = {key: torch.zeros_like(p) for key, p in layer.named_parameters()}
+        return functional_call(layer, {**zeroed, **params}, (first, *args[1:]), kwargs)
 
     @torch.no_grad()
     def sample_logits(self, x: Any) -> Tensor:
         """Draws of the linearized logits, [n_samples, N, C, ...] (``link="mc"``'s draws)."""
         x = to_device(x, self.device)
         if self._layer is not None:
-            features, logits = self._trunk(x)
+            call, logits = self._trunk(x)
             prefix = f"{self.last_layer}."
             draws = []
             for index in range(self.n_samples):
                 offsets = self._offsets(index)
                 layer = {k[len(prefix) :]: v for k, v in offsets.items() if k.startswith(prefix)}
-                zeroed = {k: torch.zeros_like(p) for k, p in self._layer.named_parameters()}
-                draws.append(
-                    logits + functional_call(self._layer, {**zeroed, **layer}, (features,))
-                )
+                draws.append(logits + self._layer_with(layer, call))
             return torch.stack(draws)
         return self._full_jvp_draws(x)
 
