@@ -99,8 +99,8 @@ class DeepEnsembles(Method):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.members: list[nn.Module] = []
-        #: The seed each member trained from; None for a state saved before the scheme was
-        #: recorded (`load_state_dict`).
+        #: The seed of each member (`planned_member_seeds` until a state says otherwise); None
+        #: after loading a state saved before the seeds were recorded (`load_state_dict`).
         self.member_seeds: list[int] | None = self.planned_member_seeds()
 
     def planned_member_seeds(self) -> list[int]:
