@@ -379,3 +379,39 @@ def test_a_shared_run_of_other_methods_is_trained_afresh(
     )
     assert [pair["method"] for pair in results["pairs"]] == ["mcp", "tradi"]
     assert not stale.exists()
+
+
+def test_a_resumed_run_retrains_a_pair_written_by_an_older_method_version(
+    tmp_path: Path,
+    tiny_config: dict[str, Any],
+    blobs: Callable[..., Benchmark],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Deep Ensembles pair of the old member seeds (s, s + 1, ...; result.json without
+    ``method_version``) is trained again on --resume; the other methods' pairs are read back."""
+    tiny_config["methods"] = {"mcp": {}, "deep_ensembles": {"n_members": 2}}
+    tiny_config["seeds"] = [0]
+    config = config_from_dict(tiny_config)
+    first = run_experiment(config, tmp_path, benchmark=blobs(), progress=False)
+    pair = {p["method"]: p for p in first["pairs"]}["deep_ensembles"]
+    assert pair["method_version"] == 2 and pair["member_seeds"] == [0, 1_000_000]
+    old = tmp_path / "state/deep_ensembles/seed_0/result.json"
+    written = json.loads(old.read_text())
+    del written["method_version"], written["member_seeds"]  # as an older tradi wrote it
+    old.write_text(json.dumps(written))
+
+    trained: list[list[str]] = []
+    real_run_methods = runner.run_methods
+
+    def counting_run_methods(config: Any, seed: int, *args: Any, **kwargs: Any) -> Any:
+        trained.append(sorted(args[3]))
+        return real_run_methods(config, seed, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_methods", counting_run_methods)
+    with caplog.at_level(logging.WARNING, logger="tradi"):
+        resumed = run_experiment(config, tmp_path, benchmark=blobs(), progress=False, resume=True)
+    assert trained == [["deep_ensembles"]]
+    assert any("version 1 of deep_ensembles, now 2" in r.getMessage() for r in caplog.records)
+    assert json.loads(old.read_text())["method_version"] == 2
+    assert _metrics_by_pair(resumed) == _metrics_by_pair(first)

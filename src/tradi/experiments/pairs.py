@@ -300,6 +300,7 @@ def _pair_result(
 ) -> dict[str, Any]:
     return {
         "method": built.name,
+        "method_version": built.method.version,  # a resumed run retrains another version's
         "seed": seed,
         "train_seconds": info.train_seconds,
         "training_run": {
@@ -313,6 +314,7 @@ def _pair_result(
         "final_val": [run.history[-1] for run in info.runs if run.history],
         "scale_selection": dataclasses.asdict(search) if search else None,
         "temperature": getattr(built.method, "temperature", None),  # temperature scaling's T
+        "member_seeds": getattr(built.method, "member_seeds", None),  # Deep Ensembles'
         "rows": rows,
     }
 

@@ -52,6 +52,7 @@ from tradi.experiments.config import ExperimentConfig
 from tradi.experiments.pairs import build, loss_function, run_methods
 from tradi.experiments.report import write_outputs
 from tradi.experiments.rundir import claim_out_dir
+from tradi.methods import METHODS
 from tradi.training.checkpoint import save_atomic
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def _run_pairs(
     for seed in config.seeds:
         for group, run_dir in _training_groups(config, benchmark, out_dir, seed):
             pair_dirs = {name: _pair_dir(out_dir, name, seed) for name in group}
-            todo = {name: path for name, path in pair_dirs.items() if not _finished(path)}
+            todo = {name: path for name, path in pair_dirs.items() if not _finished(path, name)}
             if todo:
                 _run_group(config, seed, group, benchmark, run_dir, pair_dirs, todo, progress)
             bar.update(len(group))
@@ -182,8 +183,23 @@ def _pair_dir(out_dir: Path, name: str, seed: int) -> Path:
     return out_dir / "state" / name / f"seed_{seed}"
 
 
-def _finished(pair_dir: Path) -> bool:
-    return (pair_dir / "result.json").exists() and (pair_dir / "artefacts.pt").exists()
+def _finished(pair_dir: Path, name: str) -> bool:
+    """Whether the pair is written, by the method's current `Method.version` (an older one is
+    another experiment, Deep Ensembles' old member seeds: trained again, with a warning)."""
+    result = pair_dir / "result.json"
+    if not (result.exists() and (pair_dir / "artefacts.pt").exists()):
+        return False
+    written = json.loads(result.read_text()).get("method_version", 1)
+    if written != METHODS[name].version:
+        logger.warning(
+            "%s: written by version %s of %s, now %s; training it again",
+            pair_dir,
+            written,
+            name,
+            METHODS[name].version,
+        )
+        return False
+    return True
 
 
 def _training_groups(

@@ -67,6 +67,9 @@ class Method(ABC):
     label: ClassVar[str]
     short_label: ClassVar[str]
     options_type: ClassVar[type]
+    #: Bumped when a change makes this method's earlier results another experiment (Deep
+    #: Ensembles' member seeds, issue 19): a resumed run retrains pairs of another version.
+    version: ClassVar[int] = 1
 
     def __init__(
         self,
