@@ -229,3 +229,51 @@ def test_the_last_layers_own_call_arguments_are_kept() -> None:
     assert LinearizedEnsemble(model, posterior, 3, last_layer="up").sample_logits(x).shape == (
         3, 2, 4, 6, 8,
     )  # fmt: skip
+
+
+def _trained_tracker() -> tuple[nn.Module, object, list[tuple[torch.Tensor, torch.Tensor]]]:
+    import tradi
+
+    model = _mlp()
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(64, 4, generator=gen)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    tracker = tradi.WeightTracker(model, memory=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(5):
+        for xb, yb in batches:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+            tracker.update()
+    return model, tracker, batches
+
+
+@pytest.mark.parametrize(
+    ("predictive", "modules"), [("linearized", None), ("linearized", ["2"]), ("probit", ["2"])]
+)
+def test_fit_ensemble_builds_the_linearized_predictive(predictive: str, modules: object) -> None:
+    from tradi import fit_ensemble
+
+    model, tracker, batches = _trained_tracker()
+    ensemble, search = fit_ensemble(
+        model, tracker, batches, predictive=predictive, sample_modules=modules, n_samples=4
+    )
+    assert isinstance(ensemble, LinearizedEnsemble) and search is not None
+    assert ensemble.link == ("probit" if predictive == "probit" else "mc")
+    x = batches[0][0]
+    still, _ = fit_ensemble(
+        model, tracker, predictive=predictive, sample_modules=modules, scale=0.0, n_samples=4
+    )
+    torch.testing.assert_close(still(x), model(x).softmax(dim=1).detach())
+
+
+def test_fit_ensemble_refuses_a_probit_without_one_layer() -> None:
+    from tradi import fit_ensemble
+
+    model, tracker, _ = _trained_tracker()
+    with pytest.raises(ValueError, match="one last layer"):
+        fit_ensemble(model, tracker, predictive="probit", scale=1.0)
+    with pytest.raises(ValueError, match="predictive must be one of"):
+        fit_ensemble(model, tracker, predictive="laplace", scale=1.0)  # type: ignore[arg-type]

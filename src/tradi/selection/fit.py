@@ -19,6 +19,7 @@ from torch import nn
 
 from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
 from tradi.inference.ensemble import SampledEnsemble
+from tradi.inference.linearized import LinearizedEnsemble
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
 from tradi.plumbing.loaders import loader_generators
 from tradi.plumbing.structure import named_parameters_with_owner
@@ -33,6 +34,9 @@ from tradi.tracking.start import scale_chosen_on_validation
 SCALE_RANGE: tuple[float, float] = (0.01, 1000.0)
 
 PosteriorFamily = Callable[[float], WeightPosterior]
+
+Predictive = Literal["sampled", "linearized", "probit"]
+PREDICTIVES: tuple[str, ...] = ("sampled", "linearized", "probit")
 
 
 @contextmanager
@@ -56,8 +60,11 @@ def seeded_randomness(
                 generator.set_state(state)
 
 
-def _family(posterior: WeightTracker | PosteriorFamily, searched: bool) -> PosteriorFamily:
-    """A function scale -> posterior; a tracker gives the paper's kernel covariance, rank 10.
+def _family(
+    posterior: WeightTracker | PosteriorFamily, searched: bool, predictive: str = "sampled"
+) -> PosteriorFamily:
+    """A function scale -> posterior; a tracker gives the paper's kernel covariance, rank 10
+    (the diagonal one for the ``"probit"`` predictive, whose closed form needs it).
     When the scale is ``searched`` on validation data, the tracker's warning that its memory has
     not filled yet is moot (`scale_chosen_on_validation`)."""
     if isinstance(posterior, WeightTracker):
@@ -65,6 +72,8 @@ def _family(posterior: WeightTracker | PosteriorFamily, searched: bool) -> Poste
 
         def kernel(scale: float) -> WeightPosterior:
             with scale_chosen_on_validation() if searched else nullcontext():
+                if predictive == "probit":
+                    return tracker.posterior("diag", scale=scale)
                 return tracker.posterior("kernel", rank=10, scale=scale)
 
         return kernel
@@ -93,8 +102,9 @@ def fit_ensemble(
     io: ModelIO = DEFAULT_IO,
     sample_modules: Sequence[str] | None = None,
     bn_batches: int | None = DEFAULT_BN_BATCHES,
-) -> tuple[SampledEnsemble, ScaleSearch | None]:
-    """The sampled ensemble at a scale chosen on validation data (or fixed), and the search.
+    predictive: Predictive = "sampled",
+) -> tuple[SampledEnsemble | LinearizedEnsemble, ScaleSearch | None]:
+    """The ensemble at a scale chosen on validation data (or fixed), and the search.
 
     Args:
         model: the trained network, never modified: the ensemble evaluates its own copy and
@@ -122,29 +132,36 @@ def fit_ensemble(
             once per input (`tradi.inference.trunk`; None: every tracked parameter).
         bn_batches: re-estimate BatchNorm on the first ``bn_batches`` batches only (default 30,
             `tradi.inference.batchnorm.DEFAULT_BN_BATCHES`; None: the whole loader).
+        predictive: ``"sampled"`` (the paper: weight sets drawn and averaged, a
+            `SampledEnsemble`); ``"linearized"``: the linearized (GLM) predictive, logit draws
+            around the trained network's own logits (`tradi.LinearizedEnsemble`, ``link="mc"``;
+            the last layer alone when ``sample_modules`` names it); ``"probit"``: its closed
+            form for the one layer ``sample_modules`` names, with a tracker's diagonal
+            posterior (one extra call of that layer, no sampling). The linearized predictives
+            need no BatchNorm re-estimation (``bn_loader`` is not read). docs/one-run.md.
 
     Returns:
-        (ensemble, search): the `SampledEnsemble` ([N, C] mean probabilities when called) at the
-        chosen scale, and the `ScaleSearch` record (None for a fixed ``scale``).
+        (ensemble, search): the `SampledEnsemble` or `LinearizedEnsemble` ([N, C] probabilities
+        when called) at the chosen scale, and the `ScaleSearch` record (None for a fixed
+        ``scale``).
 
     Raises:
-        ValueError: "auto" without ``val_loader``, a negative scale, a bad selection/range, or
-            a model whose parameters' shapes are not the tracker's.
+        ValueError: "auto" without ``val_loader``, a negative scale, a bad selection/range, a
+            model whose parameters' shapes are not the tracker's, an unknown ``predictive``, or
+            ``"probit"`` without exactly one module in ``sample_modules``.
         TypeError: ``posterior`` is neither a tracker nor callable.
     """
-    family = _family(posterior, searched=scale == "auto")
+    family = _family(posterior, searched=scale == "auto", predictive=predictive)
     if isinstance(posterior, WeightTracker):
         _check_centre(model, posterior)
-    build = _builder(
-        model,
-        family,
-        n_samples=n_samples,
-        bn_loader=bn_loader,
-        seed=seed,
-        io=io,
-        sample_modules=sample_modules,
-        bn_batches=bn_batches,
-    )
+    settings = {"n_samples": n_samples, "seed": seed, "io": io}
+    if predictive == "sampled":
+        ensemble_settings = {"bn_loader": bn_loader, "bn_batches": bn_batches}
+        build = _builder(
+            model, family, **settings, **ensemble_settings, sample_modules=sample_modules
+        )
+    else:
+        build = _linearized_builder(model, family, predictive, sample_modules, **settings)
     if scale != "auto":
         if isinstance(scale, str) or scale < 0:
             raise ValueError(f"scale must be a number >= 0 or 'auto', got {scale!r}")
@@ -181,6 +198,32 @@ def _builder(
             settings["seed"], device, [bn_loader] if bn_loader is not None else []
         ):
             return SampledEnsemble(model, family(value), **settings)
+
+    return build
+
+
+def _linearized_builder(
+    model: nn.Module,
+    family: PosteriorFamily,
+    predictive: str,
+    sample_modules: Sequence[str] | None,
+    **settings: Any,
+) -> Callable[[float], LinearizedEnsemble]:
+    """scale -> the `LinearizedEnsemble` of ``family(scale)``: ``"linearized"`` (logit draws)
+    or ``"probit"`` (closed form on the one layer ``sample_modules`` names)."""
+    if predictive not in PREDICTIVES:
+        raise ValueError(f"predictive must be one of {PREDICTIVES}, got {predictive!r}")
+    layers = list(sample_modules or [])
+    if len(layers) > 1 or (predictive == "probit" and len(layers) != 1):
+        raise ValueError(
+            f"predictive={predictive!r} linearizes one last layer: name it alone in "
+            f"sample_modules (e.g. ['fc']), got {sample_modules!r}"
+        )
+    link = "probit" if predictive == "probit" else "mc"
+    layer = layers[0] if layers else None
+
+    def build(value: float) -> LinearizedEnsemble:
+        return LinearizedEnsemble(model, family(value), link=link, last_layer=layer, **settings)
 
     return build
 
