@@ -51,7 +51,7 @@ from tradi.models import build_model
 from tradi.plumbing.adapters import DEFAULT_IO
 from tradi.selection import ScaleSelection, fit_ensemble, network_predict, search_scale
 from tradi.training import explore, make_optimizer
-from tradi.training.explore import _mixture_builder
+from tradi.training.exploration import _mixture_builder
 
 SCALE_RANGE = (0.01, 1000.0)
 CYCLES, EPOCHS = 2, 3

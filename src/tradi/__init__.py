@@ -33,15 +33,15 @@ if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
     )
     from tradi.tracking import KalmanConfig, WeightTracker
     from tradi.training import Callback, TrainConfig, fit
-    from tradi.training.explore import Exploration, explore
+    from tradi.training.exploration import Exploration, explore
 
 #: The package version; pyproject.toml reads it from here (the single source).
 __version__ = "0.1.0"
 
 _LAZY = {
     "fit_ensemble": "tradi.selection.fit",
-    "explore": "tradi.training.explore",
-    "Exploration": "tradi.training.explore",
+    "explore": "tradi.training.exploration",
+    "Exploration": "tradi.training.exploration",
     "LinearizedEnsemble": "tradi.inference.linearized",
     "MixturePredictive": "tradi.inference.mixture",
     "ScaleSelection": "tradi.selection",

@@ -8,7 +8,7 @@ from torch import nn
 
 import tradi
 from tradi.inference.mixture import MixturePredictive
-from tradi.training.explore import explore
+from tradi.training.exploration import explore
 
 
 def _data(n: int = 96, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

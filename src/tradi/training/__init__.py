@@ -9,7 +9,7 @@ from tradi.training.config import (
     make_scheduler,
     options_from_mapping,
 )
-from tradi.training.explore import Exploration, explore
+from tradi.training.exploration import Exploration, explore
 from tradi.training.hooks import Callback, FitResult
 from tradi.training.loop import evaluate, fit
 
