@@ -158,3 +158,22 @@ def test_a_plain_network_is_one_sample_without_ood() -> None:
     assert torch.all(result.scores_in["mutual_information"] == 0)
     with pytest.raises(ValueError, match="must yield \\(inputs, labels\\)"):
         tradi.evaluate(network, [(torch.arange(50),)])
+
+
+def test_batches_of_any_structure_are_read_by_io() -> None:
+    """Dict batches (Hugging Face style) through `io=`, as `fit_ensemble` reads them: the same
+    figures as the tuple batches of the same data."""
+    import tradi
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    tuples = [(x[i : i + 10], y[i : i + 10]) for i in range(0, 40, 10)]
+    dicts = [{"image": a, "label": b} for a, b in tuples]
+    ood = [{"image": torch.randn(10, 4) * 3} for _ in range(2)]
+    io = tradi.ModelIO(inputs_fn=lambda b: b["image"], targets_fn=lambda b: b["label"])
+    expected = tradi.evaluate(model, tuples, [(b["image"],) for b in ood])
+    got = tradi.evaluate(model, dicts, ood, io=io)
+    assert got.classification == expected.classification
+    assert got.ood is not None and expected.ood is not None
+    assert got.ood["msp"] == expected.ood["msp"]

@@ -26,6 +26,7 @@ from tradi.metrics.ood_scores import (
     resolve_score_name,
     score_predictions,
 )
+from tradi.plumbing.adapters import ModelIO
 from tradi.plumbing.modes import eval_mode, preserved_modes
 
 Outputs = Literal["auto", "probs", "logits"]
@@ -59,9 +60,15 @@ class Evaluation:
     probs: Tensor
 
 
-def _batches(loader: Iterable[Any]) -> Iterable[tuple[Tensor, Tensor | None]]:
+def _batches(
+    loader: Iterable[Any], io: ModelIO | None = None, labelled: bool = True
+) -> Iterable[tuple[Any, Tensor | None]]:
+    """(inputs, labels or None) of each batch: read by ``io`` when given (labels only from a
+    labelled loader), else a tuple's first two items or a bare tensor's inputs."""
     for batch in loader:
-        if isinstance(batch, (tuple, list)):
+        if io is not None:
+            yield io.inputs(batch), io.targets(batch) if labelled else None
+        elif isinstance(batch, (tuple, list)):
             yield batch[0], batch[1] if len(batch) > 1 else None
         else:
             yield batch, None
@@ -140,10 +147,15 @@ def _eval_mode(predictor: Any) -> Iterator[None]:
 
 @torch.no_grad()
 def _predict(
-    predictor: Any, loader: Iterable[Any], kind: str, names: tuple[str, ...]
+    predictor: Any,
+    loader: Iterable[Any],
+    kind: str,
+    names: tuple[str, ...],
+    io: ModelIO | None = None,
+    labelled: bool = True,
 ) -> tuple[Tensor, ScoreDict[Tensor], Tensor]:
     probs, labels, scores = [], [], {name: [] for name in names}
-    for x, y in _batches(loader):
+    for x, y in _batches(loader, io, labelled):
         samples = _sample_outputs(predictor, x, kind).float().cpu()
         try:
             inputs = predictions(**{f"sample_{kind}": samples})
@@ -169,6 +181,7 @@ def evaluate(
     scores: Sequence[str] | str | None = None,
     outputs: Outputs = "auto",
     ignore_index: int | None = None,
+    io: ModelIO | None = None,
 ) -> Evaluation:
     """Classification metrics on ``in_loader``, OOD detection against ``ood_loader``, and the
     OOD scores of every input, in one call.
@@ -183,7 +196,9 @@ def evaluate(
     (e.g. ``("msp", "energy")``; default: every criterion the outputs allow: logits allow
     all, probabilities all but logit, energy and ensemble_energy). Loaders yield
     ``(inputs, labels)`` (labels [N] int64; ``ignore_index`` leaves a label value out); the
-    OOD loader's labels are ignored. Per-pixel OOD (segmentation) is
+    OOD loader's labels are ignored. ``io`` (`tradi.ModelIO`) reads inputs and labels from
+    batches of any other structure (dicts, dataclasses), as in `tradi.fit_ensemble`; the
+    predictor is then called with ``io.inputs(batch)``. Per-pixel OOD (segmentation) is
     `tradi.metrics.segmentation`'s and the runner's job.
 
     Raises ValueError when ``in_loader`` has no labels or yields nothing, for an unknown score
@@ -194,12 +209,16 @@ def evaluate(
     kind = _output_kind(predictor, outputs)
     names = _score_names(scores, kind)
     with _eval_mode(predictor):
-        probs, scores_in, labels = _predict(predictor, in_loader, kind, names)
+        probs, scores_in, labels = _predict(predictor, in_loader, kind, names, io)
         if labels.numel() == 0:
             raise ValueError(
                 "in_loader must yield (inputs, labels) batches for the classification metrics"
             )
-        scores_out = None if ood_loader is None else _predict(predictor, ood_loader, kind, names)[1]
+        scores_out = (
+            None
+            if ood_loader is None
+            else _predict(predictor, ood_loader, kind, names, io, labelled=False)[1]
+        )
     classification = classification_metrics(probs, labels, ignore_index=ignore_index)
     ood: ScoreDict[dict[str, float]] | None = None
     if scores_out is not None:

@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from torch import Tensor
 
@@ -202,14 +202,23 @@ def available_scores(has_logits: bool) -> tuple[str, ...]:
 
 class ScoreDict(dict[str, _V], Generic[_V]):
     """A plain dict keyed by score name (scores, or `evaluate`'s OOD figures per score) in which
-    an old name of `SCORE_ALIASES` still reads its entry (``d["mcp"]`` is ``d["msp"]``);
-    iteration, ``in`` and ``get`` see only the registry names."""
+    an old name of `SCORE_ALIASES` still reads its entry (``d["mcp"]`` is ``d["msp"]``), and
+    ``in`` and ``get`` know it too; iteration and ``keys()`` give only the registry names."""
 
     def __missing__(self, key: str) -> _V:
         name = SCORE_ALIASES.get(key)
-        if name is None or name not in self:
+        if name is None or not dict.__contains__(self, name):
             raise KeyError(key)
         return self[resolve_score_name(key)]
+
+    def __contains__(self, key: object) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        name = SCORE_ALIASES.get(key) if isinstance(key, str) else None
+        return name is not None and dict.__contains__(self, name)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[key] if key in self else default  # noqa: SIM401 (self.get is this method)
 
 
 def predictions(
