@@ -86,3 +86,35 @@ def test_bad_arguments_are_refused() -> None:
         explore(model, train, optimizer=_sgd, scale=-1.0)
     with pytest.raises(ValueError, match="no Linear"):
         explore(nn.Sequential(nn.Flatten(), nn.Softmax(dim=1)), train, optimizer=_sgd, scale=1.0)
+
+
+class _HeadFirst(nn.Module):
+    """The head registered before the body: registration order is not the forward's order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = nn.Linear(16, 3)
+        self.body = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_auto_finds_the_layer_that_gives_the_logits() -> None:
+    result = explore(_HeadFirst(), _data(), optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0)
+    assert all(member.last_layer == "head" for member in result.predictive.members)
+    after_softmax = nn.Sequential(nn.Linear(5, 3), nn.LogSoftmax(dim=1))
+    with pytest.raises(ValueError, match="no Linear/Conv/ConvTranspose module whose output"):
+        explore(after_softmax, _data(), optimizer=_sgd, cycles=1, scale=1.0)
+
+
+def test_an_optimizer_instance_is_refused_with_the_factory_to_pass() -> None:
+    model = _model()
+    with pytest.raises(TypeError, match="function parameters -> optimizer"):
+        explore(model, _data(), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scale=1.0)
+
+
+def test_the_repr_is_short() -> None:
+    result = explore(_model(), _data(), optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0)
+    assert len(repr(result)) < 200 and "scale=1.0" in repr(result)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterable, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -29,7 +29,8 @@ from torch.nn import functional as F
 
 from tradi.inference.linearized import LAYER_TYPES, LinearizedEnsemble, Link
 from tradi.inference.mixture import MixturePredictive
-from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
+from tradi.plumbing.modes import eval_mode
 from tradi.selection.fit import SCALE_RANGE, seeded_randomness
 from tradi.selection.rules import ScaleSearch, ScaleSelection
 from tradi.selection.search import search_scale
@@ -52,15 +53,17 @@ class Exploration:
     search (None for a fixed scale). ``modes``: the networks of the modes (eval-mode copies; the
     trained network first when included). ``trackers``: each mode's tracker. ``cost_epochs``:
     the epochs of training added (``cycles * epochs_per_cycle``). ``seconds``: wall time of the
-    cycles and the search.
+    cycles and the search. ``scale``: the scale the predictive uses. Its repr shows only the
+    last three.
     """
 
-    predictive: MixturePredictive
-    search: ScaleSearch | None
-    modes: list[nn.Module]
-    trackers: list[WeightTracker]
+    predictive: MixturePredictive = field(repr=False)
+    search: ScaleSearch | None = field(repr=False)
+    modes: list[nn.Module] = field(repr=False)
+    trackers: list[WeightTracker] = field(repr=False)
     cost_epochs: int
     seconds: float
+    scale: float | None = None
 
 
 def explore(
@@ -120,9 +123,9 @@ def explore(
     Source: snapshot ensembles (Huang et al. 2017), FGE (Garipov et al. 2018), MultiSWAG
     (Wilson & Izmailov 2020), the linearized predictive (Immer et al. 2021).
     """
-    _check(cycles, epochs_per_cycle, scale, val_loader)
+    _check(cycles, epochs_per_cycle, scale, val_loader, optimizer)
     started = time.perf_counter()
-    layer = _auto_last_layer(model) if last_layer == "auto" else last_layer
+    layer = _auto_last_layer(model, train_loader, io) if last_layer == "auto" else last_layer
     modes, trackers = _run_cycles(
         model, train_loader, optimizer, cycles, epochs_per_cycle, loss_fn, seed, io
     )
@@ -148,6 +151,7 @@ def explore(
         trackers,
         cycles * epochs_per_cycle,
         time.perf_counter() - started,
+        search.scale if search is not None else float(scale),
     )
 
 
@@ -214,17 +218,53 @@ def _run_cycles(
     return modes, trackers
 
 
-def _auto_last_layer(model: nn.Module) -> str:
-    names = [name for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    if not names:
+def _auto_last_layer(model: nn.Module, train_loader: Iterable[Any], io: ModelIO) -> str:
+    """The Linear/Conv/ConvTranspose module whose output is the model's logits, found by one
+    forward pass of the first training batch (registration order says nothing about which
+    layer comes last in ``forward``)."""
+    candidates = {name: m for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    if not candidates:
         raise ValueError(
-            "last_layer='auto' found no Linear/Conv/ConvTranspose module; name the layer whose "
+            "last_layer='auto' found no Linear/Conv/ConvTranspose module: name the layer whose "
             "output is the logits, or pass last_layer=None with link='mc'"
         )
-    return names[-1]
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [
+        module.register_forward_hook(lambda m, args, out, name=name: outputs.__setitem__(name, out))
+        for name, module in candidates.items()
+    ]
+    batch = next(iter(train_loader))
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad(), eval_mode(model):
+            logits = io.logits(io.forward(model, to_device(io.inputs(batch), device)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    found = [name for name, out in outputs.items() if out is logits]
+    if not found:
+        raise ValueError(
+            "last_layer='auto' found no Linear/Conv/ConvTranspose module whose output is the "
+            f"model's logits (after it: a log-softmax, a pooling, ...; layers: "
+            f"{list(candidates)[-5:]}): name the layer whose output is the logits, or pass "
+            "last_layer=None with link='mc' to linearize the whole network"
+        )
+    return found[-1]
 
 
-def _check(cycles: int, epochs: int, scale: float | str, val_loader: Iterable[Any] | None) -> None:
+def _check(
+    cycles: int,
+    epochs: int,
+    scale: float | str,
+    val_loader: Iterable[Any] | None,
+    optimizer: Any,
+) -> None:
+    if isinstance(optimizer, torch.optim.Optimizer) or not callable(optimizer):
+        raise TypeError(
+            "optimizer must be a function parameters -> optimizer (each cycle trains its own "
+            "copy of the network), e.g. lambda params: torch.optim.SGD(params, lr=0.05, "
+            f"momentum=0.9); got {type(optimizer).__name__}"
+        )
     if cycles < 1 or epochs < 1:
         raise ValueError(f"cycles and epochs_per_cycle must be >= 1, got {cycles}, {epochs}")
     if scale == "auto" and val_loader is None:
