@@ -207,10 +207,20 @@ def _sections(results: dict[str, Any]) -> list[str]:
         *("", "## Cost", "", _COST_TEXT, "", cost_table(summary)),
         *("", "## Noise scales", "", selection_section(results)),
         *("", "## Every metric", "", all_metrics_table(summary)),
-        *("", "## Rerun", "", f"```\n{results['command'] or 'tradi run <config>'}\n```"),
+        *("", "## Rerun", "", _rerun(results)),
         *("", f"Versions: {versions}", "", "Config:", ""),
         f"```yaml\n{yaml.safe_dump(results['config'], sort_keys=False)}```",
     ]
+
+
+def _rerun(results: dict[str, Any]) -> str:
+    """The command again, with what it does to this folder (a finished run is never replaced
+    silently: `tradi.experiments.rundir`)."""
+    command = results["command"] or "tradi run <config>"
+    return (
+        f"```\n{command} --resume     # continue, or redo nothing if finished\n"
+        f"{command} --overwrite  # from scratch: replaces this folder's results\n```"
+    )
 
 
 def report_markdown(results: dict[str, Any], figures: Figures) -> str:

@@ -92,6 +92,15 @@ def compact_table(results: dict[str, Any], max_width: int = MAX_WIDTH) -> str:
     return "\n".join(text)
 
 
+def _paper_part(results: dict[str, Any]) -> str:
+    """ ", beside the paper's numbers" where the paper has a table for this benchmark."""
+    from tradi.experiments.paper import PAPER_TABLES  # torch-free: plain data
+
+    benchmark = results.get("benchmark", {})
+    name = benchmark.get("name") if isinstance(benchmark, dict) else None
+    return " beside the paper's numbers" if name in PAPER_TABLES else ""
+
+
 def closing_text(results: dict[str, Any], out: Path, warning: str = "") -> str:
     """What `tradi run` prints when done: ``warning`` (markdown bold removed; the report's
     "not the paper's recipe" warning, if any), the compact table, and where the full report
@@ -104,7 +113,7 @@ def closing_text(results: dict[str, Any], out: Path, warning: str = "") -> str:
         compact_table(results),
         f"AUROC and FPR95 of the OOD score {score!r} (config ood_score; every score's: "
         "report.md, results.json)",
-        f"\n{means}every metric, mean ± std and the paper's numbers: {out / 'report.md'}",
+        f"\n{means}every metric, mean ± std{_paper_part(results)}: {out / 'report.md'}",
         f"results: {out / 'results.json'}",
     ]
     return "\n".join(lines)
