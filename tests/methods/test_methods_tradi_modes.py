@@ -16,7 +16,9 @@ from tradi.data import Benchmark, TensorSplit
 from tradi.experiments.config import config_from_dict
 from tradi.experiments.runner import run_experiment
 from tradi.methods import TradiModesOptions, build_method
+from tradi.tracking import WeightTracker
 from tradi.training import loop
+from tradi.training.explore import mode_mixture
 
 TRAIN = {"epochs": 2, "optimizer": "adam", "lr": 1e-2, "progress": False, "seed": 3}
 OPTIONS = {"cycles": 2, "epochs_per_cycle": 1, "scale": 30.0}
@@ -201,3 +203,11 @@ def test_the_runner_trains_the_seeds_network_once_and_resumes_to_the_same_row(
     again = {pair["method"]: pair for pair in resumed["pairs"]}["tradi_modes"]
     assert again["rows"][0]["metrics"] == row["metrics"]
     assert again["scale_selection"]["scale"] == modes["scale_selection"]["scale"]
+
+
+def test_a_saved_mixture_needs_one_tracker_per_mode(model_factory) -> None:
+    net = model_factory()
+    with pytest.raises(ValueError, match="2 modes but 1 trackers"):
+        mode_mixture([net, net], [WeightTracker(net)], 1.0)
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        mode_mixture([net], [WeightTracker(net)], -1.0)
