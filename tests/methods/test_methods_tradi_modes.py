@@ -31,6 +31,7 @@ OPTIONS = {"cycles": 2, "epochs_per_cycle": 1, "scale": 30.0}
         ({"epochs_per_cycle": 0}, "epochs_per_cycle must be >= 1"),
         ({"link": "laplace"}, r"link must be one of \['mc', 'probit'\]"),
         ({"lr": 0.0}, "lr must be > 0"),
+        ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
         ({"scale": -1.0}, "scale must be a number >= 0"),
         ({"n_samples": 0}, "n_samples must be >= 1"),
     ],
@@ -50,6 +51,19 @@ def test_unknown_option_and_missing_val_loader_fail_before_training(
         method.fit(train_loader)
     with pytest.raises(RuntimeError, match="fit"):
         method.sample_probs(torch.zeros(2, 4))
+
+
+def test_the_cycles_use_the_configs_optimizer_with_lr_and_weight_decay_replaced(
+    model_factory,
+) -> None:
+    params = list(model_factory().parameters())
+    sgd = {**TRAIN, "optimizer": "sgd", "momentum": 0.8, "weight_decay": 1e-3}
+    plain = build_method("tradi_modes", model_factory, train=sgd)._cycle_optimizer(params)
+    assert isinstance(plain, torch.optim.SGD)
+    assert [plain.defaults[k] for k in ("lr", "momentum", "weight_decay")] == [1e-2, 0.8, 1e-3]
+    changed = build_method("tradi_modes", model_factory, train=sgd, lr=0.05, weight_decay=0.0)
+    optimizer = changed._cycle_optimizer(params)
+    assert [optimizer.defaults[k] for k in ("lr", "momentum", "weight_decay")] == [0.05, 0.8, 0.0]
 
 
 def _probit_by_hand(method: Any, x: torch.Tensor) -> np.ndarray:

@@ -46,7 +46,9 @@ class TradiModesOptions:
     ``cycles`` (>= 1) cosine cycles of ``epochs_per_cycle`` (>= 1) epochs after training, each a
     mode; the trained network is one more, so the mixture has ``cycles + 1`` members. ``lr``:
     the cycles' peak learning rate (> 0; None: the config's ``train.lr``), with the config's
-    optimizer (`make_optimizer`: its weight decay and momentum too). ``link``: "probit" (closed
+    optimizer (`make_optimizer`: its momentum too); ``weight_decay`` (>= 0; None: the
+    config's ``train.weight_decay``) replaces its weight decay in the cycles only (the study
+    behind explore's defaults ran its cycles with Adam and none). ``link``: "probit" (closed
     form, last layer) or "mc" (``n_samples`` logit draws per mode). ``scale``: a fixed factor of
     the tracked standard deviations, or "auto": chosen on validation data by explore's rule
     (``min_nll``), once for the pooled mixture. Raises ValueError for a value out of range.
@@ -55,6 +57,7 @@ class TradiModesOptions:
     cycles: int = 2
     epochs_per_cycle: int = 3
     lr: float | None = None
+    weight_decay: float | None = None
     n_samples: int = 20
     link: Link = "probit"
     scale: Scale = "auto"
@@ -68,6 +71,11 @@ class TradiModesOptions:
             raise ValueError(f"epochs_per_cycle must be >= 1, got {self.epochs_per_cycle}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0 (or None: the config's train.lr), got {self.lr!r}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(
+                f"weight_decay must be >= 0 (or None: the config's train.weight_decay), got "
+                f"{self.weight_decay!r}"
+            )
 
 
 class TradiModes(Method):
@@ -125,10 +133,12 @@ class TradiModes(Method):
         return (self._callback,)
 
     def _cycle_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        """The config's optimizer over ``params``, at ``options.lr`` when set (the peak)."""
-        config = self.train
-        if self.options.lr is not None:
-            config = dataclasses.replace(config, lr=self.options.lr)
+        """The config's optimizer over ``params``, at ``options.lr`` (the peak) and with
+        ``options.weight_decay`` when set."""
+        changes = {"lr": self.options.lr, "weight_decay": self.options.weight_decay}
+        config = dataclasses.replace(
+            self.train, **{key: value for key, value in changes.items() if value is not None}
+        )
         return make_optimizer(params, config)
 
     def _after_fit(
