@@ -31,6 +31,7 @@ def test_lazy_names_resolve_to_their_subpackages() -> None:
         "tradi",
         "ivon",
         "temperature_scaling",
+        "tradi_modes",
     }
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = tradi.nope

@@ -1,4 +1,4 @@
-"""One interface for every method (the paper's six, IVON, temperature scaling): the factory, option checking, shapes, passes per input,
+"""One interface for every method (the paper's six, IVON, temperature scaling, TRADI modes): the factory, option checking, shapes, passes per input,
 and a state_dict round trip that predicts identically without retraining."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SMALL = {
     "tradi": {"n_samples": 3, "scale": 10.0},
     "ivon": {"n_samples": 3},
     "temperature_scaling": {},
+    "tradi_modes": {"cycles": 2, "epochs_per_cycle": 2, "scale": 10.0},
 }
 
 
@@ -84,6 +85,13 @@ def _mean_by_hand(method, x: torch.Tensor) -> torch.Tensor:
             nets = [net] * method.options.n_passes
         elif method.name == "mcp":
             nets = [method.model.eval()]
+        elif method.name == "tradi_modes":  # each mode's probit over its last layer's variance
+            scale, members = method.mixture_scale, []
+            for net, tracker in zip(method.modes, method.trackers, strict=True):
+                var = {k: scale**2 * v for k, v in tracker.variance().items()}
+                v = net[:-1](x) ** 2 @ var["4.weight"].T + var["4.bias"]
+                members.append((net(x) / (1 + torch.pi / 8 * v).sqrt()).softmax(-1))
+            return torch.stack(members).mean(0)
         elif method.name == "temperature_scaling":
             assert method.temperature is not None and method.temperature > 0
             return (method.model.eval()(x) / method.temperature).softmax(-1)

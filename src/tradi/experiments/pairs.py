@@ -312,11 +312,16 @@ def _pair_result(
         "epochs": [run.epochs for run in info.runs],
         "selected_epochs": [run.selected_epoch for run in info.runs],
         "final_val": [run.history[-1] for run in info.runs if run.history],
-        "scale_selection": dataclasses.asdict(search) if search else None,
+        # a method that chooses its own scale after fitting (tradi_modes) records it in info
+        "scale_selection": _search_record(search or info.scale_search),
         "temperature": getattr(built.method, "temperature", None),  # temperature scaling's T
         "member_seeds": getattr(built.method, "member_seeds", None),  # Deep Ensembles'
         "rows": rows,
     }
+
+
+def _search_record(search: ScaleSearch | None) -> dict[str, Any] | None:
+    return dataclasses.asdict(search) if search else None
 
 
 def _table_rows(built: Built, search: ScaleSearch | None, report_untuned: bool) -> list[Row]:

@@ -1,7 +1,8 @@
 """The paper's methods behind one interface: mcp, mc_dropout, deep_ensembles, swag,
-gaussian_perturbation and tradi, the calibration baseline temperature_scaling and the modern
-one-run peer ivon (optional package ivon-opt), each built by `build_method` and trained by the
-same loop."""
+gaussian_perturbation and tradi, the calibration baseline temperature_scaling, the modern
+one-run peer ivon (optional package ivon-opt) and tradi_modes (beyond the paper: TRADI's tracked
+modes from short cycles after training), each built by `build_method` and trained by the same
+loop."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tradi.methods.sampling import SamplingMethod
 from tradi.methods.swag import SWAG, SWAGOptions
 from tradi.methods.temperature_scaling import TemperatureScaling, TemperatureScalingOptions
 from tradi.methods.tradi import TRADI, TradiOptions
+from tradi.methods.tradi_modes import TradiModes, TradiModesOptions
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
 from tradi.selection import ScaleSearch, ScaleSelection
 from tradi.training import TrainConfig, options_from_mapping
@@ -36,11 +38,13 @@ METHODS: dict[str, type[Method]] = {
         TRADI,
         IVON,
         TemperatureScaling,
+        TradiModes,
     )
 }
 """Every method class by its config name (``mcp``, ``mc_dropout``, ``deep_ensembles``, ``swag``,
-``gaussian_perturbation``, ``tradi``, ``ivon``, ``temperature_scaling``), in the paper's table
-order: what `build_method` builds and the experiment configs' ``methods:`` keys name."""
+``gaussian_perturbation``, ``tradi``, ``ivon``, ``temperature_scaling``, and ``tradi_modes``,
+beyond the paper), in the paper's table order: what `build_method` builds and the experiment
+configs' ``methods:`` keys name."""
 
 
 def build_method(
@@ -99,6 +103,8 @@ __all__ = [
     "ScaleSelection",
     "TemperatureScaling",
     "TemperatureScalingOptions",
+    "TradiModes",
+    "TradiModesOptions",
     "TradiOptions",
     "build_method",
 ]

@@ -37,6 +37,7 @@ from tradi.selection.search import search_scale
 from tradi.tracking import WeightTracker
 from tradi.tracking.start import scale_chosen_on_validation
 from tradi.training.callbacks import TrackingCallback
+from tradi.training.hooks import FitResult
 from tradi.training.loop import fit
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -53,8 +54,9 @@ class Exploration:
     search (None for a fixed scale). ``modes``: the networks of the modes (eval-mode copies; the
     trained network first when included). ``trackers``: each mode's tracker. ``cost_epochs``:
     the epochs of training added (``cycles * epochs_per_cycle``). ``seconds``: wall time of the
-    cycles and the search. ``scale``: the scale the predictive uses. Its repr shows only the
-    last three.
+    cycles and the search. ``scale``: the scale the predictive uses. ``runs``: each cycle's
+    `FitResult` (its epochs and training time). ``last_layer``: the layer sampled (None: the
+    whole network). Its repr shows only the cost, time and scale.
     """
 
     predictive: MixturePredictive = field(repr=False)
@@ -64,6 +66,8 @@ class Exploration:
     cost_epochs: int
     seconds: float
     scale: float | None = None
+    runs: tuple[FitResult, ...] = field(default=(), repr=False)
+    last_layer: str | None = None
 
 
 def explore(
@@ -126,7 +130,7 @@ def explore(
     _check(cycles, epochs_per_cycle, scale, val_loader, optimizer)
     started = time.perf_counter()
     layer = _auto_last_layer(model, train_loader, io) if last_layer == "auto" else last_layer
-    modes, trackers = _run_cycles(
+    modes, trackers, runs = _run_cycles(
         model, train_loader, optimizer, cycles, epochs_per_cycle, loss_fn, seed, io
     )
     if include_trained:
@@ -152,7 +156,36 @@ def explore(
         cycles * epochs_per_cycle,
         time.perf_counter() - started,
         search.scale if search is not None else float(scale),
+        tuple(runs),
+        layer,
     )
+
+
+def mode_mixture(
+    modes: list[nn.Module],
+    trackers: list[WeightTracker],
+    scale: float,
+    *,
+    link: Link = "probit",
+    last_layer: str | None,
+    n_samples: int = 20,
+    seed: int = 0,
+    io: ModelIO = DEFAULT_IO,
+) -> MixturePredictive:
+    """The mixture `explore` builds, from modes and trackers already at hand (a saved
+    `Exploration`'s networks and tracker states) at a known ``scale``: the same predictive,
+    with nothing trained or searched. Arguments as `explore`'s; one tracker per mode;
+    ``last_layer`` as the `Exploration` records it.
+
+    Raises:
+        ValueError: as `explore` and `LinearizedEnsemble` do (no Linear/Conv layer, a negative
+            scale, modes and trackers of different counts).
+    """
+    if len(modes) != len(trackers):
+        raise ValueError(f"{len(modes)} modes but {len(trackers)} trackers: give one per mode")
+    if scale < 0:
+        raise ValueError(f"scale must be >= 0, got {scale!r}")
+    return _mixture_builder(modes, trackers, link, last_layer, n_samples, seed, io)(scale)
 
 
 def _mixture_builder(
@@ -195,12 +228,14 @@ def _run_cycles(
     loss_fn: Callable[..., torch.Tensor],
     seed: int,
     io: ModelIO,
-) -> tuple[list[nn.Module], list[WeightTracker]]:
-    """``cycles`` cosine cycles, each from the previous one's end, each tracked anew."""
+) -> tuple[list[nn.Module], list[WeightTracker], list[FitResult]]:
+    """``cycles`` cosine cycles, each from the previous one's end, each tracked anew; the
+    modes, their trackers and the cycles' `FitResult`s."""
     memory = len(train_loader) if isinstance(train_loader, Sized) else None
     device = next(model.parameters()).device
     modes: list[nn.Module] = []
     trackers: list[WeightTracker] = []
+    runs: list[FitResult] = []
     current = model
     with seeded_randomness(seed, device, [train_loader]):
         for _ in range(cycles):
@@ -210,12 +245,12 @@ def _run_cycles(
             callback = TrackingCallback(
                 lambda m, o: WeightTracker(m, memory=memory if memory and memory > 1 else None)
             )
-            fit(current, train_loader, optimizer=opt, epochs=epochs, loss_fn=loss_fn,
-                scheduler=schedule, callbacks=[callback], progress=False, io=io)  # fmt: skip
+            runs.append(fit(current, train_loader, optimizer=opt, epochs=epochs, loss_fn=loss_fn,
+                scheduler=schedule, callbacks=[callback], progress=False, io=io))  # fmt: skip
             assert callback.tracker is not None
             modes.append(current.eval())
             trackers.append(callback.tracker)
-    return modes, trackers
+    return modes, trackers, runs
 
 
 def _auto_last_layer(model: nn.Module, train_loader: Iterable[Any], io: ModelIO) -> str:
