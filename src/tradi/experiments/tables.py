@@ -255,7 +255,9 @@ def selection_section(results: dict[str, Any]) -> str:
     parts = [
         "A scale set to `auto` is a factor of the method's posterior standard deviation, chosen "
         f"on validation data only (never on the OOD test set). Rule `{selection['rule']}`: "
-        f"{rule}. The untuned default is reported as its own row."
+        f"{rule}. The untuned default is reported as its own row. The reference NLL is the "
+        "trained network's, or what the method declares in its scale's description (TRADI "
+        "modes: its modes without spread); a method with its own rule names it."
     ]
     for pair in results["pairs"]:
         search = pair["scale_selection"]
@@ -263,10 +265,11 @@ def selection_section(results: dict[str, Any]) -> str:
             continue
         limit = search["nll_limit"]
         limit_text = f"{limit:.4f}" if limit is not None else "–"
+        own_rule = "" if search["rule"] == selection["rule"] else f"rule `{search['rule']}`; "
         parts.append(
             f"\n**{METHODS[pair['method']].label}, seed {pair['seed']}**: chose "
-            f"{search['scale']:.3g} (× {METHODS[pair['method']].scale_reference}; trained "
-            f"network's validation NLL {search['reference_nll']:.4f}, bound {limit_text}). "
+            f"{search['scale']:.3g} (× {METHODS[pair['method']].scale_reference}; {own_rule}"
+            f"reference validation NLL {search['reference_nll']:.4f}, bound {limit_text}). "
             f"{search['note']}\n"
         )
         with_auroc = search["rule"] == "ood_auroc"
