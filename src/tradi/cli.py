@@ -113,8 +113,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --out: finished method/seed pairs are kept, the one in "
-        "progress restarts from its last epoch checkpoint (without it, a previous run's state in "
-        "--out is discarded)",
+        "progress restarts from its last epoch checkpoint (without it, a folder holding another "
+        "run is refused: --overwrite replaces it)",
     )
     parser.add_argument(
         "--overwrite",

@@ -177,3 +177,13 @@ def test_batches_of_any_structure_are_read_by_io() -> None:
     assert got.classification == expected.classification
     assert got.ood is not None and expected.ood is not None
     assert got.ood["msp"] == expected.ood["msp"]
+
+
+def test_a_result_holding_a_predictor_is_named() -> None:
+    import tradi
+
+    class Holder:  # like tradi.Exploration: not callable, holds `.predictive`
+        predictive = staticmethod(lambda x: x.softmax(dim=1))
+
+    with pytest.raises(TypeError, match=r"pass its `\.predictive`"):
+        tradi.evaluate(Holder(), [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))])

@@ -208,6 +208,7 @@ def test_the_runner_trains_the_seeds_network_once_and_resumes_to_the_same_row(
     assert modes["scale_selection"]["rule"] == "min_nll"
     (row,) = modes["rows"]
     assert row["label"] == "TRADI modes (beyond the paper)" and row["forward_passes"] == 3
+    assert row["scale"] == modes["scale_selection"]["scale"]  # the chosen scale in the row
     assert "energy" in row["ood_scores_left_out"]  # probabilities only: no logit scores
     assert "mutual_information" in row["ood_scores"]  # an ensemble score over the modes
     assert "TRADI modes (beyond the paper)" in (tmp_path / "report.md").read_text()

@@ -118,3 +118,14 @@ def test_an_optimizer_instance_is_refused_with_the_factory_to_pass() -> None:
 def test_the_repr_is_short() -> None:
     result = explore(_model(), _data(), optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0)
     assert len(repr(result)) < 200 and "scale=1.0" in repr(result)
+
+
+def test_a_tracker_of_another_network_is_named() -> None:
+    model, other = _model(), _model()
+    with torch.no_grad():
+        other[0].weight.add_(1.0)
+    with pytest.warns(RuntimeWarning, match="differs from the tracker"):
+        explore(
+            model, _data(), optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0,
+            tracker=tradi.WeightTracker(other),
+        )  # fmt: skip

@@ -341,6 +341,8 @@ def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, A
     scale = row.scale
     if scale is None and isinstance(method, SamplingMethod):
         scale = method.noise_scale
+    if scale is None and getattr(method, "mixture_scale", None) is not None:
+        scale = method.mixture_scale  # a scale the method chose in its own after-fit step
     return {
         "key": row.key,
         "label": row.label,

@@ -270,7 +270,7 @@ def selection_section(results: dict[str, Any]) -> str:
             f"\n**{METHODS[pair['method']].label}, seed {pair['seed']}**: chose "
             f"{search['scale']:.3g} (× {METHODS[pair['method']].scale_reference}; {own_rule}"
             f"reference validation NLL {search['reference_nll']:.4f}, bound {limit_text}). "
-            f"{search['note']}\n"
+            f"{search['note'][:1].upper()}{search['note'][1:]}\n"
         )
         with_auroc = search["rule"] == "ood_auroc"
         lines = [

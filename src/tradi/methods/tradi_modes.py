@@ -90,8 +90,8 @@ class TradiModes(Method):
     options_type = TradiModesOptions
     #: How report.md's scale-selection section names what the chosen scale multiplies.
     scale_reference: ClassVar[str] = (
-        "every mode's tracked standard deviation; rule `min_nll`, TRADI modes' own, declared "
-        "before its study; the reference NLL is the modes' mixture at scale 0"
+        "every mode's tracked standard deviation; the reference NLL is the modes' mixture "
+        "at scale 0"
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -206,6 +206,11 @@ def evaluate(
     probabilities under "probs". Sources: ECE (Guo et al. 2017, 15 bins); AUROC/AUPR/FPR95
     conventions in `tradi.metrics.ood`; scores in `tradi.metrics.ood_scores`.
     """
+    if not callable(predictor) and hasattr(predictor, "predictive"):
+        raise TypeError(
+            f"evaluate takes a predictor; a {type(predictor).__name__} holds one: pass its "
+            "`.predictive` (e.g. tradi.evaluate(result.predictive, test_loader))"
+        )
     kind = _output_kind(predictor, outputs)
     names = _score_names(scores, kind)
     with _eval_mode(predictor):

@@ -153,7 +153,7 @@ def fit_ensemble(
     """
     family = _family(posterior, searched=scale == "auto", predictive=predictive)
     if isinstance(posterior, WeightTracker):
-        _check_centre(model, posterior)
+        check_centre(model, posterior, sampled=predictive == "sampled")
     settings = {"n_samples": n_samples, "seed": seed, "io": io}
     if predictive == "sampled":
         ensemble_settings = {"bn_loader": bn_loader, "bn_batches": bn_batches}
@@ -240,7 +240,7 @@ def _warn_range_end(search: ScaleSearch) -> None:
     )
 
 
-def _check_centre(model: nn.Module, tracker: WeightTracker) -> None:
+def check_centre(model: nn.Module, tracker: WeightTracker, *, sampled: bool = True) -> None:
     """Warn when ``model``'s weights are not those of the tracker's last update: the samples are
     centred on the tracked mean, so another model (a restored checkpoint, a fresh network)
     would be scored against a posterior of different weights."""
@@ -258,11 +258,17 @@ def _check_centre(model: nn.Module, tracker: WeightTracker) -> None:
             weight.detach().to(mean.dtype).cpu(), mean.cpu(), rtol=1e-4, atol=1e-6
         ):
             warnings.warn(
-                f"fit_ensemble: the model's {name!r} differs from the tracker's mean (its weights "
-                "at the last tracker.update(); same name and shape): it was trained after that "
-                "update, or it is another network (e.g. a restored checkpoint). The ensemble is "
-                "centred on the tracked weights; call tracker.update() after every "
-                "optimizer.step(), or pass the network the tracker followed",
+                f"the model's {name!r} differs from the tracker's mean (its weights at the last "
+                "tracker.update(); same name and shape): it was trained after that update, or it "
+                "is another network (e.g. a restored checkpoint). "
+                + (
+                    "The ensemble is centred on the tracked weights"
+                    if sampled
+                    else "The predictive is centred on this model, with the spread tracked for "
+                    "the other weights"
+                )
+                + "; call tracker.update() after every optimizer.step(), or pass the network "
+                "the tracker followed",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -31,7 +31,7 @@ from tradi.inference.linearized import LAYER_TYPES, LinearizedEnsemble, Link
 from tradi.inference.mixture import MixturePredictive
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.plumbing.modes import eval_mode
-from tradi.selection.fit import SCALE_RANGE, seeded_randomness
+from tradi.selection.fit import SCALE_RANGE, check_centre, seeded_randomness
 from tradi.selection.rules import ScaleSearch, ScaleSelection
 from tradi.selection.search import search_scale
 from tradi.tracking import WeightTracker
@@ -128,6 +128,8 @@ def explore(
     (Wilson & Izmailov 2020), the linearized predictive (Immer et al. 2021).
     """
     _check(cycles, epochs_per_cycle, scale, val_loader, optimizer)
+    if tracker is not None:
+        check_centre(model, tracker, sampled=False)  # the trained mode's spread is this tracker's
     started = time.perf_counter()
     layer = _auto_last_layer(model, train_loader, io) if last_layer == "auto" else last_layer
     modes, trackers, runs = _run_cycles(
