@@ -15,8 +15,9 @@ without importing torch, torchmetrics and scipy (issue 21).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tradi._imports import lazy_names
 
 if TYPE_CHECKING:  # the names below are imported on first use (`__getattr__`)
     from tradi.experiments.catalog import config_names, config_text
@@ -61,16 +62,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'tradi.experiments' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
