@@ -160,6 +160,7 @@ class TradiModes(Method):
             n_samples=self.options.n_samples,
             scale=self.options.scale,
             loss_fn=self.loss_fn,
+            ignore_index=getattr(self.loss_fn, "ignore_index", None),
             seed=self.train.seed,
             io=self.io,
         )

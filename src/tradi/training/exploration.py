@@ -88,6 +88,7 @@ def explore(
     loss_fn: Callable[..., torch.Tensor] = F.cross_entropy,
     seed: int = 0,
     io: ModelIO = DEFAULT_IO,
+    ignore_index: int | None = None,
 ) -> Exploration:
     """Modes from short tracked cycles after training, and their mixture predictive.
 
@@ -116,6 +117,8 @@ def explore(
         loss_fn: the training loss of the cycles.
         seed: the cycles' randomness (shuffling, dropout) and the draws depend on it alone.
         io: how batches become inputs and targets (`tradi.ModelIO`).
+        ignore_index: a label the scale search counts nowhere (segmentation's unlabelled
+            pixels).
 
     Returns:
         An `Exploration`.
@@ -146,8 +149,9 @@ def explore(
         rule = selection or DEFAULT_SELECTION
         modes_alone = make(0.0)  # the bound of an NLL rule prices the spread, not the modes
         search, predictive = search_scale(
-            make, model, val_loader, rule, SCALE_RANGE, io=io, reference=modes_alone
-        )  # type: ignore[arg-type]
+            make, model, val_loader, rule, SCALE_RANGE, io=io, reference=modes_alone,
+            ignore_index=ignore_index,
+        )  # fmt: skip  # type: ignore[arg-type]
     else:
         predictive = make(scale)
     return Exploration(
