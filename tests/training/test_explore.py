@@ -129,3 +129,24 @@ def test_a_tracker_of_another_network_is_named() -> None:
             model, _data(), optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=1.0,
             tracker=tradi.WeightTracker(other),
         )  # fmt: skip
+
+
+def test_segmentation_labels_left_out_by_ignore_index() -> None:
+    """Per-pixel logits [N, C, H, W] with unlabelled pixels (255): the search counts them
+    nowhere; the last layer is a 1x1 convolution."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(24, 2, 6, 6, generator=gen)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    y[:, :2] = 255  # unlabelled rows of every image
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    loss = nn.CrossEntropyLoss(ignore_index=255)
+    result = explore(
+        model, batches, batches, optimizer=_sgd, cycles=1, epochs_per_cycle=1, loss_fn=loss,
+        ignore_index=255,
+    )  # fmt: skip
+    assert result.search is not None and result.last_layer == "2"
+    probs = result.predictive(x[:4])
+    assert probs.shape == (4, 3, 6, 6)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(4, 6, 6))
