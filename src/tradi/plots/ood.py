@@ -23,7 +23,8 @@ def ood_curves(scores_by_method: Mapping[str, ScorePair], title: str | None = No
     point: subsample very large sets (pixels) before plotting. ``title`` (the score, the seed)
     goes above the panels."""
     check_methods(scores_by_method, "scores_by_method")
-    figure, axes = new_figure(1, 3, (4.0, 3.8))
+    # taller with more methods: each panel's legend sits below it
+    figure, axes = new_figure(1, 3, (4.0, 3.8 + 0.2 * len(scores_by_method)))
     if title:
         figure.suptitle(title)
     roc_axes, pr_in_axes, pr_out_axes = axes[0]
@@ -60,7 +61,8 @@ def ood_curves(scores_by_method: Mapping[str, ScorePair], title: str | None = No
     pr_out_axes.set(xlabel="recall", ylabel="precision", title="PR, OOD positive")
     for axis in axes[0]:
         axis.set(xlim=(0, 1), ylim=(0, 1.02))
-        axis.legend(loc="lower left" if axis is not roc_axes else "lower right", fontsize="small")
+        # below the panel, not on it: with ten methods a legend inside covers the curves
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small")
     return figure
 
 
