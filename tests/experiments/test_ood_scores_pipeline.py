@@ -4,7 +4,7 @@ binning bound, the config key and the report's tables."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -76,28 +76,9 @@ def _tie_tolerance(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
     return 0.5 * float(near.sum()) / near.size + EXACT
 
 
-def _blobs(n: int, seed: int, shift: float = 0.0) -> TensorSplit:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    x = 2.5 * torch.eye(3, 4)[labels] + shift + torch.randn(n, 4, generator=generator)
-    return TensorSplit(x.reshape(n, 1, 2, 2), labels)
-
-
 @pytest.fixture(scope="module")
-def bench() -> Benchmark:
-    return Benchmark(
-        name="blobs",
-        task="classification",
-        train=_blobs(240, 1),
-        val=_blobs(90, 2),
-        test=_blobs(150, 3),
-        ood_test=_blobs(120, 4, shift=-1.5),
-        ood_val=None,
-        num_classes=3,
-        input_shape=(1, 2, 2),
-        class_names=("a", "b", "c"),
-        far_ood_test=_blobs(100, 6, shift=3.0),
-    )
+def bench(blobs: Callable[..., Benchmark]) -> Benchmark:
+    return blobs(with_ood_val=False, ood_shift=-1.5, far_ood_shift=3.0)
 
 
 _METHODS = {

@@ -5,6 +5,7 @@ determinism, and one shared training run for the seed in the experiment runner."
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tradi.data import Benchmark, TensorSplit
+from tradi.data import Benchmark
 from tradi.experiments.config import config_from_dict
 from tradi.experiments.runner import run_experiment
 from tradi.methods import TradiModesOptions, build_method
@@ -139,28 +140,6 @@ def test_auto_scale_is_chosen_on_validation_and_reported(
     )
 
 
-def _blobs(n: int, seed: int, shift: float = 0.0) -> TensorSplit:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    x = 2.5 * torch.eye(3, 4)[labels] + shift + torch.randn(n, 4, generator=generator)
-    return TensorSplit(x.reshape(n, 1, 2, 2), labels)
-
-
-def _benchmark() -> Benchmark:
-    return Benchmark(
-        name="blobs",
-        task="classification",
-        train=_blobs(240, 1),
-        val=_blobs(90, 2),
-        test=_blobs(150, 3),
-        ood_test=_blobs(120, 4, shift=-3.0),
-        ood_val=None,
-        num_classes=3,
-        input_shape=(1, 2, 2),
-        class_names=("a", "b", "c"),
-    )
-
-
 CONFIG: dict[str, Any] = {
     "name": "tiny",
     "description": "synthetic blobs",
@@ -180,7 +159,7 @@ CONFIG: dict[str, Any] = {
 
 @pytest.mark.filterwarnings("ignore:WeightTracker.posterior")  # tradi at a fixed scale
 def test_the_runner_trains_the_seeds_network_once_and_resumes_to_the_same_row(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blobs: Callable[..., Benchmark]
 ) -> None:
     """mcp, tradi and tradi_modes share one 3-epoch run; tradi_modes adds its 2 cycles of one
     epoch: 5 epochs in all (7 more if each method trained alone). A pair recomputed on resume
@@ -195,7 +174,7 @@ def test_the_runner_trains_the_seeds_network_once_and_resumes_to_the_same_row(
 
     monkeypatch.setattr(loop, "_train_one_epoch", counting_epoch)
     config = config_from_dict(CONFIG)
-    results = run_experiment(config, tmp_path, benchmark=_benchmark(), progress=False)
+    results = run_experiment(config, tmp_path, benchmark=blobs(with_ood_val=False), progress=False)
     assert epochs["count"] == 3 + 2
     pairs = {pair["method"]: pair for pair in results["pairs"]}
     modes = pairs["tradi_modes"]
@@ -214,7 +193,9 @@ def test_the_runner_trains_the_seeds_network_once_and_resumes_to_the_same_row(
     assert "TRADI modes (beyond the paper)" in (tmp_path / "report.md").read_text()
 
     (tmp_path / "state/tradi_modes/seed_0/result.json").unlink()
-    resumed = run_experiment(config, tmp_path, benchmark=_benchmark(), progress=False, resume=True)
+    resumed = run_experiment(
+        config, tmp_path, benchmark=blobs(with_ood_val=False), progress=False, resume=True
+    )
     again = {pair["method"]: pair for pair in resumed["pairs"]}["tradi_modes"]
     assert again["rows"][0]["metrics"] == row["metrics"]
     assert again["scale_selection"]["scale"] == modes["scale_selection"]["scale"]
