@@ -338,11 +338,7 @@ def _table_rows(built: Built, search: ScaleSearch | None, report_untuned: bool) 
 
 
 def _row_result(row: Row, method: Method, evaluation: Evaluation) -> dict[str, Any]:
-    scale = row.scale
-    if scale is None and isinstance(method, SamplingMethod):
-        scale = method.noise_scale
-    if scale is None and getattr(method, "mixture_scale", None) is not None:
-        scale = method.mixture_scale  # a scale the method chose in its own after-fit step
+    scale = row.scale if row.scale is not None else method.scale_in_use
     return {
         "key": row.key,
         "label": row.label,

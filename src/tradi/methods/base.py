@@ -271,6 +271,12 @@ class Method(ABC):
     def forward_passes_per_input(self) -> int:
         """How many network evaluations one test input costs."""
 
+    @property
+    def scale_in_use(self) -> float | None:
+        """The noise scale the method predicts with (None: a method without one); recorded in
+        each result row."""
+        return None
+
     def sample_logits(self, x: Any) -> Tensor:
         """Per-sample logits [S, N, C, ...] for one batch of inputs: what each of the S forward
         passes (weight set, member, dropout pass) gives before its softmax.

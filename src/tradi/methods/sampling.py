@@ -56,6 +56,10 @@ class SamplingMethod(Method):
         # the last ensemble built and its scale (memory: one ensemble); rebuilt for another scale
         self._ensemble: tuple[float, SampledEnsemble] | None = None
 
+    @property
+    def scale_in_use(self) -> float | None:
+        return self.noise_scale
+
     @abstractmethod
     def _posterior(self, scale: float) -> WeightPosterior:
         """The weight posterior at noise scale ``scale``."""

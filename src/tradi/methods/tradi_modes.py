@@ -104,7 +104,12 @@ class TradiModes(Method):
         self.last_layer: str | None = None
         self.scale_search: ScaleSearch | None = None
 
+    @property
+    def scale_in_use(self) -> float | None:
+        return self.mixture_scale
+
     # ------------------------------------------------------------------ training
+
     def _check_fit(self, val_loader: Iterable[Any] | None) -> None:
         super()._check_fit(val_loader)
         if self.options.scale == "auto" and val_loader is None:

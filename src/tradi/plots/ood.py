@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -50,6 +51,12 @@ def ood_curves(scores_by_method: Mapping[str, ScorePair], title: str | None = No
                 drawstyle="steps-pre",
                 label=f"{name} (AUPR {100 * metrics[key]:.1f})",
             )
+    _label_axes(roc_axes, pr_in_axes, pr_out_axes)
+    return figure
+
+
+def _label_axes(roc_axes: Axes, pr_in_axes: Axes, pr_out_axes: Axes) -> None:
+    """The chance line, the 95% TPR level, titles, limits and each panel's legend."""
     roc_axes.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8)
     roc_axes.axhline(TPR_LEVEL, color="gray", linestyle=":", linewidth=0.8)
     roc_axes.set(
@@ -59,11 +66,10 @@ def ood_curves(scores_by_method: Mapping[str, ScorePair], title: str | None = No
     )
     pr_in_axes.set(xlabel="recall", ylabel="precision", title="PR, in-distribution positive")
     pr_out_axes.set(xlabel="recall", ylabel="precision", title="PR, OOD positive")
-    for axis in axes[0]:
+    for axis in (roc_axes, pr_in_axes, pr_out_axes):
         axis.set(xlim=(0, 1), ylim=(0, 1.02))
         # below the panel, not on it: with ten methods a legend inside covers the curves
         axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small")
-    return figure
 
 
 def confidence_histograms(
