@@ -49,10 +49,9 @@ from tradi.inference import MixturePredictive, SampledEnsemble
 from tradi.inference.linearized import LinearizedEnsemble
 from tradi.methods import TRADI, build_method
 from tradi.models import build_model
-from tradi.plumbing.adapters import DEFAULT_IO
 from tradi.selection import ScaleSelection, fit_ensemble, network_predict, search_scale
 from tradi.training import explore, make_optimizer
-from tradi.training.exploration import _mixture_builder
+from tradi.training.exploration import mode_mixture
 
 SCALE_RANGE = (0.01, 1000.0)
 CYCLES, EPOCHS = 2, 3
@@ -121,10 +120,13 @@ def run_seed(config: Any, bench: Any, sets: dict, ood: dict, seed: int, n: int) 
     )  # fmt: skip
     modes, trackers = exploration.modes, exploration.trackers
     rows["snapshots"] = _figures(exploration.predictive, sets, ood)  # scale 0: the modes alone
-    multi_probit = _mixture_builder(modes, trackers, "probit", last, n, seed, DEFAULT_IO)
-    multi_glm = _mixture_builder(
-        modes, trackers, "mc", None, max(1, n // len(modes)), seed, DEFAULT_IO
+    multi_probit = partial(
+        mode_mixture, modes, trackers, link="probit", last_layer=last, n_samples=n, seed=seed
     )
+    multi_glm = partial(
+        mode_mixture, modes, trackers, link="mc", last_layer=None,
+        n_samples=max(1, n // len(modes)), seed=seed,
+    )  # fmt: skip
 
     def multi_sampled(scale: float) -> MixturePredictive:
         each = max(1, n // len(modes))
