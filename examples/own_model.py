@@ -1,6 +1,7 @@
 """TRADI on your own model and training loop: the README's quick start and docs/own-model.md.
 
-Track the weights during training, `tradi.fit_ensemble`, `tradi.evaluate`, and (with
+Track the weights during training, `tradi.explore` (the modes: the recommended default),
+`tradi.fit_ensemble` (the paper's TRADI), `tradi.evaluate`, and (with
 ``--figures DIR``) the tutorial's two figures: reliability diagrams and MCP histograms. The
 embedded 8x8 digits stand in for your data: digits 0-4 are in-distribution, 5-9 are the
 out-of-distribution inputs the ensemble should be less confident about.
@@ -62,43 +63,63 @@ def train(train_loader: DataLoader, epochs: int) -> tuple[nn.Module, tradi.Weigh
 
 
 def main(
-    epochs: int = 30, n_samples: int = 10, figures: str | Path | None = None, threads: int = 1
+    epochs: int = 30,
+    n_samples: int = 10,
+    figures: str | Path | None = None,
+    threads: int = 1,
+    seed: int = 0,
 ) -> tradi.Evaluation:
-    """Train, fit the ensemble, print and return its evaluation; figures into ``figures``."""
+    """Train, explore the modes and fit the paper's ensemble, print both evaluations and return
+    the modes'; figures into ``figures``."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)  # as the CLI's `threads:` key; restored below
     try:
-        return _run(epochs, n_samples, figures)
+        return _run(epochs, n_samples, figures, seed)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(epochs: int, n_samples: int, figures: str | Path | None) -> tradi.Evaluation:
-    torch.manual_seed(0)
+def _run(epochs: int, n_samples: int, figures: str | Path | None, seed: int) -> tradi.Evaluation:
+    torch.manual_seed(seed)
     train_loader, val_loader, test_loader, ood_loader = loaders()
     model, tracker = train(train_loader, epochs)
     # --8<-- [start:fit]
-    # One call: the noise scale chosen on the validation loader (no OOD data), and the ensemble.
+    # One call: 2 short tracked cycles from the trained weights (+4 epochs), each cycle's end a
+    # mode, the modes' predictives averaged; the spread chosen on the validation loader (no OOD
+    # data). The cycles' optimizer is a factory: each cycle trains its own copy of the network.
+    modes = tradi.explore(
+        model, train_loader, val_loader, tracker=tracker, cycles=2, epochs_per_cycle=2,
+        optimizer=lambda params: torch.optim.AdamW(params, weight_decay=0.0), seed=seed,
+    )  # fmt: skip
+    print(f"TRADI modes: +{modes.cost_epochs} epochs, {len(modes.modes)} modes")
+    # --8<-- [end:fit]
+    # --8<-- [start:paper]
+    # The paper's TRADI: weight sets sampled around the one trained network, averaged.
     ensemble, search = tradi.fit_ensemble(
         model, tracker, val_loader, bn_loader=train_loader, n_samples=n_samples
     )
     assert search is not None  # scale="auto" (the default) searches
     tried = ", ".join(f"{point.scale:.2g}" for point in search.points)
     print(f"noise scale {search.scale:.2g}, chosen on validation data among {tried}")
+    # --8<-- [end:paper]
+    # --8<-- [start:evaluate]
     model.eval()  # the single network, for comparison
-    single = tradi.evaluate(lambda x: model(x).softmax(dim=1), test_loader, ood_loader)
-    result = tradi.evaluate(ensemble, test_loader, ood_loader)
-    for name, evaluation in (("one network", single), ("TRADI ensemble", result)):
+    results = {
+        "one network": tradi.evaluate(lambda x: model(x).softmax(dim=1), test_loader, ood_loader),
+        "TRADI modes": tradi.evaluate(modes.predictive, test_loader, ood_loader),
+        "TRADI ensemble": tradi.evaluate(ensemble, test_loader, ood_loader),
+    }
+    for name, evaluation in results.items():
         c, ood = evaluation.classification, evaluation.ood["mcp"]
         print(
             f"{name:15s} accuracy {c['accuracy']:.3f}  NLL {c['nll']:.3f}  ECE {c['ece']:.3f}  "
             f"AUROC {ood['auroc']:.3f}  FPR95 {ood['fpr95_tpr_in']:.3f}"
         )
-    # --8<-- [end:fit]
+    # --8<-- [end:evaluate]
     if figures is not None:
         labels = torch.cat([y for _, y in test_loader])
-        save_figures({"one network": single, "TRADI ensemble": result}, labels, Path(figures))
-    return result
+        save_figures(results, labels, Path(figures))
+    return results["TRADI modes"]
 
 
 # --8<-- [start:figures]
@@ -126,5 +147,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--figures", type=Path, help="folder for the tutorial's PNG figures")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
     args = parser.parse_args()
-    main(figures=args.figures, threads=args.threads)
+    main(figures=args.figures, threads=args.threads, seed=args.seed)
