@@ -22,7 +22,7 @@ from tradi.methods.base import FitInfo, Method
 from tradi.plumbing.structure import unwrap
 from tradi.posterior import WeightPosterior
 from tradi.selection.fit import fit_ensemble
-from tradi.selection.rules import ScalePoint, ScaleSearch, ScaleSelection
+from tradi.selection.rules import ScaleSearch, ScaleSelection, scale_search_from_dict
 from tradi.training import Callback, FitResult
 
 #: A sampling method's knob: a factor of its posterior's standard deviation, or "auto".
@@ -204,12 +204,6 @@ class SamplingMethod(Method):
         info.scale_search = self.select_scale(val_loader)
         info.selection_seconds = info.scale_search.seconds
         return info
-
-
-def scale_search_from_dict(state: dict[str, Any]) -> ScaleSearch:
-    """`ScaleSearch` back from ``dataclasses.asdict``'s output (a saved state)."""
-    points = tuple(ScalePoint(**point) for point in state["points"])
-    return ScaleSearch(**{**state, "points": points})
 
 
 def check_sampling_options(

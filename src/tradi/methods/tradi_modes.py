@@ -14,7 +14,6 @@ snapshot-ensemble cycles (Garipov et al. 2018; Huang et al. 2017) and the linear
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,13 +26,12 @@ from tradi.distributed import world_size
 from tradi.inference.linearized import Link
 from tradi.inference.mixture import MixturePredictive
 from tradi.methods.base import FitInfo, Method
-from tradi.methods.sampling import Scale, check_sampling_options, scale_search_from_dict
+from tradi.methods.sampling import Scale, check_sampling_options
 from tradi.methods.tradi import TradiOptions
-from tradi.plumbing.structure import unwrap
 from tradi.selection.rules import ScaleSearch
 from tradi.tracking import WeightTracker
 from tradi.training import Callback, TrackingCallback, check_literal_fields, make_optimizer
-from tradi.training.exploration import Exploration, explore, mode_mixture
+from tradi.training.exploration import Exploration, explore
 
 #: The shared run's tracker is TRADI's default one (the same filters as the ``tradi`` row).
 _TRACKING = TradiOptions()
@@ -103,6 +101,7 @@ class TradiModes(Method):
         self.mixture_scale: float | None = None
         self.last_layer: str | None = None
         self.scale_search: ScaleSearch | None = None
+        self.exploration: Exploration | None = None
 
     @property
     def scale_in_use(self) -> float | None:
@@ -178,11 +177,11 @@ class TradiModes(Method):
         return info
 
     def _keep(self, exploration: Exploration) -> None:
+        self.exploration = exploration
         self.modes, self.trackers = exploration.modes, exploration.trackers
         self.last_layer = exploration.last_layer
         self.mixture, self.scale_search = exploration.predictive, exploration.search
-        search = exploration.search
-        self.mixture_scale = float(self.options.scale) if search is None else search.scale
+        self.mixture_scale = exploration.scale
 
     # ------------------------------------------------------------------ prediction
     @property
@@ -200,45 +199,35 @@ class TradiModes(Method):
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        """The trained network, the cycles' networks, every mode's tracker, the scale and the
-        search record: enough to predict again without training."""
-        if self.mixture is None:
+        """The trained network (``Method.state_dict``) and the saved `Exploration` (its modes,
+        trackers, scale and search record: `Exploration.state_dict`): enough to predict again
+        without training."""
+        if self.exploration is None:
             raise RuntimeError("tradi_modes: call fit() or load_state_dict() first")
-        search = None if self.scale_search is None else dataclasses.asdict(self.scale_search)
-        return {
-            **super().state_dict(),
-            "cycle_models": [unwrap(mode).state_dict() for mode in self.modes[1:]],
-            "trackers": [tracker.state_dict() for tracker in self.trackers],
-            "scale": self.mixture_scale,
-            "scale_search": search,
-            "last_layer": self.last_layer,
-        }
+        return {**super().state_dict(), "exploration": self.exploration.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Rebuild the mixture from ``state_dict()``'s output: the same predictions, bit for bit."""
+        """Rebuild the mixture from ``state_dict()``'s output: the same predictions, bit for bit.
+
+        Raises:
+            ValueError: a state saved before the modes were saved as an `Exploration` (fit
+                again), one saved with another link, ``n_samples`` or number of cycles than
+                these options, or as `Exploration.from_state_dict` raises.
+        """
+        if "exploration" not in state:
+            raise ValueError(
+                "tradi_modes: this state has no 'exploration': it was saved by an older tradi "
+                "(cycle_models and trackers apart), which this one does not read; fit again"
+            )
         super().load_state_dict(state)
-        model = self._require_model()
-        cycles = []
-        for weights in state["cycle_models"]:
-            mode = self._built_model()
-            unwrap(mode).load_state_dict(weights)
-            cycles.append(mode.eval())
-        self.modes = [copy.deepcopy(model).eval(), *cycles]
-        first = self._new_tracker(model, make_optimizer(model, self.train))
-        self.trackers = [first, *(WeightTracker(mode) for mode in cycles)]
-        for tracker, saved in zip(self.trackers, state["trackers"], strict=True):
-            tracker.load_state_dict(saved)
-        search = state["scale_search"]
-        self.scale_search = None if search is None else scale_search_from_dict(search)
-        self.mixture_scale = float(state["scale"])
-        self.last_layer = state["last_layer"]
-        self.mixture = mode_mixture(
-            self.modes,
-            self.trackers,
-            self.mixture_scale,
-            link=self.options.link,
-            last_layer=self.last_layer,
-            n_samples=self.options.n_samples,
-            seed=self.train.seed,
-            io=self.io,
+        exploration = Exploration.from_state_dict(
+            state["exploration"], self._require_model(), io=self.io
         )
+        saved = (exploration.link, exploration.n_samples, len(exploration.modes) - 1)
+        options = (self.options.link, self.options.n_samples, self.options.cycles)
+        if saved != options:
+            raise ValueError(
+                f"tradi_modes: the state was saved with (link, n_samples, cycles) = {saved}, "
+                f"these options say {options}: build the method with the saved options"
+            )
+        self._keep(exploration)

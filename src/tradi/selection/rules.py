@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Rule = Literal["nll_tolerance", "min_nll", "ood_auroc"]
 RULES: tuple[Rule, ...] = ("nll_tolerance", "min_nll", "ood_auroc")
@@ -104,3 +104,10 @@ class ScaleSearch:
     points: tuple[ScalePoint, ...]
     seconds: float
     note: str = ""
+
+
+def scale_search_from_dict(state: dict[str, Any]) -> ScaleSearch:
+    """`ScaleSearch` back from ``dataclasses.asdict``'s output (a saved state: a method's, an
+    `Exploration`'s). Raises TypeError for a field `ScaleSearch` or `ScalePoint` lacks."""
+    points = tuple(ScalePoint(**point) for point in state["points"])
+    return ScaleSearch(**{**state, "points": points})

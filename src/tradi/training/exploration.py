@@ -18,6 +18,7 @@ re-estimation). docs/selection.md holds the study behind the defaults.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
@@ -27,12 +28,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import tradi.training.exploration_state as saved_form
 from tradi.inference.linearized import LAYER_TYPES, LinearizedEnsemble, Link
 from tradi.inference.mixture import MixturePredictive
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.plumbing.modes import eval_mode
+from tradi.plumbing.structure import unwrap
 from tradi.selection.fit import SCALE_RANGE, check_centre, seeded_randomness
-from tradi.selection.rules import ScaleSearch, ScaleSelection
+from tradi.selection.rules import ScaleSearch, ScaleSelection, scale_search_from_dict
 from tradi.selection.search import search_scale
 from tradi.tracking import WeightTracker
 from tradi.tracking.start import scale_chosen_on_validation
@@ -56,7 +59,9 @@ class Exploration:
     the epochs of training added (``cycles * epochs_per_cycle``). ``seconds``: wall time of the
     cycles and the search. ``scale``: the scale the predictive uses. ``runs``: each cycle's
     `FitResult` (its epochs and training time). ``last_layer``: the layer sampled (None: the
-    whole network). Its repr shows only the cost, time and scale.
+    whole network). ``link``, ``n_samples``, ``seed``: the predictive's, as given to `explore`.
+    Its repr shows only the cost, time, scale and layer. `state_dict` saves it and
+    `from_state_dict` rebuilds it without training or searching.
     """
 
     predictive: MixturePredictive = field(repr=False)
@@ -68,6 +73,74 @@ class Exploration:
     scale: float | None = None
     runs: tuple[FitResult, ...] = field(default=(), repr=False)
     last_layer: str | None = None
+    link: Link = field(default="probit", repr=False)
+    n_samples: int = field(default=20, repr=False)
+    seed: int = field(default=0, repr=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything `from_state_dict` needs to rebuild the same predictive: every mode's
+        network weights (its own parameter names; tensors shared with the modes, as
+        ``nn.Module.state_dict``), every tracker's ``WeightTracker.state_dict()`` and Kalman
+        constants (a tracker shared by modes once), the scale, the search record
+        (``dataclasses.asdict``), the runs (`FitResult`s as dicts), ``last_layer``, ``link``,
+        ``n_samples``, ``seed``, ``cost_epochs``, ``seconds`` and a format version. Only plain
+        types and tensors: ``torch.save(state, f)`` then ``torch.load(f, weights_only=True)``.
+
+        Raises:
+            ValueError: an `Exploration` without a scale (built by hand with ``scale=None``).
+        """
+        if self.scale is None:
+            raise ValueError("this Exploration has no scale: a saved predictive needs one")
+        return {
+            "format": saved_form.FORMAT,
+            "version": saved_form.VERSION,
+            "modes": [unwrap(mode).state_dict() for mode in self.modes],
+            **saved_form.trackers_state(self.modes, self.trackers),
+            "scale": float(self.scale),
+            "search": None if self.search is None else dataclasses.asdict(self.search),
+            "runs": [dataclasses.asdict(run) for run in self.runs],
+            "last_layer": self.last_layer,
+            "link": self.link,
+            "n_samples": self.n_samples,
+            "seed": self.seed,
+            "cost_epochs": self.cost_epochs,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls, saved: dict[str, Any], model: nn.Module, *, io: ModelIO = DEFAULT_IO
+    ) -> Exploration:
+        """The `Exploration` that `state_dict` saved, its predictive rebuilt by `mode_mixture`
+        (the same probabilities, bit for bit, on the same device and ``io``).
+
+        ``model``: a network of the architecture `explore` ran on, the template of every mode
+        (each mode is a deep copy holding its saved weights, on the template's device; the
+        template is not modified). ``io``: how batches become inputs (not saved: a function).
+
+        Raises:
+            ValueError: not a saved `Exploration`, another format version, missing keys,
+                counts of modes and trackers that disagree, a tracker state of another network.
+            RuntimeError: saved weights that do not fit the template (load_state_dict's error,
+                naming the mode).
+        """
+        saved_form.check_saved(saved)
+        modes = saved_form.loaded_modes(saved["modes"], model)
+        trackers = saved_form.rebuilt_trackers(saved, modes)
+        settings = {key: saved[key] for key in ("link", "last_layer", "n_samples", "seed")}
+        predictive = mode_mixture(modes, trackers, float(saved["scale"]), io=io, **settings)
+        search = saved["search"]
+        return cls(
+            predictive,
+            None if search is None else scale_search_from_dict(search),
+            modes,
+            trackers,
+            int(saved["cost_epochs"]),
+            float(saved["seconds"]),
+            float(saved["scale"]),
+            tuple(FitResult(**run) for run in saved["runs"]),
+            **settings,
+        )
 
 
 def explore(
@@ -164,6 +237,9 @@ def explore(
         search.scale if search is not None else float(scale),
         tuple(runs),
         layer,
+        link,
+        n_samples,
+        seed,
     )
 
 
