@@ -73,7 +73,8 @@ def probit_softmax(
 
     softmax(m / sqrt(1 + pi/8 v)), per class; with ``shared``, one variance per input (per
     pixel), the mean over ``class_dim``: softmax(m / sqrt(1 + pi/8 mean_c v_c)), a per-input
-    temperature >= 1 that keeps arg-max softmax(m) exactly.
+    temperature >= 1 that keeps arg-max softmax(m) exactly (in floating point, up to ties where
+    a huge temperature rounds two probabilities to one value).
 
     Args:
         mean: logit means, e.g. [N, C] or [N, C, H, W] (float).
