@@ -30,7 +30,7 @@ OPTIONS = {"cycles": 2, "epochs_per_cycle": 1, "scale": 30.0}
     [
         ({"cycles": 0}, "cycles must be >= 1"),
         ({"epochs_per_cycle": 0}, "epochs_per_cycle must be >= 1"),
-        ({"link": "laplace"}, r"link must be one of \['mc', 'probit'\]"),
+        ({"link": "laplace"}, r"link must be one of \['mc', 'probit', 'probit_shared'\]"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
         ({"scale": -1.0}, "scale must be a number >= 0"),

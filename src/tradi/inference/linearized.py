@@ -9,7 +9,7 @@ exactly Gaussian: mean f(x; w*), the trained network's own logits, and covarianc
 Accuracy follows the trained network's logits (only the spread around them changes), and no
 BatchNorm statistics need re-estimating: every weight set is evaluated at w*'s statistics.
 
-Two ways to get the class probabilities (``link``):
+Three ways to get the class probabilities (``link``):
 
 - ``"mc"``: logit draws f(x; w*) + J(x) (w~_s - mu) for posterior samples w~_s, one
   Jacobian-vector product each (`torch.func.jvp`), softmax per draw, averaged. Exact in
@@ -17,6 +17,11 @@ Two ways to get the class probabilities (``link``):
 - ``"probit"``: the probit (mean-field) approximation of E[softmax(z)], z ~ N(m, diag(v)):
   softmax(m / sqrt(1 + pi/8 v)) (MacKay 1992; Lu et al. 2020; the "probit" link of
   aleximmer/Laplace). Closed form: it needs the logits' variances, which ``last_layer`` gives.
+  Classes of different variances are tempered differently, so the arg-max may move.
+- ``"probit_shared"``: the same with ONE variance per input (per pixel), the mean over classes
+  vbar = mean_c v_c: softmax(m / sqrt(1 + pi/8 vbar)). A per-input temperature >= 1, so the
+  arg-max is the network's exactly, at any scale; confidence falls where the last layer's spread
+  is large. The shared variance is ours (the probit factor is MacKay's); same cost as ``"probit"``.
 
 ``last_layer``: only that module's weights are sampled (the others stay at w*). The layer is
 linear in its weights, so the linearization is exact there: for a diagonal posterior the logits'
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +46,10 @@ from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.plumbing.structure import evaluation_copy, own_names
 from tradi.posterior import DiagonalGaussian, WeightPosterior
 
-Link = Literal["mc", "probit"]
+Link = Literal["mc", "probit", "probit_shared"]
+
+#: The links with a closed form (a diagonal posterior on ``last_layer``; no sampling).
+CLOSED_FORM_LINKS: tuple[str, ...] = ("probit", "probit_shared")
 
 #: The probit approximation's factor: E[sigmoid(z)] ~ sigmoid(m / sqrt(1 + pi/8 v)).
 PROBIT_FACTOR = math.pi / 8.0
@@ -58,24 +66,36 @@ LAYER_TYPES = (
 )
 
 
-def probit_softmax(mean: Tensor, variance: Tensor, class_dim: int = 1) -> Tensor:
+def probit_softmax(
+    mean: Tensor, variance: Tensor, class_dim: int = 1, *, shared: bool = False
+) -> Tensor:
     """The probit approximation of E[softmax(z)], z ~ N(mean, diag(variance)).
+
+    softmax(m / sqrt(1 + pi/8 v)), per class; with ``shared``, one variance per input (per
+    pixel), the mean over ``class_dim``: softmax(m / sqrt(1 + pi/8 mean_c v_c)), a per-input
+    temperature >= 1 that keeps arg-max softmax(m) exactly (in floating point, up to ties where
+    a huge temperature rounds two probabilities to one value).
 
     Args:
         mean: logit means, e.g. [N, C] or [N, C, H, W] (float).
         variance: logit variances, the same shape, >= 0.
         class_dim: the class dimension.
+        shared: one variance per input, the classes' mean (``link="probit_shared"``).
 
     Returns:
-        Probabilities of ``mean``'s shape, summing to 1 along ``class_dim``.
+        Probabilities of ``mean``'s shape and dtype, summing to 1 along ``class_dim``.
 
     Raises:
         ValueError: shapes differ.
 
-    Source: MacKay 1992; Lu, Ie & Sha 2020 ("mean-field" softmax), factor pi/8.
+    Source: MacKay 1992 (the probit factor pi/8); Lu, Ie & Sha 2020, "Mean-field approximation
+    to Gaussian-softmax integral with application to uncertainty estimation" (the per-class
+    "mean-field" softmax). The shared variance is ours.
     """
     if mean.shape != variance.shape:
         raise ValueError(f"mean {tuple(mean.shape)} and variance {tuple(variance.shape)} differ")
+    if shared:
+        variance = variance.mean(dim=class_dim, keepdim=True)
     return torch.softmax(mean / torch.sqrt(1.0 + PROBIT_FACTOR * variance), dim=class_dim)
 
 
@@ -88,17 +108,18 @@ class LinearizedEnsemble:
         posterior: a Gaussian posterior with a ``mean`` dict {name: tensor} (named as
             `tradi.plumbing.structure` names parameters) and ``sample(generator)``:
             `DiagonalGaussian`, `KernelGaussian`, `SWAGPosterior`, ...
-        n_samples: logit draws of ``link="mc"`` (ignored by ``"probit"``).
-        link: ``"mc"`` or ``"probit"`` (module docstring); ``"probit"`` needs ``last_layer`` and
-            a `DiagonalGaussian`.
+        n_samples: logit draws of ``link="mc"`` (ignored by the closed forms).
+        link: ``"mc"``, ``"probit"`` or ``"probit_shared"`` (module docstring); the two closed
+            forms need ``last_layer`` and a `DiagonalGaussian`; ``"probit_shared"`` keeps the
+            network's arg-max exactly.
         last_layer: the name of the module whose output is the model's logits (e.g. ``"fc"``),
             to sample that layer alone; None linearizes every parameter the posterior holds.
         seed: the draws are a deterministic function of ``seed``.
         io: how batches become inputs and outputs become logits (`tradi.ModelIO`).
 
     Raises:
-        ValueError: n_samples < 1, an unknown link, ``"probit"`` without ``last_layer`` or a
-            diagonal posterior, a posterior without ``mean``, names the model lacks, or a
+        ValueError: n_samples < 1, an unknown link (the message lists them), a closed-form link
+            without ``last_layer`` or a diagonal posterior, a posterior without ``mean``, names the model lacks, or a
             ``last_layer`` that is not a Linear/Conv/ConvTranspose layer of the model.
     """
 
@@ -239,8 +260,8 @@ class LinearizedEnsemble:
 
     def __call__(self, x: Any) -> Tensor:
         """The predictive class probabilities [N, C, ...] (float)."""
-        if self.link == "probit":
-            return probit_softmax(*self.logit_moments(x))
+        if self.link in CLOSED_FORM_LINKS:
+            return probit_softmax(*self.logit_moments(x), shared=self.link == "probit_shared")
         return self.sample_probs(x).mean(dim=0)
 
     def predict(self, loader: Iterable[Any]) -> Tensor:
@@ -253,16 +274,18 @@ def _check_arguments(
 ) -> None:
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if link not in ("mc", "probit"):
-        raise ValueError(f"link must be 'mc' or 'probit', got {link!r}")
+    if link not in get_args(Link):
+        raise ValueError(f"link must be one of {list(get_args(Link))}, got {link!r}")
     if not isinstance(getattr(posterior, "mean", None), dict):
         raise ValueError(
             f"{type(posterior).__name__} has no `mean` dict: the linearized predictive needs the "
             "posterior's mean to turn samples into offsets"
         )
-    if link == "probit" and (last_layer is None or not isinstance(posterior, DiagonalGaussian)):
+    if link in CLOSED_FORM_LINKS and (
+        last_layer is None or not isinstance(posterior, DiagonalGaussian)
+    ):
         raise ValueError(
-            "link='probit' needs last_layer and a DiagonalGaussian (closed-form variances); "
+            f"link={link!r} needs last_layer and a DiagonalGaussian (closed-form variances); "
             "use link='mc' otherwise"
         )
 

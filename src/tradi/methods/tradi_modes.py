@@ -47,7 +47,8 @@ class TradiModesOptions:
     optimizer (`make_optimizer`: its momentum too); ``weight_decay`` (>= 0; None: the
     config's ``train.weight_decay``) replaces its weight decay in the cycles only (the study
     behind explore's defaults ran its cycles with Adam and none). ``link``: "probit" (closed
-    form, last layer) or "mc" (``n_samples`` logit draws per mode). ``scale``: a fixed factor of
+    form, last layer), "probit_shared" (the same with one variance per input, keeping each mode's
+    arg-max) or "mc" (``n_samples`` logit draws per mode). ``scale``: a fixed factor of
     the tracked standard deviations, or "auto": chosen on validation data by explore's rule
     (``min_nll``), once for the pooled mixture. Raises ValueError for a value out of range.
     """

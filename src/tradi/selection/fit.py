@@ -19,7 +19,7 @@ from torch import nn
 
 from tradi.inference.batchnorm import DEFAULT_BN_BATCHES
 from tradi.inference.ensemble import SampledEnsemble
-from tradi.inference.linearized import LinearizedEnsemble
+from tradi.inference.linearized import CLOSED_FORM_LINKS, LinearizedEnsemble
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
 from tradi.plumbing.loaders import loader_generators
 from tradi.plumbing.structure import named_parameters_with_owner
@@ -35,8 +35,8 @@ SCALE_RANGE: tuple[float, float] = (0.01, 1000.0)
 
 PosteriorFamily = Callable[[float], WeightPosterior]
 
-Predictive = Literal["sampled", "linearized", "probit"]
-PREDICTIVES: tuple[str, ...] = ("sampled", "linearized", "probit")
+Predictive = Literal["sampled", "linearized", "probit", "probit_shared"]
+PREDICTIVES: tuple[str, ...] = ("sampled", "linearized", "probit", "probit_shared")
 
 
 @contextmanager
@@ -64,7 +64,8 @@ def _family(
     posterior: WeightTracker | PosteriorFamily, searched: bool, predictive: str = "sampled"
 ) -> PosteriorFamily:
     """A function scale -> posterior; a tracker gives the paper's kernel covariance, rank 10
-    (the diagonal one for the ``"probit"`` predictive, whose closed form needs it).
+    (the diagonal one for the ``"probit"`` and ``"probit_shared"`` predictives, whose closed
+    forms need it).
     When the scale is ``searched`` on validation data, the tracker's warning that its memory has
     not filled yet is moot (`scale_chosen_on_validation`)."""
     if isinstance(posterior, WeightTracker):
@@ -72,7 +73,7 @@ def _family(
 
         def kernel(scale: float) -> WeightPosterior:
             with scale_chosen_on_validation() if searched else nullcontext():
-                if predictive == "probit":
+                if predictive in CLOSED_FORM_LINKS:
                     return tracker.posterior("diag", scale=scale)
                 return tracker.posterior("kernel", rank=10, scale=scale)
 
@@ -137,7 +138,9 @@ def fit_ensemble(
             around the trained network's own logits (`tradi.LinearizedEnsemble`, ``link="mc"``;
             the last layer alone when ``sample_modules`` names it); ``"probit"``: its closed
             form for the one layer ``sample_modules`` names, with a tracker's diagonal
-            posterior (one extra call of that layer, no sampling). The linearized predictives
+            posterior (one extra call of that layer, no sampling); ``"probit_shared"``: the
+            same with one variance per input, the classes' mean, so the arg-max is the
+            network's exactly at any scale (`probit_softmax`). The linearized predictives
             need no BatchNorm re-estimation (``bn_loader`` is not read). docs/one-run.md.
 
     Returns:
@@ -148,7 +151,8 @@ def fit_ensemble(
     Raises:
         ValueError: "auto" without ``val_loader``, a negative scale, a bad selection/range, a
             model whose parameters' shapes are not the tracker's, an unknown ``predictive``, or
-            ``"probit"`` without exactly one module in ``sample_modules``.
+            ``"probit"`` / ``"probit_shared"`` without exactly one module in
+            ``sample_modules``.
         TypeError: ``posterior`` is neither a tracker nor callable.
     """
     family = _family(posterior, searched=scale == "auto", predictive=predictive)
@@ -210,16 +214,17 @@ def _linearized_builder(
     **settings: Any,
 ) -> Callable[[float], LinearizedEnsemble]:
     """scale -> the `LinearizedEnsemble` of ``family(scale)``: ``"linearized"`` (logit draws)
-    or ``"probit"`` (closed form on the one layer ``sample_modules`` names)."""
+    or ``"probit"`` / ``"probit_shared"`` (closed form on the one layer ``sample_modules``
+    names)."""
     if predictive not in PREDICTIVES:
         raise ValueError(f"predictive must be one of {PREDICTIVES}, got {predictive!r}")
     layers = list(sample_modules or [])
-    if len(layers) > 1 or (predictive == "probit" and len(layers) != 1):
+    if len(layers) > 1 or (predictive in CLOSED_FORM_LINKS and len(layers) != 1):
         raise ValueError(
             f"predictive={predictive!r} linearizes one last layer: name it alone in "
             f"sample_modules (e.g. ['fc']), got {sample_modules!r}"
         )
-    link = "probit" if predictive == "probit" else "mc"
+    link = predictive if predictive in CLOSED_FORM_LINKS else "mc"
     layer = layers[0] if layers else None
 
     def build(value: float) -> LinearizedEnsemble:

@@ -178,7 +178,9 @@ def explore(
         include_trained: the trained network is a mode too.
         last_layer: the module sampled alone (its output must be the logits); ``"auto"``: the
             last Linear/Conv/ConvTranspose module; None: every tracked parameter (``link="mc"``).
-        link: ``"probit"`` (closed form, last layer) or ``"mc"`` (`LinearizedEnsemble`).
+        link: ``"probit"`` (closed form, last layer), ``"probit_shared"`` (the same with one
+            variance per input: each mode keeps its arg-max exactly) or ``"mc"``
+            (`LinearizedEnsemble`).
         n_samples: logit draws per mode for ``link="mc"``.
         scale: a fixed factor of the tracked deviations, or ``"auto"``: chosen by ``selection``
             over the pooled mixture, once.
@@ -280,7 +282,7 @@ def _mixture_builder(
     io: ModelIO,
 ) -> Callable[[float], MixturePredictive]:
     """scale -> the mixture of every mode's linearized predictive at that scale."""
-    covariance = "diag" if link == "probit" else "kernel"
+    covariance = "kernel" if link == "mc" else "diag"  # the closed forms need the diagonal
 
     def make(value: float) -> MixturePredictive:
         with scale_chosen_on_validation():  # the scale is searched (or fixed by the caller)
