@@ -133,7 +133,7 @@ def _without(state: dict[str, Any], key: str) -> dict[str, Any]:
         (lambda s: {**s, "modes": s["modes"][:1]}, "1 modes, 2 tracker indices"),
         (lambda s: {**s, "tracker_of_mode": [0, 1]}, "must use each of its 1 trackers"),
         (lambda s: {**s, "tracker_follows": [5]}, "must be modes"),
-        (lambda s: {**s, "link": "laplace"}, "link must be 'mc' or 'probit'"),
+        (lambda s: {**s, "link": "laplace"}, "link must be one of"),
     ],
 )
 def test_a_tampered_state_is_refused(probit: Exploration, tamper: Any, message: str) -> None:
