@@ -102,7 +102,7 @@ def _noise_modes(
     previous, prev_tracker = model, tracker
     with seeded_randomness(seed, torch.device("cpu"), [train]):
         for c in range(CYCLES):
-            for _ in range(c * EPOCHS):  # cycle c sees the shuffles of `modes`' cycle c
+            for _ in range(EPOCHS if c else 0):  # the shuffles of `modes`' cycle c
                 for _batch in train:
                     pass
             start = _perturbed(previous, prev_tracker, k, generator)
