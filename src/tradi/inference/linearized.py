@@ -29,6 +29,23 @@ variance is the layer applied to the squared input with the weights' variances (
 h_j W_j over distinct weights, so var = sum_j h_j^2 sigma_j^2; Kristiadi et al. 2020), one extra
 call of the layer; for any other posterior, ``"mc"`` draws the layer's weight offsets, one call
 of the layer each, with the trunk run once.
+
+A last layer followed by a spatial resize (a segmentation network's classifier, then bilinear
+upsampling to the input size: PSPNet, DeepLab, FCN) is accepted when the resize is one of
+`tradi.inference.last_layer.RESIZE_MODES` and is detected on every call by comparing the resized
+layer output with the logits, never assumed. The mean stays the network's own output (resized by
+the network itself); the ``"mc"`` draws add the resized offsets (the resize is linear, so this
+is still exact); the closed form's variance is the layer-resolution variance resized with the
+same weights: an UPPER BOUND of the resized logits' variance. Each output pixel is
+sum_i a_i z_i with a_i >= 0 and sum_i a_i = 1, the z_i correlated (they share the layer's
+weights), and
+
+    Var(sum_i a_i z_i) <= (sum_i a_i sd_i)^2 <= sum_i a_i Var(z_i)
+
+(Cauchy-Schwarz, |Cov(z_i, z_j)| <= sd_i sd_j; then Jensen, the a_i being weights of a mean):
+the resized variance never understates the spread, and equals it where one a_i is 1 (nearest
+neighbour everywhere; bilinear at the pixels that coincide with a layer pixel). The exact
+variance would need the cross-pixel covariances.
 """
 
 from __future__ import annotations
@@ -41,6 +58,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from tradi.inference.last_layer import LAYER_TYPES, RESIZE_MODES, logits_resize, resize
 from tradi.inference.weight_sets import sample_seeds
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
 from tradi.plumbing.structure import evaluation_copy, own_names
@@ -53,17 +71,6 @@ CLOSED_FORM_LINKS: tuple[str, ...] = ("probit", "probit_shared")
 
 #: The probit approximation's factor: E[sigmoid(z)] ~ sigmoid(m / sqrt(1 + pi/8 v)).
 PROBIT_FACTOR = math.pi / 8.0
-
-#: The layers a last layer may be: outputs sum_j h_j W_j + b with every weight used once per output element.
-LAYER_TYPES = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
 
 
 def probit_softmax(
@@ -113,7 +120,9 @@ class LinearizedEnsemble:
             forms need ``last_layer`` and a `DiagonalGaussian`; ``"probit_shared"`` keeps the
             network's arg-max exactly.
         last_layer: the name of the module whose output is the model's logits (e.g. ``"fc"``),
-            to sample that layer alone; None linearizes every parameter the posterior holds.
+            or gives them by a resize (a segmentation classifier before its upsampling: module
+            docstring), to sample that layer alone; None linearizes every parameter the
+            posterior holds.
         seed: the draws are a deterministic function of ``seed``.
         io: how batches become inputs and outputs become logits (`tradi.ModelIO`).
 
@@ -162,24 +171,32 @@ class LinearizedEnsemble:
 
         Returns:
             (mean, variance), each [N, C, ...] float: the trained network's logits and
-            sum_j h_j^2 sigma_j^2 (+ the bias variances), h the layer's input.
+            sum_j h_j^2 sigma_j^2 (+ the bias variances), h the layer's input. When the network
+            resizes the layer's output (a segmentation network's upsampling), the variance is
+            resized with the same interpolation weights: an upper bound of the resized logits'
+            variance, exact where one weight is 1 (module docstring: Cauchy-Schwarz, Jensen).
 
         Raises:
-            ValueError: without ``last_layer`` or with a posterior that is not diagonal.
+            ValueError: without ``last_layer``, with a posterior that is not diagonal, or a
+                layer whose output gives the logits neither as they are nor by a resize of
+                `tradi.inference.last_layer.RESIZE_MODES`.
         """
         if self._layer is None or not isinstance(self.posterior, DiagonalGaussian):
             raise ValueError("closed-form logit moments need last_layer and a DiagonalGaussian")
-        call, logits = self._trunk(to_device(x, self.device))
+        call, logits, mode = self._trunk(to_device(x, self.device))
         variances = {
             key: self.posterior.std[f"{self.last_layer}.{key}"].to(self.device) ** 2
             for key in ("weight", "bias")
             if f"{self.last_layer}.{key}" in self.posterior.std
         }
-        return logits, self._layer_with(variances, call, squared=True)
+        return logits, self._as_logits(
+            self._layer_with(variances, call, squared=True), logits, mode
+        )
 
-    def _trunk(self, x: Any) -> tuple[tuple[tuple[Any, ...], dict[str, Any]], Tensor]:
+    def _trunk(self, x: Any) -> tuple[tuple[tuple[Any, ...], dict[str, Any]], Tensor, str]:
         """The last layer's call (its arguments, e.g. a transposed convolution's
-        ``output_size``) and the model's logits, from one forward pass."""
+        ``output_size``), the model's logits and how the layer's output becomes them
+        (``"identity"`` or one of `RESIZE_MODES`: `logits_resize`), from one forward pass."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         outputs: list[Tensor] = []
         layer = self._layer
@@ -195,16 +212,19 @@ class LinearizedEnsemble:
         finally:
             for handle in handles:
                 handle.remove()
-        if (
-            len(outputs) != 1
-            or outputs[0].shape != logits.shape
-            or not torch.equal(outputs[0], logits)
-        ):
+        mode = logits_resize(outputs[0], logits) if len(outputs) == 1 else None
+        if mode is None:
             raise ValueError(
                 f"last_layer {self.last_layer!r} must be called once and give the model's "
-                "logits; use last_layer=None to linearize the whole network"
+                f"logits, or give them by a resize ({', '.join(RESIZE_MODES)}); use "
+                "last_layer=None to linearize the whole network"
             )
-        return calls[0], logits
+        return calls[0], logits, mode
+
+    @staticmethod
+    def _as_logits(values: Tensor, logits: Tensor, mode: str) -> Tensor:
+        """The layer-resolution ``values`` mapped as the network maps its layer's output."""
+        return values if mode == "identity" else resize(values, logits.shape[2:], mode)
 
     def _layer_with(
         self,
@@ -226,13 +246,13 @@ class LinearizedEnsemble:
         """Draws of the linearized logits, [n_samples, N, C, ...] (``link="mc"``'s draws)."""
         x = to_device(x, self.device)
         if self._layer is not None:
-            call, logits = self._trunk(x)
+            call, logits, mode = self._trunk(x)
             prefix = f"{self.last_layer}."
             draws = []
             for index in range(self.n_samples):
                 offsets = self._offsets(index)
                 layer = {k[len(prefix) :]: v for k, v in offsets.items() if k.startswith(prefix)}
-                draws.append(logits + self._layer_with(layer, call))
+                draws.append(logits + self._as_logits(self._layer_with(layer, call), logits, mode))
             return torch.stack(draws)
         return self._full_jvp_draws(x)
 

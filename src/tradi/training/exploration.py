@@ -29,10 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import tradi.training.exploration_state as saved_form
-from tradi.inference.linearized import LAYER_TYPES, LinearizedEnsemble, Link
+from tradi.inference.last_layer import find_last_layer
+from tradi.inference.linearized import LinearizedEnsemble, Link
 from tradi.inference.mixture import MixturePredictive
-from tradi.plumbing.adapters import DEFAULT_IO, ModelIO, to_device
-from tradi.plumbing.modes import eval_mode
+from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
 from tradi.plumbing.structure import unwrap
 from tradi.selection.fit import SCALE_RANGE, check_centre, seeded_randomness
 from tradi.selection.rules import ScaleSearch, ScaleSelection, scale_search_from_dict
@@ -176,8 +176,11 @@ def explore(
         tracker: the tracker of the original training, for the trained network's mode; None:
             that mode takes the first cycle's tracked variances (the cycle starts from it).
         include_trained: the trained network is a mode too.
-        last_layer: the module sampled alone (its output must be the logits); ``"auto"``: the
-            last Linear/Conv/ConvTranspose module; None: every tracked parameter (``link="mc"``).
+        last_layer: the module sampled alone (its output must be the logits, or give them by a
+            resize: a segmentation network's upsampling, `tradi.inference.last_layer`);
+            ``"auto"``: the Linear/Conv/ConvTranspose module whose output is the logits, else
+            the one whose output resized is (`find_last_layer`); None: every tracked parameter
+            (``link="mc"``).
         link: ``"probit"`` (closed form, last layer), ``"probit_shared"`` (the same with one
             variance per input: each mode keeps its arg-max exactly) or ``"mc"``
             (`LinearizedEnsemble`).
@@ -200,7 +203,8 @@ def explore(
 
     Raises:
         ValueError: cycles or epochs_per_cycle < 1, ``scale="auto"`` without ``val_loader``, a
-            negative scale, or no Linear/Conv layer for ``last_layer="auto"``.
+            negative scale, or no Linear/Conv layer giving the logits (or them resized) for
+            ``last_layer="auto"``.
 
     Source: snapshot ensembles (Huang et al. 2017), FGE (Garipov et al. 2018), MultiSWAG
     (Wilson & Izmailov 2020), the linearized predictive (Immer et al. 2021).
@@ -209,7 +213,8 @@ def explore(
     if tracker is not None:
         check_centre(model, tracker, sampled=False)  # the trained mode's spread is this tracker's
     started = time.perf_counter()
-    layer = _auto_last_layer(model, train_loader, io) if last_layer == "auto" else last_layer
+    auto = last_layer == "auto"  # found by one forward pass of the first training batch
+    layer = find_last_layer(model, next(iter(train_loader)), io) if auto else last_layer
     modes, trackers, runs = _run_cycles(
         model, train_loader, optimizer, cycles, epochs_per_cycle, loss_fn, seed, io
     )
@@ -335,40 +340,6 @@ def _run_cycles(
             modes.append(current.eval())
             trackers.append(callback.tracker)
     return modes, trackers, runs
-
-
-def _auto_last_layer(model: nn.Module, train_loader: Iterable[Any], io: ModelIO) -> str:
-    """The Linear/Conv/ConvTranspose module whose output is the model's logits, found by one
-    forward pass of the first training batch (registration order says nothing about which
-    layer comes last in ``forward``)."""
-    candidates = {name: m for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
-    if not candidates:
-        raise ValueError(
-            "last_layer='auto' found no Linear/Conv/ConvTranspose module: name the layer whose "
-            "output is the logits, or pass last_layer=None with link='mc'"
-        )
-    outputs: dict[str, torch.Tensor] = {}
-    handles = [
-        module.register_forward_hook(lambda m, args, out, name=name: outputs.__setitem__(name, out))
-        for name, module in candidates.items()
-    ]
-    batch = next(iter(train_loader))
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad(), eval_mode(model):
-            logits = io.logits(io.forward(model, to_device(io.inputs(batch), device)))
-    finally:
-        for handle in handles:
-            handle.remove()
-    found = [name for name, out in outputs.items() if out is logits]
-    if not found:
-        raise ValueError(
-            "last_layer='auto' found no Linear/Conv/ConvTranspose module whose output is the "
-            f"model's logits (after it: a log-softmax, a pooling, ...; layers: "
-            f"{list(candidates)[-5:]}): name the layer whose output is the logits, or pass "
-            "last_layer=None with link='mc' to linearize the whole network"
-        )
-    return found[-1]
 
 
 def _check(
