@@ -136,7 +136,8 @@ def test_shipped_cifar10_config_runs_the_papers_methods_on_a_cpu_budget() -> Non
     config = load_config("cifar10")
     assert config.benchmark == "cifar10" and config.model.name == "resnet20"
     methods = {"mcp", "temperature_scaling", "deep_ensembles", "mc_dropout", "swag", "tradi"}
-    assert methods | {"gaussian_perturbation", "ivon"} == set(config.methods)  # issue 12's table
+    # issue 12's table, and the beyond-the-paper row (issue 19)
+    assert methods | {"gaussian_perturbation", "ivon", "tradi_modes"} == set(config.methods)
     assert config.model.options["dropout"] > 0  # MC Dropout needs dropout to switch on
     assert config.device == "cpu"
 
