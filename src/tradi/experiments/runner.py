@@ -52,6 +52,7 @@ from tradi.experiments.config import ExperimentConfig
 from tradi.experiments.pairs import build, loss_function, run_methods
 from tradi.experiments.report import write_outputs
 from tradi.experiments.rundir import claim_out_dir
+from tradi.experiments.summary import duration
 from tradi.methods import METHODS
 from tradi.training.checkpoint import save_atomic
 
@@ -268,7 +269,8 @@ def _headline(result: dict[str, Any]) -> str:
     first = result["rows"][0]["metrics"]
     keys = [k for k in ("accuracy", "nll", "auroc", "fpr95_tpr_in") if k in first]
     return (
-        ", ".join(f"{k} {first[k]:.4f}" for k in keys) + f", train {result['train_seconds']:.0f}s"
+        ", ".join(f"{k} {first[k]:.4f}" for k in keys)
+        + f", train {duration(result['train_seconds'])}"
     )
 
 
