@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import tradi
 from tradi.data import Benchmark, TensorSplit
 
 #: The datasets the real-data tests read, as folders of $TRADI_DATA_DIR.
@@ -103,3 +104,28 @@ def blobs() -> Callable[..., Benchmark]:
     """``blobs(with_ood_val=True, ood_shift=-3.0, far_ood_shift=None)`` builds the synthetic
     benchmark."""
     return make_benchmark
+
+
+def _train_tracked(
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    epochs: int,
+    memory: int = 4,
+) -> tradi.WeightTracker:
+    """SGD (lr 0.1) with cross-entropy over ``batches`` for ``epochs``, a tracker updated after
+    every step; the tracker (``model`` is trained in place)."""
+    tracker = tradi.WeightTracker(model, memory=memory)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(epochs):
+        for xb, yb in batches:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+            tracker.update()
+    return tracker
+
+
+@pytest.fixture(scope="session")
+def train_tracked() -> Callable[..., tradi.WeightTracker]:
+    """``train_tracked(model, batches, epochs, memory=4)``: a tiny tracked SGD training."""
+    return _train_tracked

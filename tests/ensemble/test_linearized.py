@@ -5,6 +5,8 @@ formula recomputed in NumPy, and the sampled ensemble where the linearization is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -231,32 +233,26 @@ def test_the_last_layers_own_call_arguments_are_kept() -> None:
     )  # fmt: skip
 
 
-def _trained_tracker() -> tuple[nn.Module, object, list[tuple[torch.Tensor, torch.Tensor]]]:
-    import tradi
-
+def _trained_tracker(
+    train_tracked: Callable[..., Any],
+) -> tuple[nn.Module, object, list[tuple[torch.Tensor, torch.Tensor]]]:
     model = _mlp()
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(64, 4, generator=gen)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
     batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
-    tracker = tradi.WeightTracker(model, memory=4)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(5):
-        for xb, yb in batches:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(xb), yb).backward()
-            optimizer.step()
-            tracker.update()
-    return model, tracker, batches
+    return model, train_tracked(model, batches, epochs=5), batches
 
 
 @pytest.mark.parametrize(
     ("predictive", "modules"), [("linearized", None), ("linearized", ["2"]), ("probit", ["2"])]
 )
-def test_fit_ensemble_builds_the_linearized_predictive(predictive: str, modules: object) -> None:
+def test_fit_ensemble_builds_the_linearized_predictive(
+    predictive: str, modules: object, train_tracked: Callable[..., Any]
+) -> None:
     from tradi import fit_ensemble
 
-    model, tracker, batches = _trained_tracker()
+    model, tracker, batches = _trained_tracker(train_tracked)
     ensemble, search = fit_ensemble(
         model, tracker, batches, predictive=predictive, sample_modules=modules, n_samples=4
     )
@@ -269,10 +265,10 @@ def test_fit_ensemble_builds_the_linearized_predictive(predictive: str, modules:
     torch.testing.assert_close(still(x), model(x).softmax(dim=1).detach())
 
 
-def test_fit_ensemble_refuses_a_probit_without_one_layer() -> None:
+def test_fit_ensemble_refuses_a_probit_without_one_layer(train_tracked: Callable[..., Any]) -> None:
     from tradi import fit_ensemble
 
-    model, tracker, _ = _trained_tracker()
+    model, tracker, _ = _trained_tracker(train_tracked)
     with pytest.raises(ValueError, match="one last layer"):
         fit_ensemble(model, tracker, predictive="probit", scale=1.0)
     with pytest.raises(ValueError, match="predictive must be one of"):

@@ -7,6 +7,9 @@ segmentation net), scale 0 is the network's softmax, and confidence only falls a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -120,16 +123,9 @@ def _data(n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(x[i : i + 16], y[i : i + 16]) for i in range(0, n, 16)]
 
 
-def test_fit_ensemble_builds_it_end_to_end() -> None:
+def test_fit_ensemble_builds_it_end_to_end(train_tracked: Callable[..., Any]) -> None:
     model, batches = _mlp(), _data(64, 5)
-    tracker = tradi.WeightTracker(model, memory=4)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(4):
-        for xb, yb in batches:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(xb), yb).backward()
-            optimizer.step()
-            tracker.update()
+    tracker = train_tracked(model, batches, epochs=4)
     ensemble, search = tradi.fit_ensemble(
         model, tracker, _data(32, 6), predictive="probit_shared", sample_modules=["2"]
     )
