@@ -1,7 +1,7 @@
 """The README's quick start on a model that is not in the library, short and long runs.
 
 A small CNN with BatchNorm and dropout (not one of tradi.models) on the embedded digits (0-4 in,
-5-9 OOD), AdamW at its defaults, as the quick start writes it. Per seed and run length: the
+5-9 OOD), AdamW at its defaults, trained as the quick start writes it. Per seed and run length: the
 network alone (MCP), the quick start's `fit_ensemble` with every default, `tradi.explore`'s modes
 (2 cycles of 2 epochs, AdamW at the same learning rate, no weight decay), the network trained
 for those 4 more epochs instead (the same compute as plain training), and a Deep Ensemble of 3

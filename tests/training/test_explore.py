@@ -150,3 +150,53 @@ def test_segmentation_labels_left_out_by_ignore_index() -> None:
     probs = result.predictive(x[:4])
     assert probs.shape == (4, 3, 6, 6)
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(4, 6, 6))
+
+
+def _shuffled(seed: int = 0) -> tuple[torch.utils.data.DataLoader, torch.Generator]:
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.utils.data.TensorDataset(x, y)
+    return torch.utils.data.DataLoader(
+        data, batch_size=16, shuffle=True, generator=generator
+    ), generator
+
+
+def test_auto_leaves_the_loader_as_it_was_and_trains_as_the_named_layer() -> None:
+    """The forward pass that finds the layer draws no shuffle the caller or the cycles see."""
+    loader, generator = _shuffled()
+    before = generator.get_state().clone()
+    model = _model()
+    weights = {}
+    for last in ("auto", "3"):
+        result = explore(model, loader, optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=0.0,
+                         last_layer=last)  # fmt: skip
+        assert torch.equal(generator.get_state(), before)
+        assert result.last_layer == "3"
+        weights[last] = result.modes[1][3].weight.detach().clone()
+    torch.testing.assert_close(weights["auto"], weights["3"], rtol=0, atol=0)
+
+
+def test_a_wrapped_model_gets_its_own_layer_names() -> None:
+    loader, _ = _shuffled()
+    wrapped = nn.DataParallel(_model())  # on CPU: a plain wrapper
+    result = explore(wrapped, loader, optimizer=_sgd, cycles=1, epochs_per_cycle=1, scale=0.0)
+    assert result.last_layer == "3"
+    x = next(iter(loader))[0]
+    assert result.predictive(x).shape == (16, 3)
+
+
+def test_a_wrong_layer_name_is_refused_before_any_training() -> None:
+    loader, _ = _shuffled()
+    calls = []
+
+    def factory(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        calls.append(1)
+        return _sgd(params)
+
+    with pytest.raises(ValueError, match="not a module of the model"):
+        explore(_model(), loader, optimizer=factory, cycles=1, epochs_per_cycle=1, scale=0.0,
+                last_layer="head")  # fmt: skip
+    with pytest.raises(ValueError, match="is a ReLU"):
+        explore(_model(), loader, optimizer=factory, cycles=1, epochs_per_cycle=1, scale=0.0,
+                last_layer="1")  # fmt: skip
+    assert not calls  # no cycle began

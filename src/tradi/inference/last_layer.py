@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from tradi.plumbing.adapters import ModelIO, to_device
 from tradi.plumbing.modes import eval_mode
+from tradi.plumbing.structure import named_modules
 
 #: The layers a last layer may be: outputs sum_j h_j W_j + b with every weight used once per output element.
 LAYER_TYPES = (
@@ -93,6 +94,7 @@ def logits_resize(output: Tensor, logits: Tensor) -> str | None:
         return None
     if output.dim() - 2 not in _LINEAR_MODES:
         return None
+    output = output.to(logits.dtype)  # a half-precision layer before float logits compares too
     scale = float(logits.detach().abs().max()) if logits.numel() else 0.0
     tolerance = RESIZE_TOLERANCE * max(scale, 1.0)
     for mode in RESIZE_MODES:
@@ -114,7 +116,7 @@ def find_last_layer(model: nn.Module, batch: Any, io: ModelIO) -> str:
     Raises:
         ValueError: the model has no such module, or none whose output gives the logits.
     """
-    candidates = {name: m for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    candidates = {name: m for name, m in named_modules(model) if isinstance(m, LAYER_TYPES)}
     if not candidates:
         raise ValueError(
             "last_layer='auto' found no Linear/Conv/ConvTranspose module: name the layer whose "
@@ -127,7 +129,8 @@ def find_last_layer(model: nn.Module, batch: Any, io: ModelIO) -> str:
     if not found:
         raise ValueError(
             "last_layer='auto' found no Linear/Conv/ConvTranspose module whose output is the "
-            f"model's logits, or gives them by a resize ({', '.join(RESIZE_MODES)}) (after it: a "
+            f"model's logits, or gives them by a resize to their size ({', '.join(RESIZE_MODES)}; "
+            "F.interpolate(size=...) or an exact scale_factor) (after it: a "
             f"log-softmax, a pooling, ...; layers: {list(candidates)[-5:]}): name the layer "
             "whose output is the logits, or pass last_layer=None with link='mc' to linearize "
             "the whole network"
@@ -158,3 +161,20 @@ def _layer_outputs(
         for handle in handles:
             handle.remove()
     return outputs, logits
+
+
+def check_last_layer(model: nn.Module, name: str) -> None:
+    """Raise ValueError unless ``name`` is a Linear/Conv/ConvTranspose module of ``model`` (its
+    own names: wrappers such as DDP or DataParallel removed, `tradi.plumbing.structure`)."""
+    modules = dict(named_modules(model))
+    if name not in modules:
+        layers = [n for n, m in modules.items() if isinstance(m, LAYER_TYPES)][-5:]
+        raise ValueError(
+            f"last_layer {name!r} is not a module of the model (its own names, wrappers "
+            f"removed; its last Linear/Conv layers: {layers})"
+        )
+    if not isinstance(modules[name], LAYER_TYPES):
+        raise ValueError(
+            f"last_layer {name!r} is a {type(modules[name]).__name__}: the closed form and the "
+            "linearized last layer need a Linear, Conv or ConvTranspose module"
+        )

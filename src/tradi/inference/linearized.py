@@ -21,7 +21,8 @@ Three ways to get the class probabilities (``link``):
 - ``"probit_shared"``: the same with ONE variance per input (per pixel), the mean over classes
   vbar = mean_c v_c: softmax(m / sqrt(1 + pi/8 vbar)). A per-input temperature >= 1, so the
   arg-max is the network's exactly, at any scale; confidence falls where the last layer's spread
-  is large. The shared variance is ours (the probit factor is MacKay's); same cost as ``"probit"``.
+  is large. One variance per input is SNGP's mean-field logits (Liu et al. 2020, with the
+  probit factor pi/8 of MacKay 1992); same cost as ``"probit"``.
 
 ``last_layer``: only that module's weights are sampled (the others stay at w*). The layer is
 linear in its weights, so the linearization is exact there: for a diagonal posterior the logits'
@@ -97,7 +98,7 @@ def probit_softmax(
 
     Source: MacKay 1992 (the probit factor pi/8); Lu, Ie & Sha 2020, "Mean-field approximation
     to Gaussian-softmax integral with application to uncertainty estimation" (the per-class
-    "mean-field" softmax). The shared variance is ours.
+    "mean-field" softmax); one variance per input as in SNGP (Liu et al. 2020).
     """
     if mean.shape != variance.shape:
         raise ValueError(f"mean {tuple(mean.shape)} and variance {tuple(variance.shape)} differ")

@@ -220,15 +220,19 @@ class TradiModes(Method):
                 "tradi_modes: this state has no 'exploration': it was saved by an older tradi "
                 "(cycle_models and trackers apart), which this one does not read; fit again"
             )
-        super().load_state_dict(state)
-        exploration = Exploration.from_state_dict(
-            state["exploration"], self._require_model(), io=self.io
+        saved_exploration = state["exploration"]
+        saved = (
+            saved_exploration.get("link"),
+            saved_exploration.get("n_samples"),
+            len(saved_exploration.get("modes", ())) - 1,
         )
-        saved = (exploration.link, exploration.n_samples, len(exploration.modes) - 1)
         options = (self.options.link, self.options.n_samples, self.options.cycles)
-        if saved != options:
+        if saved != options:  # checked before anything of this method changes
             raise ValueError(
                 f"tradi_modes: the state was saved with (link, n_samples, cycles) = {saved}, "
                 f"these options say {options}: build the method with the saved options"
             )
-        self._keep(exploration)
+        super().load_state_dict(state)
+        self._keep(
+            Exploration.from_state_dict(saved_exploration, self._require_model(), io=self.io)
+        )

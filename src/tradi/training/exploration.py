@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import tradi.training.exploration_state as saved_form
-from tradi.inference.last_layer import find_last_layer
+from tradi.inference.last_layer import check_last_layer, find_last_layer
 from tradi.inference.linearized import LinearizedEnsemble, Link
 from tradi.inference.mixture import MixturePredictive
 from tradi.plumbing.adapters import DEFAULT_IO, ModelIO
@@ -213,8 +213,7 @@ def explore(
     if tracker is not None:
         check_centre(model, tracker, sampled=False)  # the trained mode's spread is this tracker's
     started = time.perf_counter()
-    auto = last_layer == "auto"  # found by one forward pass of the first training batch
-    layer = find_last_layer(model, next(iter(train_loader)), io) if auto else last_layer
+    layer = _last_layer(model, train_loader, last_layer, seed, io)
     modes, trackers, runs = _run_cycles(
         model, train_loader, optimizer, cycles, epochs_per_cycle, loss_fn, seed, io
     )
@@ -306,6 +305,25 @@ def _mixture_builder(
         return MixturePredictive(members, io)
 
     return make
+
+
+def _last_layer(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    last_layer: str | None,
+    seed: int,
+    io: ModelIO,
+) -> str | None:
+    """The layer sampled alone: ``last_layer`` checked before any training, or for ``"auto"``
+    found by one forward pass of the first training batch, drawn with the loader's randomness
+    rewound (the cycles then see the shuffles they would see with the layer named)."""
+    if last_layer == "auto":
+        device = next(model.parameters(), torch.empty(0)).device
+        with seeded_randomness(seed, device, [train_loader]):
+            return find_last_layer(model, next(iter(train_loader)), io)
+    if last_layer is not None:
+        check_last_layer(model, last_layer)
+    return last_layer
 
 
 def _run_cycles(
