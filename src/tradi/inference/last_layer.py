@@ -80,7 +80,8 @@ def resize(values: Tensor, size: Sequence[int], mode: str) -> Tensor:
 
 
 def logits_resize(output: Tensor, logits: Tensor) -> str | None:
-    """How a last layer's ``output`` becomes the model's ``logits``.
+    """How a last layer's ``output`` [N, C, *S] becomes the model's ``logits`` [N, C, *S'] (1 to
+    3 spatial dimensions; any float dtypes: ``output`` is compared in ``logits``' dtype).
 
     Returns:
         ``"identity"`` when they are equal (an exact match); else the first of `RESIZE_MODES`
@@ -112,6 +113,16 @@ def find_last_layer(model: nn.Module, batch: Any, io: ModelIO) -> str:
     A module whose output IS the logits is preferred (the last such one); else the last whose
     output, resized by one of `RESIZE_MODES`, equals them (`logits_resize`: a segmentation
     network's classifier before its upsampling).
+
+    Args:
+        model: the network (wrappers such as DDP are looked through: the name returned is the
+            network's own, `tradi.plumbing.structure.named_modules`).
+        batch: one batch as the loader yields it; ``io.inputs(batch)`` goes to the model's
+            device.
+        io: how a batch becomes inputs and the output becomes logits (`tradi.ModelIO`).
+
+    Returns:
+        The module's name, e.g. ``"head"`` or ``"classifier.4"``.
 
     Raises:
         ValueError: the model has no such module, or none whose output gives the logits.

@@ -1,7 +1,14 @@
 """Choosing a posterior's noise scale on validation data, and the one-call `fit_ensemble` built on it."""
 
 from tradi.selection.fit import fit_ensemble
-from tradi.selection.rules import RULES, Rule, ScalePoint, ScaleSearch, ScaleSelection
+from tradi.selection.rules import (
+    RULES,
+    Rule,
+    ScalePoint,
+    ScaleSearch,
+    ScaleSelection,
+    scale_search_from_dict,
+)
 from tradi.selection.search import network_predict, score, search_scale
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "ScaleSelection",
     "fit_ensemble",
     "network_predict",
+    "scale_search_from_dict",
     "score",
     "search_scale",
 ]

@@ -9,7 +9,7 @@ from tradi.training.config import (
     make_scheduler,
     options_from_mapping,
 )
-from tradi.training.exploration import Exploration, explore
+from tradi.training.exploration import Exploration, explore, mode_mixture
 from tradi.training.hooks import Callback, FitResult
 from tradi.training.loop import evaluate, fit
 
@@ -27,5 +27,6 @@ __all__ = [
     "fit",
     "make_optimizer",
     "make_scheduler",
+    "mode_mixture",
     "options_from_mapping",
 ]
