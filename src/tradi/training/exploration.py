@@ -131,14 +131,14 @@ class Exploration:
         predictive = mode_mixture(modes, trackers, float(saved["scale"]), io=io, **settings)
         search = saved["search"]
         return cls(
-            predictive,
-            None if search is None else scale_search_from_dict(search),
-            modes,
-            trackers,
-            int(saved["cost_epochs"]),
-            float(saved["seconds"]),
-            float(saved["scale"]),
-            tuple(FitResult(**run) for run in saved["runs"]),
+            predictive=predictive,
+            search=None if search is None else scale_search_from_dict(search),
+            modes=modes,
+            trackers=trackers,
+            cost_epochs=int(saved["cost_epochs"]),
+            seconds=float(saved["seconds"]),
+            scale=float(saved["scale"]),
+            runs=tuple(FitResult(**run) for run in saved["runs"]),
             **settings,
         )
 
@@ -234,18 +234,18 @@ def explore(
     else:
         predictive = make(scale)
     return Exploration(
-        predictive,  # type: ignore[arg-type]
-        search,
-        modes,
-        trackers,
-        cycles * epochs_per_cycle,
-        time.perf_counter() - started,
-        search.scale if search is not None else float(scale),
-        tuple(runs),
-        layer,
-        link,
-        n_samples,
-        seed,
+        predictive=predictive,  # type: ignore[arg-type]
+        search=search,
+        modes=modes,
+        trackers=trackers,
+        cost_epochs=cycles * epochs_per_cycle,
+        seconds=time.perf_counter() - started,
+        scale=search.scale if search is not None else float(scale),
+        runs=tuple(runs),
+        last_layer=layer,
+        link=link,
+        n_samples=n_samples,
+        seed=seed,
     )
 
 
